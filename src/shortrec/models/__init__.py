@@ -1,0 +1,23 @@
+"""Every recommender, by name. Modules are imported on first use, so `shortrec` starts fast
+and a model's heavy dependencies (torch, implicit, lightgbm) load only when it is used."""
+
+from __future__ import annotations
+
+import importlib
+
+from shortrec.models.base import Recommender
+
+# name -> "module:Class"; one module per model.
+REGISTRY: dict[str, str] = {
+    "random": "shortrec.models.baselines:RandomRecommender",
+    "popular": "shortrec.models.baselines:PopularRecommender",
+    "recent-popular": "shortrec.models.baselines:RecentPopularRecommender",
+    "oracle": "shortrec.models.baselines:OracleRecommender",
+}
+
+
+def model_class(name: str) -> type[Recommender]:
+    if name not in REGISTRY:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(REGISTRY))}")
+    module, _, cls = REGISTRY[name].partition(":")
+    return getattr(importlib.import_module(module), cls)

@@ -1,0 +1,126 @@
+"""Reference points every model must beat (random, popularity) or cannot beat (the oracle)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import polars as pl
+
+from shortrec.data.histories import Histories, IdMap
+from shortrec.io import atomic_write_text
+from shortrec.models.base import Recommender, popularity_fallback
+
+
+@dataclasses.dataclass
+class RandomRecommender(Recommender):
+    """Uniform random scores: the floor of any honest leaderboard."""
+
+    name: ClassVar[str] = "random"
+
+    def fit(self, train: pl.DataFrame, validation: pl.DataFrame | None = None):
+        return self
+
+    def score(self, user_ids, video_ids, histories: Histories) -> np.ndarray:
+        # Seeded by (seed, first user) so scoring in batches stays reproducible.
+        first = int(user_ids[0]) if len(user_ids) else 0
+        rng = np.random.default_rng([self.seed, first, len(user_ids)])
+        return rng.random((len(user_ids), len(video_ids)), dtype=np.float32)
+
+
+@dataclasses.dataclass
+class _VideoScoreTable(Recommender):
+    """A model whose score depends on the video only: one learned score per known video."""
+
+    def save_state(self, directory: Path) -> None:
+        state = {"video_ids": self.video_ids_.tolist(), "scores": self.scores_.tolist()}
+        atomic_write_text(directory / "video_scores.json", json.dumps(state))
+
+    def load_state(self, directory: Path) -> None:
+        state = json.loads((directory / "video_scores.json").read_text())
+        self.video_ids_ = np.asarray(state["video_ids"], dtype=np.int64)
+        self.scores_ = np.asarray(state["scores"], dtype=np.float64)
+
+    def score(self, user_ids, video_ids, histories: Histories) -> np.ndarray:
+        row = popularity_fallback(np.asarray(video_ids), self.video_ids_, self.scores_)
+        return np.broadcast_to(row, (len(user_ids), len(row))).copy()
+
+    def _set_scores(self, counts: pl.DataFrame) -> None:
+        counts = counts.sort("video_id")
+        self.video_ids_ = counts["video_id"].to_numpy().astype(np.int64)
+        self.scores_ = counts["score"].to_numpy().astype(np.float64)
+
+
+@dataclasses.dataclass
+class PopularRecommender(_VideoScoreTable):
+    """Videos ranked by how many distinct users viewed them in training."""
+
+    name: ClassVar[str] = "popular"
+
+    def fit(self, train: pl.DataFrame, validation: pl.DataFrame | None = None):
+        self._set_scores(
+            train.group_by("video_id").agg(pl.col("user_id").n_unique().cast(pl.Float64).alias("score"))
+        )
+        return self
+
+
+@dataclasses.dataclass
+class RecentPopularRecommender(_VideoScoreTable):
+    """Views weighted by recency: a view `half_life_days` before the end of training counts half."""
+
+    name: ClassVar[str] = "recent-popular"
+    half_life_days: float = 3.0
+
+    def fit(self, train: pl.DataFrame, validation: pl.DataFrame | None = None):
+        timed = train.filter(pl.col("timestamp").is_not_null())
+        end = timed["timestamp"].max()
+        weight = (0.5 ** ((end - pl.col("timestamp")) / (86_400.0 * self.half_life_days))).alias(
+            "w"
+        )
+        self._set_scores(
+            timed.with_columns(weight).group_by("video_id").agg(pl.col("w").sum().alias("score"))
+        )
+        return self
+
+
+@dataclasses.dataclass
+class OracleRecommender(Recommender):
+    """Ranks by the synthetic world's noise-free expected watch ratio: the ceiling.
+
+    Only defined for synthetic worlds (their `ground_truth.parquet`); pairs outside the
+    ground truth score lowest."""
+
+    name: ClassVar[str] = "oracle"
+    world_dir: str = ""
+
+    def fit(self, train: pl.DataFrame, validation: pl.DataFrame | None = None):
+        from shortrec.data.dataset import load_prepared
+
+        truth = load_prepared(self.world_dir).ground_truth
+        if truth is None:
+            raise ValueError(
+                f"the oracle needs a synthetic world with ground truth; {self.world_dir} has none"
+            )
+        self.truth_ = truth
+        return self
+
+    def save_state(self, directory: Path) -> None:
+        pass  # the ground truth stays in the world directory
+
+    def load_state(self, directory: Path) -> None:
+        self.fit(pl.DataFrame())
+
+    def score(self, user_ids, video_ids, histories: Histories) -> np.ndarray:
+        user_ids, video_ids = np.asarray(user_ids), np.asarray(video_ids)
+        users, videos = IdMap.from_ids(user_ids), IdMap.from_ids(video_ids)
+        truth = self.truth_.filter(
+            pl.col("user_id").is_in(users.raw_ids) & pl.col("video_id").is_in(videos.raw_ids)
+        )
+        dense = np.full((len(users), len(videos)), -1.0, dtype=np.float32)
+        dense[users.index(truth["user_id"]), videos.index(truth["video_id"])] = truth[
+            "expected_watch_ratio"
+        ].to_numpy()
+        return dense[np.ix_(users.index(user_ids), videos.index(video_ids))]
