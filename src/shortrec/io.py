@@ -33,3 +33,19 @@ def atomic_write_text(target: str | Path, text: str) -> None:
 def atomic_write_bytes(target: str | Path, data: bytes) -> None:
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
+
+
+def write_table(table, target: str | Path) -> None:
+    """Write a polars frame to .csv or .parquet (by suffix), atomically."""
+    target = Path(target)
+    if target.suffix not in (".csv", ".parquet"):
+        raise ValueError(f"output must end in .csv or .parquet, got {target}")
+    with atomic_path(target) as tmp:
+        if target.suffix == ".csv":
+            # list columns (tags) are written as text, like KuaiRec's own files
+            flat = table.with_columns(
+                [table[c].cast(str) if str(table[c].dtype).startswith("List") else table[c] for c in table.columns]
+            )
+            flat.write_csv(tmp)
+        else:
+            table.write_parquet(tmp)

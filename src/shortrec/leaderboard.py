@@ -1,0 +1,110 @@
+"""Runs side by side: means with 95% intervals and paired differences against a baseline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+
+from shortrec.evaluation.statistics import PairedComparison, paired_comparison
+from shortrec.runs import RunConfig, list_runs, per_user_metrics, read_metrics
+
+SHOWN_METRICS = ("ndcg@10", "graded_ndcg@10", "recall@20")
+
+
+def _paired_on_users(run_a: Path, run_b: Path, on: str, metric: str) -> PairedComparison:
+    a = per_user_metrics(run_a, on)
+    b = per_user_metrics(run_b, on)
+    joined = a.select("user_id", metric).join(
+        b.select("user_id", metric), on="user_id", suffix="_b", how="inner"
+    )
+    if joined.height == 0:
+        raise ValueError(f"{run_a} and {run_b} share no evaluated users on {on}")
+    return paired_comparison(metric, joined[metric].to_numpy(), joined[f"{metric}_b"].to_numpy())
+
+
+def compare_runs(run_a: Path, run_b: Path, on: str, metrics: list[str]) -> list[PairedComparison]:
+    return [_paired_on_users(Path(run_a), Path(run_b), on, m) for m in metrics]
+
+
+def leaderboard_rows(runs_dir: str | Path, on: str, metric: str, baseline: str) -> list[dict]:
+    """One row per run evaluated on `on`: its latest run per (model, data, protocol) wins."""
+    latest: dict[tuple, tuple[Path, RunConfig, dict]] = {}
+    for run_dir in list_runs(runs_dir):
+        metrics = read_metrics(run_dir)
+        if on not in metrics:
+            continue
+        config = RunConfig.from_json((run_dir / "config.json").read_text())
+        latest[(config.model, config.data_dir, config.protocol)] = (run_dir, config, metrics)
+    if not latest:
+        raise ValueError(
+            f"no run in {runs_dir} has a {on!r} evaluation; train with --test or run "
+            f"`shortrec evaluate RUN --on {on.split(':')[0]}`"
+        )
+    baselines = {
+        (data, protocol): run_dir
+        for (model, data, protocol), (run_dir, _, _) in latest.items()
+        if model == baseline
+    }
+    rows = []
+    for (model, data, protocol), (run_dir, _config, metrics) in latest.items():
+        result = metrics[on]
+        row = {
+            "model": model,
+            "run": run_dir.name,
+            "data": Path(data).name,
+            "protocol": protocol,
+            "mode": result["mode"],
+            "users": int(result["aggregate"].get("users", 0)),
+            "summary": result["summary"],
+            "coverage@10": result["aggregate"].get("coverage@10"),
+            "train_seconds": metrics.get("train_seconds"),
+            "paired": None,
+        }
+        base = baselines.get((data, protocol))
+        if base is not None and base != run_dir:
+            row["paired"] = _paired_on_users(base, run_dir, on, metric)
+        rows.append(row)
+    rows.sort(key=lambda r: -r["summary"].get(metric, {"mean": float("-inf")})["mean"])
+    return rows
+
+
+def _interval(summary: dict, metric: str) -> str:
+    v = summary.get(metric)
+    return "-" if v is None else f"{v['mean']:.4f} [{v['low']:.4f}, {v['high']:.4f}]"
+
+
+def leaderboard_table(runs_dir: str | Path, on: str, metric: str, baseline: str) -> Table:
+    rows = leaderboard_rows(runs_dir, on, metric, baseline)
+    modes = {r["mode"] for r in rows}
+    table = Table(title=f"leaderboard on {on} ({', '.join(sorted(modes))}), sorted by {metric}")
+    for column in ("model", "protocol", "users", *SHOWN_METRICS, "coverage@10",
+                   f"Δ{metric} vs {baseline}", "train s"):  # fmt: skip
+        table.add_column(column)
+    for r in rows:
+        p = r["paired"]
+        paired = "-" if p is None else f"{p.difference} p={p.p_value:.1g}"
+        coverage = "-" if r["coverage@10"] is None else f"{r['coverage@10']:.3f}"
+        seconds = "-" if r["train_seconds"] is None else f"{r['train_seconds']:.1f}"
+        table.add_row(
+            r["model"], r["protocol"], str(r["users"]),
+            *(_interval(r["summary"], m) for m in SHOWN_METRICS), coverage, paired, seconds,
+        )  # fmt: skip
+    return table
+
+
+def leaderboard_markdown(runs_dir: str | Path, on: str, metric: str, baseline: str) -> str:
+    """The same table as Markdown, for README and reports."""
+    rows = leaderboard_rows(runs_dir, on, metric, baseline)
+    header = ["model", "mode", "users", *SHOWN_METRICS, f"Δ{metric} vs {baseline} [95% CI]",
+              "p", "train s"]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        p = r["paired"]
+        cells = [
+            r["model"], r["mode"], str(r["users"]), *(_interval(r["summary"], m) for m in SHOWN_METRICS),
+            "-" if p is None else str(p.difference), "-" if p is None else f"{p.p_value:.1g}",
+            "-" if r["train_seconds"] is None else f"{r['train_seconds']:.1f}",
+        ]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

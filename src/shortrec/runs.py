@@ -1,0 +1,242 @@
+"""Runs: one folder per trained model with its config, log, metrics and artifacts.
+
+    runs/<time>-<model>-<id>/
+        config.json          RunConfig: model, hyperparameters, data, protocol, like rule
+        log.txt              what happened, with timings
+        metrics.json         {"tune": ..., "test": ..., "train_seconds": ..., "peak_rss_mb": ...}
+        per_user_<set>.parquet   per-user metrics, for paired comparisons
+        model/               the saved Recommender (load with `load_run`)
+
+The test set is opened only when asked (`evaluate_run(..., "test")`), and every evaluation
+is recorded with its mode (full ranking or sampled) so no number loses its label.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import resource
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+import shortrec
+from shortrec.data.dataset import KuaiRecData, load_prepared
+from shortrec.data.labels import LikeRule
+from shortrec.data.splits import Split, leave_last_out_split, make_split, temporal_split
+from shortrec.evaluation.protocol import Evaluation, evaluate
+from shortrec.io import atomic_write_text
+from shortrec.models import model_class
+from shortrec.models.base import Recommender, load_model
+
+# Hyperparameters the run fills in for any model that declares them.
+RUN_FILLED_FIELDS = ("data_dir", "checkpoint_dir", "like_rule")
+
+
+@dataclass
+class RunConfig:
+    model: str
+    params: dict
+    data_dir: str
+    protocol: str = "kuairec"
+    like_rule: dict = field(default_factory=lambda: LikeRule().to_dict())
+    ks: list[int] = field(default_factory=lambda: [10, 20, 50])
+    sampled: int | None = None  # N negatives per positive: paper reproduction only
+    seed: int = 0
+    shortrec_version: str = shortrec.__version__
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, default=str)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunConfig:
+        raw = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+
+def load_data(path: str | Path) -> KuaiRecData:
+    """A prepared KuaiRec release directory, or a SASRec-format text file (`user item` lines)."""
+    path = Path(path)
+    if path.suffix == ".txt":
+        from shortrec.data.sasrec_text import read_sasrec_text
+
+        return read_sasrec_text(path)
+    return load_prepared(path)
+
+
+def split_for(data: KuaiRecData, protocol: str) -> Split:
+    if data.small_matrix.height == 0 and protocol == "kuairec":
+        raise ValueError(
+            f"{data.source} has no small_matrix, so the kuairec protocol cannot be used; "
+            "choose --protocol leave-last-out or temporal"
+        )
+    if data.small_matrix.height == 0:  # a SASRec text file: its views are all in big_matrix
+        if protocol == "leave-last-out":
+            return leave_last_out_split(data.big_matrix)
+        return temporal_split(data.big_matrix)
+    return make_split(data, protocol)
+
+
+def new_run_dir(runs_dir: str | Path, model: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(runs_dir) / f"{stamp}-{model}-{secrets.token_hex(3)}"
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def _logger(run_dir: Path) -> logging.Logger:
+    log = logging.getLogger(f"shortrec.run.{run_dir.name}")
+    log.setLevel(logging.INFO)
+    if not log.handlers:
+        handler = logging.FileHandler(run_dir / "log.txt")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        log.addHandler(handler)
+    return log
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def build_model(config: RunConfig, run_dir: Path) -> Recommender:
+    cls = model_class(config.model)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    params = dict(config.params)
+    filled = {
+        "data_dir": str(Path(config.data_dir).resolve()),
+        "checkpoint_dir": str(run_dir / "checkpoints"),
+        "like_rule": _like_rule_text(config.like_rule),
+    }
+    params.update({k: v for k, v in filled.items() if k in fields and not params.get(k)})
+    if "seed" in fields:
+        params["seed"] = config.seed
+    return cls(**{k: v for k, v in params.items() if k in fields})
+
+
+def _like_rule_text(rule: dict) -> str:
+    if rule["kind"] == "threshold":
+        return f"threshold:{rule['threshold']}"
+    return f"duration:{rule['quantile']}"
+
+
+def train_run(
+    config: RunConfig,
+    runs_dir: str | Path = "runs",
+    evaluate_on: tuple[str, ...] = ("tune",),
+    data: KuaiRecData | None = None,
+    progress: bool = True,
+) -> Path:
+    """Fit the configured model on the protocol's train split, save it, evaluate it."""
+    data = data if data is not None else load_data(config.data_dir)
+    split = split_for(data, config.protocol)
+    run_dir = new_run_dir(runs_dir, config.model)
+    log = _logger(run_dir)
+    model = build_model(config, run_dir)
+    config.params = model.params()
+    atomic_write_text(run_dir / "config.json", config.to_json())
+    log.info("split %s: %s", config.protocol, split.summary())
+    started = time.perf_counter()
+    model.fit(split.train, split.validation)
+    train_seconds = time.perf_counter() - started
+    log.info("fit %s in %.1f s", config.model, train_seconds)
+    model.save(run_dir / "model")
+    metrics = {"train_seconds": train_seconds, "peak_rss_mb": peak_rss_mb()}
+    metrics.update(getattr(model, "fit_report_", {}) or {})
+    _write_metrics(run_dir, metrics)
+    for which in evaluate_on:
+        evaluate_run(run_dir, which, model=model, split=split, progress=progress)
+    return run_dir
+
+
+def load_run(run_dir: str | Path) -> tuple[Recommender, RunConfig]:
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.exists():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
+    return load_model(run_dir / "model"), RunConfig.from_json(config_path.read_text())
+
+
+def read_metrics(run_dir: Path) -> dict:
+    path = run_dir / "metrics.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _write_metrics(run_dir: Path, metrics: dict) -> None:
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=float))
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    which: str = "tune",
+    sampled: int | None = None,
+    model: Recommender | None = None,
+    split: Split | None = None,
+    progress: bool = True,
+) -> Evaluation:
+    """Evaluate a run's model on its tune or test set and record the result in the run."""
+    run_dir = Path(run_dir)
+    loaded, config = load_run(run_dir) if model is None else (model, None)
+    config = config or RunConfig.from_json((run_dir / "config.json").read_text())
+    split = split or split_for(load_data(config.data_dir), config.protocol)
+    like_rule = LikeRule(**config.like_rule).fit(split.train)
+    sampled = sampled if sampled is not None else config.sampled
+    result = evaluate(
+        loaded, split, which, like_rule, ks=tuple(config.ks), sampled=sampled,
+        seed=config.seed, progress=progress,
+    )  # fmt: skip
+    key = which if result.mode == "full-ranking" else f"{which}:{result.mode}"
+    metrics = read_metrics(run_dir)
+    metrics[key] = result.to_dict()
+    _write_metrics(run_dir, metrics)
+    with_suffix = key.replace(":", "_")
+    result.per_user.write_parquet(run_dir / f"per_user_{with_suffix}.parquet")
+    _logger(run_dir).info("evaluated on %s (%s)", which, result.mode)
+    return result
+
+
+def per_user_metrics(run_dir: str | Path, key: str) -> pl.DataFrame:
+    path = Path(run_dir) / f"per_user_{key.replace(':', '_')}.parquet"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{run_dir} has no {key} evaluation; run `shortrec evaluate {run_dir} --on {key}`"
+        )
+    return pl.read_parquet(path)
+
+
+def list_runs(runs_dir: str | Path) -> list[Path]:
+    runs_dir = Path(runs_dir)
+    if not runs_dir.exists():
+        return []
+    return sorted(p for p in runs_dir.iterdir() if (p / "config.json").exists())
+
+
+def recommend_from_run(
+    run_dir: str | Path,
+    user_ids: list[int] | None,
+    k: int = 10,
+    include_seen: bool = False,
+    matrix: str = "big",
+) -> pl.DataFrame:
+    """Top-k per user from a run's model, ranked over the big (all) or small_matrix videos,
+    with each user's whole big_matrix history as context, joined with video metadata."""
+    import numpy as np
+
+    from shortrec.data.histories import Histories
+    from shortrec.models.recommend import recommend
+
+    model, config = load_run(run_dir)
+    data = load_data(config.data_dir)
+    if matrix not in ("big", "small"):
+        raise ValueError(f"--matrix must be 'big' or 'small', got {matrix!r}")
+    source = data.big_matrix if matrix == "big" or data.small_matrix.height == 0 else data.small_matrix
+    candidates = np.sort(source["video_id"].unique().to_numpy())
+    histories = Histories.from_frame(data.big_matrix)
+    users = np.asarray(user_ids if user_ids is not None else histories.user_ids, dtype=np.int64)
+    table = recommend(model, users, histories, candidates, k, exclude_seen=not include_seen)
+    meta = [c for c in ("video_id", "caption", "first_level_category_name", "tags") if c in data.videos.columns]
+    return table.join(data.videos.select(meta), on="video_id", how="left").sort("user_id", "rank")
