@@ -7,7 +7,9 @@ import inspect
 from pathlib import Path
 from typing import Optional
 
+import click
 import typer
+from typer.core import TyperGroup
 
 app = typer.Typer(
     help="Honest, fast short-video recommenders on KuaiRec 2.0.",
@@ -27,15 +29,144 @@ def fail(message: str) -> None:
 # --- data: download, prepare ---------------------------------------------------------------
 # (section owned by the data layer)
 
+
+@data_app.command("download")
+def data_download(
+    dest: Path = typer.Option(Path("data/raw"), "--dest", help="Folder for KuaiRec.zip."),
+    url: list[str] | None = typer.Option(
+        None, "--url", help="Mirror to try (repeatable); default: the official mirrors."
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Download the official KuaiRec 2.0 archive (resumable, md5-verified) and unpack it."""
+    from shortrec.data.download import KUAIREC_URLS, DownloadError, download_kuairec
+
+    try:
+        result = download_kuairec(dest, urls=url or KUAIREC_URLS, progress=progress)
+    except (DownloadError, OSError) as error:
+        fail(str(error))
+    archive_note = "downloaded and verified" if result.downloaded else "already verified"
+    typer.echo(f"{result.archive}: {archive_note}")
+    unpack_note = "unpacked" if result.extracted else "already unpacked"
+    typer.echo(f"{result.data_dir}: {unpack_note}")
+    typer.echo(f"next: shortrec data prepare {dest} --out data/prepared")
+
+
+@data_app.command("prepare")
+def data_prepare(
+    raw_dir: Path = typer.Argument(..., help="Folder with the KuaiRec CSVs (or the download)."),
+    out: Path = typer.Option(Path("data/prepared"), "--out", help="Parquet cache folder."),
+    force: bool = typer.Option(False, "--force", help="Rebuild even unchanged files."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Validate the KuaiRec CSVs and write the Parquet cache with its manifest."""
+    from shortrec.data.prepare import prepare
+    from shortrec.data.read import KuaiRecFormatError
+
+    try:
+        report = prepare(raw_dir, out, force=force, progress=progress)
+    except (KuaiRecFormatError, FileNotFoundError) as error:
+        fail(str(error))
+    for name in report.absent:
+        typer.echo(f"note: optional {name} not found in {report.release_dir}; skipped")
+    for name in report.removed:
+        typer.echo(f"note: removed {out / name} (its source is gone)")
+    if report.up_to_date:
+        typer.echo(
+            f"{out}: up to date, sources unchanged ({len(report.unchanged)} files); "
+            "nothing to do (use --force to rebuild)"
+        )
+        return
+    for name in report.unchanged:
+        typer.echo(f"{name}: unchanged, skipped")
+    typer.echo(f"{out}: prepared {', '.join(report.prepared)} from {report.release_dir}")
+
 # --- data: synth, calibrate ----------------------------------------------------------------
 # (section owned by the synthetic world)
+
+
+def _print_calibration(directory: Path) -> bool:
+    from rich.console import Console
+
+    from shortrec.data.calibration import all_passed, calibrate, report_table
+
+    checks = calibrate(directory)
+    Console().print(report_table(checks, title=f"Calibration of {directory}"))
+    return all_passed(checks)
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Path = typer.Option(..., "--out", help="Directory to write the release into."),
+    scale: str = typer.Option("small", help="tiny | small | full (the real sizes)."),
+    seed: int = typer.Option(0, help="Random seed; the same seed writes identical files."),
+    side_files: Path | None = typer.Option(
+        None, help="Directory with the real item_categories / caption / user_features CSVs."
+    ),
+    calibration: bool = typer.Option(True, help="Print the calibration report at the end."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Write a synthetic KuaiRec 2.0 release with a known ground truth."""
+    from shortrec.data.synth import SynthConfig, synthesize
+
+    try:
+        config = SynthConfig(
+            scale=scale, seed=seed, side_files=str(side_files) if side_files else None
+        )
+        synthesize(out, config, progress=progress, log=typer.echo)
+    except (ValueError, FileNotFoundError) as error:
+        fail(str(error))
+    if calibration:
+        _print_calibration(out)
+
+
+@data_app.command("calibrate")
+def data_calibrate(
+    directory: Path = typer.Argument(..., help="Directory with big_matrix.csv, small_matrix.csv."),
+    strict: bool = typer.Option(False, help="Exit with status 1 when a check fails."),
+) -> None:
+    """Compare a KuaiRec-format release with the published statistics of the real one."""
+    try:
+        passed = _print_calibration(directory)
+    except (ValueError, FileNotFoundError, pl_compute_error()) as error:
+        fail(str(error))
+    if strict and not passed:
+        typer.secho("calibration: some checks failed", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+
+
+def pl_compute_error() -> type[Exception]:
+    """polars' error for unreadable CSV content (imported lazily to keep startup fast)."""
+    import polars.exceptions
+
+    return polars.exceptions.PolarsError
 
 # --- train, evaluate, recommend, leaderboard, compare, quickstart --------------------------
 # (section owned by the coordinator)
 
+class _TrainGroup(TyperGroup):
+    """`shortrec train MODEL`: one subcommand per registered model, built on first use so
+    that starting the CLI does not import every model's dependencies."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        from shortrec.models import REGISTRY
+
+        return sorted(REGISTRY)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        from shortrec.models import REGISTRY
+
+        if name not in REGISTRY:
+            return None
+        single = typer.Typer(add_completion=False)
+        single.command(name)(_make_train_command(name))
+        return typer.main.get_command(single)
+
+
 train_app = typer.Typer(
+    cls=_TrainGroup,
     help="Train a model on a protocol's train split and evaluate it (tune set; --test opens "
-    "the test set). Every hyperparameter of the model is a flag: see `shortrec train MODEL --help`.",
+    "the test set). Every hyperparameter of the model is a flag: `shortrec train MODEL --help`.",
     no_args_is_help=True,
 )
 app.add_typer(train_app, name="train")
@@ -132,14 +263,53 @@ def _print_run_metrics(run_dir: Path, metrics: dict) -> None:
         typer.echo(f"{key} ({result['mode']}): {text}")
 
 
-def _register_train_commands() -> None:
-    from shortrec.models import REGISTRY
+@app.command()
+def quickstart(
+    workdir: Path = typer.Option(Path("data/quickstart"), help="Where the synthetic world goes."),
+    runs_dir: Path = typer.Option(Path("runs/quickstart"), help="Where the runs go."),
+    scale: str = typer.Option("small", help="tiny | small | full"),
+    seed: int = typer.Option(0, help="Seed of the world and of every model."),
+    models: Optional[str] = typer.Option(None, help="Comma-separated models (default: all)."),
+    user: Optional[int] = typer.Option(None, help="User whose top-10 is shown (default: a test user)."),
+) -> None:
+    """The main job: synthesise + prepare the default world, train and evaluate every model
+    on the KuaiRec protocol, print the leaderboard and one user's top-10. No download."""
+    from rich.console import Console
 
-    for name in REGISTRY:
-        train_app.command(name)(_make_train_command(name))
+    from shortrec.leaderboard import leaderboard_table
+    from shortrec.quickstart import QUICKSTART_MODELS, run_quickstart
+    from shortrec.runs import recommend_from_run
+
+    chosen = tuple(models.split(",")) if models else QUICKSTART_MODELS
+    try:
+        run_dirs = run_quickstart(workdir, runs_dir, scale, seed, chosen, log=typer.echo)
+    except (ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    console = Console(width=220)
+    console.print(leaderboard_table(runs_dir, "test", "ndcg@10", "popular"))
+    best = _best_run(run_dirs)
+    if best is not None:
+        from shortrec.runs import load_data, split_for, RunConfig
+
+        config = RunConfig.from_json((best / "config.json").read_text())
+        if user is None:
+            user = int(split_for(load_data(config.data_dir), "kuairec").test["user_id"].min())
+        table = recommend_from_run(best, [user], 10, matrix="small")
+        console.print(f"top-10 small_matrix videos for user {user} from {config.model} ({best.name}):")
+        console.print(table.drop("user_id"))
 
 
-_register_train_commands()
+def _best_run(run_dirs: list[Path]) -> Optional[Path]:
+    """The run with the best tune-set NDCG@10 (never chosen on test), oracle excluded."""
+    from shortrec.runs import RunConfig, read_metrics
+
+    scored = [
+        (read_metrics(r)["tune"]["summary"]["ndcg@10"]["mean"], r)
+        for r in run_dirs
+        if RunConfig.from_json((r / "config.json").read_text()).model != "oracle"
+        and "tune" in read_metrics(r)
+    ]
+    return max(scored)[1] if scored else None
 
 
 @app.command()
@@ -224,6 +394,51 @@ def recommend(
 
 # --- serve ---------------------------------------------------------------------------------
 # (section owned by serving)
+
+
+@app.command()
+def serve(
+    run: Path | None = typer.Option(
+        None, "--run", help="Run directory to serve (default: the newest sasrec run under runs/)."
+    ),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(8000, min=0, max=65535, help="TCP port."),
+    db: str | None = typer.Option(
+        None,
+        help="Event store: sqlite:///relative.db, sqlite:////absolute.db, a file path, or "
+        "postgresql://user@host/db (default: RUN_DIR/events.db).",
+    ),
+    admin_token: str | None = typer.Option(
+        None, envvar="SHORTREC_ADMIN_TOKEN", help="Bearer token required by POST /admin/model."
+    ),
+    torch_threads: int = typer.Option(
+        1, min=1, help="Torch threads per request (requests already run in parallel)."
+    ),
+    access_log: bool = typer.Option(False, help="Log every request (costs CPU under load)."),
+) -> None:
+    """Serve a trained model: recommendations API, live events, metrics and a web page."""
+    import sys
+
+    import uvicorn
+
+    from shortrec.serving.app import create_app_from_run
+    from shortrec.serving.runs import find_default_run
+
+    try:
+        run_dir = run if run is not None else find_default_run()
+        typer.echo(f"loading {run_dir} ...", err=True)
+        api = create_app_from_run(run_dir, db, admin_token=admin_token)
+    except (FileNotFoundError, ValueError) as error:
+        fail(str(error))
+    if "torch" in sys.modules:  # only when the model uses torch; this process is the server
+        sys.modules["torch"].set_num_threads(torch_threads)
+    served = api.state.feed.served
+    typer.echo(
+        f"serving {served.name} from {run_dir} on http://{host}:{port}/ "
+        f"(events: {api.state.store.kind}; {api.state.feed.live_count} replayed)",
+        err=True,
+    )
+    uvicorn.run(api, host=host, port=port, workers=1, access_log=access_log, log_level="warning")
 
 # --- tune, benchmark, report ---------------------------------------------------------------
 # (section owned by tuning and reporting)

@@ -129,11 +129,14 @@ def train_run(
     runs_dir: str | Path = "runs",
     evaluate_on: tuple[str, ...] = ("tune",),
     data: KuaiRecData | None = None,
+    split: Split | None = None,
     progress: bool = True,
 ) -> Path:
-    """Fit the configured model on the protocol's train split, save it, evaluate it."""
-    data = data if data is not None else load_data(config.data_dir)
-    split = split_for(data, config.protocol)
+    """Fit the configured model on the protocol's train split, save it, evaluate it.
+    `data`/`split` may be passed in when training many models on the same release."""
+    if split is None:
+        data = data if data is not None else load_data(config.data_dir)
+        split = split_for(data, config.protocol)
     run_dir = new_run_dir(runs_dir, config.model)
     log = _logger(run_dir)
     model = build_model(config, run_dir)
