@@ -44,7 +44,10 @@ def write_table(table, target: str | Path) -> None:
         if target.suffix == ".csv":
             # list columns (tags) are written as text, like KuaiRec's own files
             flat = table.with_columns(
-                [table[c].cast(str) if str(table[c].dtype).startswith("List") else table[c] for c in table.columns]
+                [
+                    table[c].cast(str) if str(table[c].dtype).startswith("List") else table[c]
+                    for c in table.columns
+                ]
             )
             flat.write_csv(tmp)
         else:

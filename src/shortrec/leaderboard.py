@@ -102,7 +102,8 @@ def leaderboard_markdown(runs_dir: str | Path, on: str, metric: str, baseline: s
     for r in rows:
         p = r["paired"]
         cells = [
-            r["model"], r["mode"], str(r["users"]), *(_interval(r["summary"], m) for m in SHOWN_METRICS),
+            r["model"], r["mode"], str(r["users"]),
+            *(_interval(r["summary"], m) for m in SHOWN_METRICS),
             "-" if p is None else str(p.difference), "-" if p is None else f"{p.p_value:.1g}",
             "-" if r["train_seconds"] is None else f"{r['train_seconds']:.1f}",
         ]  # fmt: skip

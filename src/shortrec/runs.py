@@ -236,10 +236,16 @@ def recommend_from_run(
     data = load_data(config.data_dir)
     if matrix not in ("big", "small"):
         raise ValueError(f"--matrix must be 'big' or 'small', got {matrix!r}")
-    source = data.big_matrix if matrix == "big" or data.small_matrix.height == 0 else data.small_matrix
+    source = (
+        data.big_matrix if matrix == "big" or data.small_matrix.height == 0 else data.small_matrix
+    )
     candidates = np.sort(source["video_id"].unique().to_numpy())
     histories = Histories.from_frame(data.big_matrix)
     users = np.asarray(user_ids if user_ids is not None else histories.user_ids, dtype=np.int64)
     table = recommend(model, users, histories, candidates, k, exclude_seen=not include_seen)
-    meta = [c for c in ("video_id", "caption", "first_level_category_name", "tags") if c in data.videos.columns]
+    meta = [
+        c
+        for c in ("video_id", "caption", "first_level_category_name", "tags")
+        if c in data.videos.columns
+    ]
     return table.join(data.videos.select(meta), on="video_id", how="left").sort("user_id", "rank")

@@ -11,13 +11,12 @@ import numpy as np
 import torch
 
 
-def _topk_with_random_ties(
-    scores: torch.Tensor, k: int, generator: torch.Generator
-) -> torch.Tensor:
+def _topk_with_random_ties(scores: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     """Column indices of the k best scores per row; equal scores are ordered at random."""
-    perm = torch.randperm(scores.shape[1], generator=generator)
-    _, top_in_perm = torch.topk(scores[:, perm], k=min(k, scores.shape[1]), dim=1, sorted=True)
-    return perm[top_in_perm]
+    perm = rng.permutation(scores.shape[1])
+    permuted = torch.from_numpy(np.ascontiguousarray(scores[:, perm]))
+    _, top_in_perm = torch.topk(permuted, k=min(k, scores.shape[1]), dim=1, sorted=True)
+    return perm[top_in_perm.numpy()]
 
 
 def full_ranking_metrics(
@@ -33,56 +32,53 @@ def full_ranking_metrics(
     >= 0) grade them for graded NDCG. Excluded candidates (already seen) must carry -inf
     scores. Returns ({metric name: per-user array}, top-max(k) candidate indices per user).
     """
-    s = torch.as_tensor(np.ascontiguousarray(scores), dtype=torch.float32)
-    rel = torch.as_tensor(np.ascontiguousarray(relevance), dtype=torch.bool)
-    n_users, n_candidates = s.shape
+    scores = np.asarray(scores, dtype=np.float32)
+    relevance = np.asarray(relevance, dtype=bool)
+    n_candidates = scores.shape[1]
     kmax = min(max(ks), n_candidates)
-    generator = torch.Generator().manual_seed(seed)
-    top = _topk_with_random_ties(s, kmax, generator)
-    hits = torch.gather(rel, 1, top).float()  # (users, kmax)
-    n_relevant = rel.sum(dim=1).float()
+    top = _topk_with_random_ties(scores, kmax, np.random.default_rng(seed))
+    hits = np.take_along_axis(relevance, top, axis=1).astype(np.float64)  # (users, kmax)
+    n_relevant = np.count_nonzero(relevance, axis=1).astype(np.float64)
     has_relevant = n_relevant > 0
-    nan = torch.tensor(float("nan"))
-    discounts = 1.0 / torch.log2(torch.arange(2, kmax + 2, dtype=torch.float32))
-    ranks = torch.arange(1, kmax + 1, dtype=torch.float32)
-    out: dict[str, torch.Tensor] = {}
-
+    discounts = 1.0 / np.log2(np.arange(2, kmax + 2))
+    ideal_dcg_by_count = np.concatenate([[1.0], np.cumsum(discounts)])
+    ranks = np.arange(1, kmax + 1)
+    out: dict[str, np.ndarray] = {}
     if gains is not None:
-        g = torch.as_tensor(np.ascontiguousarray(gains), dtype=torch.float32)
-        top_gains = torch.gather(g, 1, top)
-        ideal_gains = torch.topk(g, k=kmax, dim=1).values
+        gains = np.asarray(gains, dtype=np.float32)
+        top_gains = np.take_along_axis(gains, top, axis=1).astype(np.float64)
+        ideal_top = torch.topk(torch.from_numpy(gains), k=kmax, dim=1).values.numpy()
 
-    cum_hits = hits.cumsum(dim=1)
-    for k in ks:
-        kk = min(k, kmax)
-        h = hits[:, :kk]
-        dcg = (h * discounts[:kk]).sum(dim=1)
-        ideal_n = torch.clamp(n_relevant, max=kk).long()
-        ideal_dcg = torch.cumsum(discounts[:kk], 0)[torch.clamp(ideal_n - 1, min=0)]
-        out[f"ndcg@{k}"] = torch.where(has_relevant, dcg / ideal_dcg, nan)
-        out[f"precision@{k}"] = torch.where(has_relevant, h.sum(dim=1) / k, nan)
-        out[f"recall@{k}"] = torch.where(has_relevant, h.sum(dim=1) / n_relevant, nan)
-        out[f"hitrate@{k}"] = torch.where(has_relevant, (h.sum(dim=1) > 0).float(), nan)
-        precision_at_i = cum_hits[:, :kk] / ranks[:kk]
-        ap = (precision_at_i * h).sum(dim=1) / torch.clamp(n_relevant, max=kk).clamp(min=1)
-        out[f"map@{k}"] = torch.where(has_relevant, ap, nan)
-        if gains is not None:
-            graded = (top_gains[:, :kk] * discounts[:kk]).sum(dim=1)
-            ideal = (ideal_gains[:, :kk] * discounts[:kk]).sum(dim=1)
-            out[f"graded_ndcg@{k}"] = torch.where(ideal > 0, graded / ideal.clamp(min=1e-12), nan)
+    cum_hits = hits.cumsum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for k in ks:
+            kk = min(k, kmax)
+            h = hits[:, :kk]
+            n_hits = cum_hits[:, kk - 1]
+            dcg = h @ discounts[:kk]
+            ideal_dcg = ideal_dcg_by_count[np.minimum(n_relevant, kk).astype(int)]
+            out[f"ndcg@{k}"] = np.where(has_relevant, dcg / ideal_dcg, np.nan)
+            out[f"precision@{k}"] = np.where(has_relevant, n_hits / k, np.nan)
+            out[f"recall@{k}"] = np.where(has_relevant, n_hits / n_relevant, np.nan)
+            out[f"hitrate@{k}"] = np.where(has_relevant, (n_hits > 0).astype(float), np.nan)
+            ap = ((cum_hits[:, :kk] / ranks[:kk]) * h).sum(axis=1)
+            out[f"map@{k}"] = np.where(has_relevant, ap / np.minimum(n_relevant, kk), np.nan)
+            if gains is not None:
+                graded = top_gains[:, :kk] @ discounts[:kk]
+                ideal = ideal_top[:, :kk].astype(np.float64) @ discounts[:kk]
+                out[f"graded_ndcg@{k}"] = np.where(ideal > 0, graded / ideal, np.nan)
 
-    # MRR over the full ranking, with the expected rank of the first relevant candidate under
-    # random tie-breaking: among r relevant and n other candidates tied at the best relevant
-    # score, the first relevant one lands on average after n / (r + 1) others.
-    masked = torch.where(rel, s, torch.tensor(float("-inf")))
-    best_relevant = masked.max(dim=1, keepdim=True).values
-    better = (s > best_relevant).sum(dim=1).float()
-    tied = s == best_relevant
-    tied_other = (tied & ~rel).sum(dim=1).float()
-    tied_relevant = (tied & rel).sum(dim=1).float()
-    expected_rank = 1.0 + better + tied_other / (tied_relevant + 1.0)
-    out["mrr"] = torch.where(has_relevant, 1.0 / expected_rank, nan)
-    return {name: v.numpy().astype(np.float64) for name, v in out.items()}, top.numpy()
+        # MRR over the full ranking, with the expected rank of the first relevant candidate
+        # under random tie-breaking: among r relevant and n other candidates tied at the best
+        # relevant score, the first relevant one lands on average after n / (r + 1) others.
+        best_relevant = np.where(relevance, scores, -np.inf).max(axis=1, keepdims=True)
+        better = np.count_nonzero(scores > best_relevant, axis=1)
+        tied = scores == best_relevant
+        tied_relevant = np.count_nonzero(tied & relevance, axis=1)
+        tied_other = np.count_nonzero(tied, axis=1) - tied_relevant
+        expected_rank = 1.0 + better + tied_other / (tied_relevant + 1.0)
+        out["mrr"] = np.where(has_relevant, 1.0 / expected_rank, np.nan)
+    return out, top
 
 
 def sampled_metrics(

@@ -18,7 +18,7 @@ from shortrec.data.histories import Histories, IdMap
 from shortrec.data.labels import LikeRule
 from shortrec.data.splits import Split
 from shortrec.evaluation.metrics import catalogue_coverage, full_ranking_metrics, sampled_metrics
-from shortrec.evaluation.statistics import Interval, bootstrap_interval
+from shortrec.evaluation.statistics import Interval, bootstrap_intervals
 from shortrec.models.base import Recommender
 
 GRADED_GAIN_CAP = 5.0  # watch ratios beyond 5 are replays of very short videos, not 5x taste
@@ -52,23 +52,23 @@ def video_popularity(train: pl.DataFrame) -> pl.DataFrame:
 def _target_matrices(
     targets: pl.DataFrame, users: IdMap, candidates: IdMap
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(user rows, candidate cols, liked, gain) per target pair, repeated views merged."""
-    pairs = (
-        targets.with_columns(
-            pl.Series("_row", users.index(targets["user_id"])),
-            pl.Series("_col", candidates.index(targets["video_id"])),
-        )
-        .filter(pl.col("_col") >= 0)
-        .group_by("_row", "_col")
-        .agg(pl.col("liked").any(), pl.col("watch_ratio").max())
-    )
-    gain = np.minimum(pairs["watch_ratio"].fill_null(0).to_numpy(), GRADED_GAIN_CAP)
-    return (
-        pairs["_row"].to_numpy(),
-        pairs["_col"].to_numpy(),
-        pairs["liked"].to_numpy(),
-        np.maximum(gain, 0.0),
-    )
+    """(user rows, candidate cols, liked, gain) per distinct target pair, sorted by user.
+
+    Repeated views of a pair merge: liked if any view was, gain from the longest view."""
+    rows = users.index(targets["user_id"])
+    cols = candidates.index(targets["video_id"])
+    keep = cols >= 0
+    key = rows[keep] * len(candidates) + cols[keep]
+    liked = targets["liked"].to_numpy()[keep]
+    ratio = targets["watch_ratio"].fill_null(0.0).to_numpy()[keep]
+    order = np.argsort(key, kind="stable")
+    key, liked, ratio = key[order], liked[order], ratio[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.array([], int)
+    unique = key[starts]
+    merged_liked = np.maximum.reduceat(liked, starts) if len(key) else liked
+    merged_ratio = np.maximum.reduceat(ratio, starts) if len(key) else ratio
+    gain = np.clip(merged_ratio, 0.0, GRADED_GAIN_CAP)
+    return unique // len(candidates), unique % len(candidates), merged_liked.astype(bool), gain
 
 
 def evaluate(
@@ -106,8 +106,6 @@ def evaluate(
             sampled, batch_size, n_resamples, seed,
         )  # fmt: skip
 
-    order = np.argsort(rows, kind="stable")
-    rows, cols, liked, gain = rows[order], cols[order], liked[order], gain[order]
     bounds = np.searchsorted(rows, np.arange(len(users) + 1))
     per_user: dict[str, list[np.ndarray]] = {}
     tops = []
@@ -143,10 +141,7 @@ def evaluate(
 
 def _finish(mode, which, users, columns, aggregate, n_resamples, seed) -> Evaluation:
     per_user = pl.DataFrame({"user_id": users.raw_ids, **columns})
-    summary = {
-        name: bootstrap_interval(values, n_resamples=n_resamples, seed=seed)
-        for name, values in columns.items()
-    }
+    summary = bootstrap_intervals(columns, n_resamples=n_resamples, seed=seed)
     return Evaluation(mode, which, per_user, summary, aggregate)
 
 

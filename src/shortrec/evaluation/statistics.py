@@ -26,27 +26,46 @@ class Interval:
         return f"{self.mean:.4f} [{self.low:.4f}, {self.high:.4f}]"
 
 
+def bootstrap_intervals(
+    columns: dict[str, np.ndarray],
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Interval]:
+    """Means and percentile bootstrap intervals of several per-user columns at once.
+
+    All columns share the same resamples of users (drawn as multinomial counts, so every
+    resample's mean is one matrix product); NaN values (users without a relevant video) are
+    left out of their column's means.
+    """
+    names = list(columns)
+    if not names:
+        return {}
+    values = np.column_stack([np.asarray(columns[c], dtype=np.float64) for c in names])
+    present = ~np.isnan(values)
+    filled = np.where(present, values, 0.0)
+    n = values.shape[0]
+    if n == 0:
+        return {c: Interval(float("nan"), float("nan"), float("nan"), 0) for c in names}
+    counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_resamples)
+    counts = counts.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = (counts @ filled) / (counts @ present)
+        alpha = (1 - confidence) / 2
+        low, high = np.nanquantile(means, [alpha, 1 - alpha], axis=0)
+    out = {}
+    for j, name in enumerate(names):
+        k = int(present[:, j].sum())
+        mean = float(filled[:, j].sum() / k) if k else float("nan")
+        out[name] = Interval(mean, float(low[j]), float(high[j]), k)
+    return out
+
+
 def bootstrap_interval(
     values: np.ndarray, n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0
 ) -> Interval:
-    """Mean and percentile bootstrap interval of the mean; NaN values (users without a
-    relevant video) are left out."""
-    values = np.asarray(values, dtype=np.float64)
-    values = values[~np.isnan(values)]
-    n = len(values)
-    if n == 0:
-        return Interval(float("nan"), float("nan"), float("nan"), 0)
-    rng = np.random.default_rng(seed)
-    # Resample in chunks so memory stays bounded for many users.
-    means = np.empty(n_resamples)
-    chunk = max(1, 2_000_000 // n)
-    for start in range(0, n_resamples, chunk):
-        stop = min(start + chunk, n_resamples)
-        idx = rng.integers(0, n, size=(stop - start, n))
-        means[start:stop] = values[idx].mean(axis=1)
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(means, [alpha, 1 - alpha])
-    return Interval(float(values.mean()), float(low), float(high), n)
+    """Mean and percentile bootstrap interval of the mean of one per-user column."""
+    return bootstrap_intervals({"x": values}, n_resamples, confidence, seed)["x"]
 
 
 @dataclass(frozen=True)

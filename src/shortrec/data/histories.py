@@ -1,0 +1,147 @@
+"""Raw KuaiRec ids and per-user viewing histories.
+
+Raw KuaiRec ids are the public ids everywhere. Models index their embedding tables with dense
+positions; an `IdMap` holds that mapping and travels with the model, so a model trained on
+big_matrix scores small_matrix (or a live event stream) without re-mapped copies of the data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+
+@dataclass(frozen=True)
+class IdMap:
+    """Sorted raw ids; the position of a raw id is its dense index."""
+
+    raw_ids: np.ndarray
+
+    @classmethod
+    def from_ids(cls, ids: np.ndarray | pl.Series) -> IdMap:
+        return cls(np.unique(np.asarray(ids, dtype=np.int64)))
+
+    def __len__(self) -> int:
+        return len(self.raw_ids)
+
+    def index(self, raw: np.ndarray | pl.Series, unknown: int = -1) -> np.ndarray:
+        """Dense indices of raw ids; ids this map has never seen get `unknown`."""
+        raw = np.asarray(raw, dtype=np.int64)
+        if len(self.raw_ids) == 0:
+            return np.full(raw.shape, unknown, dtype=np.int64)
+        pos = np.searchsorted(self.raw_ids, raw)
+        pos_clipped = np.minimum(pos, len(self.raw_ids) - 1)
+        known = self.raw_ids[pos_clipped] == raw
+        return np.where(known, pos_clipped, unknown).astype(np.int64)
+
+    def to_list(self) -> list[int]:
+        return self.raw_ids.tolist()
+
+    @classmethod
+    def from_list(cls, ids: list[int]) -> IdMap:
+        return cls(np.asarray(ids, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class Histories:
+    """Every user's views in time order, stored as one flat array with offsets (CSR layout).
+
+    Built once from an interactions frame; `views_of` is an O(1) slice, never a scan.
+    """
+
+    user_ids: np.ndarray  # sorted raw user ids
+    offsets: np.ndarray  # len(user_ids) + 1
+    video_ids: np.ndarray
+    watch_ratios: np.ndarray
+    timestamps: np.ndarray
+
+    @classmethod
+    def from_frame(cls, interactions: pl.DataFrame) -> Histories:
+        """Group views by user, ordered by timestamp (rows without one keep file order, first)."""
+        ordered = (
+            interactions.select("user_id", "video_id", "watch_ratio", "timestamp")
+            .with_row_index("_row")
+            .sort(["user_id", "timestamp", "_row"], nulls_last=False)
+        )
+        users = ordered["user_id"].to_numpy()
+        user_ids, starts = np.unique(users, return_index=True)
+        offsets = np.append(starts, len(users)).astype(np.int64)
+        return cls(
+            user_ids=user_ids.astype(np.int64),
+            offsets=offsets,
+            video_ids=ordered["video_id"].to_numpy().astype(np.int64),
+            watch_ratios=ordered["watch_ratio"].to_numpy().astype(np.float32),
+            timestamps=ordered["timestamp"].fill_null(np.nan).to_numpy().astype(np.float64),
+        )
+
+    @classmethod
+    def empty(cls) -> Histories:
+        return cls.from_frame(
+            pl.DataFrame(
+                schema={
+                    "user_id": pl.Int64,
+                    "video_id": pl.Int64,
+                    "watch_ratio": pl.Float64,
+                    "timestamp": pl.Float64,
+                }
+            )
+        )
+
+    def __len__(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def position(self, user_ids: np.ndarray) -> np.ndarray:
+        """Row of each user in this table, -1 for users without history."""
+        return IdMap(self.user_ids).index(user_ids)
+
+    def views_of(self, user_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """(video_ids, watch_ratios) of one user, oldest first; empty for unknown users."""
+        row = int(self.position(np.array([user_id]))[0])
+        if row < 0:
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        lo, hi = self.offsets[row], self.offsets[row + 1]
+        return self.video_ids[lo:hi], self.watch_ratios[lo:hi]
+
+    def to_frame(self) -> pl.DataFrame:
+        return pl.DataFrame(
+            {
+                "user_id": np.repeat(self.user_ids, self.lengths),
+                "video_id": self.video_ids,
+                "watch_ratio": self.watch_ratios.astype(np.float64),
+                "timestamp": self.timestamps,
+            }
+        ).with_columns(pl.col("timestamp").fill_nan(None))
+
+    def extend(self, events: pl.DataFrame) -> Histories:
+        """A new table with `events` (user_id, video_id, watch_ratio, timestamp) appended."""
+        columns = {"user_id": pl.Int64, "video_id": pl.Int64, "watch_ratio": pl.Float64,
+                   "timestamp": pl.Float64}  # fmt: skip
+        appended = events.select(list(columns)).cast(columns)
+        return Histories.from_frame(pl.concat([self.to_frame(), appended]))
+
+    def seen_matrix(self, user_ids: np.ndarray, video_map: IdMap):
+        """Sparse (users x videos) 0/1 matrix of what each given user has watched."""
+        import scipy.sparse as sp
+
+        rows = self.position(user_ids)
+        known = rows >= 0
+        safe = np.where(known, rows, 0)
+        lengths = np.zeros(len(rows), dtype=np.int64)
+        lengths[known] = self.lengths[rows[known]]
+        starts = self.offsets[safe] if len(self.offsets) > 1 else np.zeros(len(rows), np.int64)
+        flat = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+        cols = video_map.index(self.video_ids[flat])
+        row_idx = np.repeat(np.arange(len(user_ids)), lengths)
+        keep = cols >= 0
+        data = np.ones(int(keep.sum()), dtype=np.float32)
+        matrix = sp.csr_matrix(
+            (data, (row_idx[keep], cols[keep])), shape=(len(user_ids), len(video_map))
+        )
+        matrix.data[:] = 1.0  # repeated views count once
+        return matrix

@@ -1,0 +1,104 @@
+"""Likes and dislikes from watch_ratio.
+
+Raw watch_ratio mostly reflects video length: people watch ~7-12 s whatever the length, so a
+fixed threshold calls most short videos liked and most long ones disliked. The duration-aware
+rule learns, on training data only, the q-th quantile of watch_ratio inside log-spaced duration
+buckets and calls a view liked when it beats its bucket's threshold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import polars as pl
+
+
+@dataclass
+class LikeRule:
+    """`kind="threshold"`: liked iff watch_ratio >= threshold (the seed's 0.7);
+    disliked iff watch_ratio < dislike_threshold.
+    `kind="duration"`: liked iff watch_ratio >= the `quantile` of its duration bucket,
+    disliked iff below the `dislike_quantile` of its bucket."""
+
+    kind: str = "threshold"
+    threshold: float = 0.7
+    dislike_threshold: float = 0.3
+    quantile: float = 0.8
+    dislike_quantile: float = 0.3
+    n_buckets: int = 24
+    bucket_edges: list[float] = field(default_factory=list)
+    like_thresholds: list[float] = field(default_factory=list)
+    dislike_thresholds: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("threshold", "duration"):
+            raise ValueError(f"like rule kind must be 'threshold' or 'duration', got {self.kind!r}")
+
+    @classmethod
+    def parse(cls, text: str) -> LikeRule:
+        """`threshold`, `threshold:0.7`, `duration` or `duration:0.8` (the like quantile)."""
+        kind, _, value = text.partition(":")
+        if kind == "threshold":
+            return cls(kind=kind, threshold=float(value) if value else 0.7)
+        if kind == "duration":
+            return cls(kind=kind, quantile=float(value) if value else 0.8)
+        raise ValueError(f"--like-rule must be 'threshold[:X]' or 'duration[:Q]', got {text!r}")
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.kind == "threshold" or bool(self.like_thresholds)
+
+    def fit(self, train: pl.DataFrame) -> LikeRule:
+        """Learn bucket thresholds from training views (a no-op for the fixed threshold)."""
+        if self.kind == "threshold":
+            return self
+        duration = train["video_duration"].to_numpy().astype(np.float64)
+        ratio = train["watch_ratio"].to_numpy().astype(np.float64)
+        positive = duration[duration > 0]
+        if len(positive) == 0:
+            raise ValueError("duration-aware like rule needs views with video_duration > 0")
+        # Interior edges at log-spaced quantiles of duration, so every bucket has data.
+        qs = np.linspace(0, 1, self.n_buckets + 1)[1:-1]
+        edges = np.unique(np.quantile(np.log(positive), qs))
+        bucket = np.searchsorted(edges, np.log(np.maximum(duration, 1.0)), side="right")
+        like, dislike = [], []
+        for b in range(len(edges) + 1):
+            in_bucket = ratio[bucket == b]
+            if len(in_bucket) == 0:  # only possible with degenerate data; fall back to all
+                in_bucket = ratio
+            like.append(float(np.quantile(in_bucket, self.quantile)))
+            dislike.append(float(np.quantile(in_bucket, self.dislike_quantile)))
+        self.bucket_edges = edges.tolist()
+        self.like_thresholds = like
+        self.dislike_thresholds = dislike
+        return self
+
+    def _thresholds(self, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        if self.kind == "threshold":
+            n = frame.height
+            return np.full(n, self.threshold), np.full(n, self.dislike_threshold)
+        if not self.is_fitted:
+            raise RuntimeError("the duration-aware like rule must be fitted on training data")
+        duration = frame["video_duration"].to_numpy().astype(np.float64)
+        bucket = np.searchsorted(
+            np.asarray(self.bucket_edges), np.log(np.maximum(duration, 1.0)), side="right"
+        )
+        return np.asarray(self.like_thresholds)[bucket], np.asarray(self.dislike_thresholds)[bucket]
+
+    def liked(self, frame: pl.DataFrame) -> np.ndarray:
+        like_at, _ = self._thresholds(frame)
+        return frame["watch_ratio"].to_numpy() >= like_at
+
+    def disliked(self, frame: pl.DataFrame) -> np.ndarray:
+        _, dislike_at = self._thresholds(frame)
+        return frame["watch_ratio"].to_numpy() < dislike_at
+
+    def label(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """`frame` with boolean `liked` and `disliked` columns added."""
+        return frame.with_columns(
+            pl.Series("liked", self.liked(frame)), pl.Series("disliked", self.disliked(frame))
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
