@@ -1,0 +1,563 @@
+"""Numeric features of users, videos and viewing histories, for models that need side data.
+
+Static side tables (user_features, tags, caption categories) may be used whole; everything
+derived from views (popularity, watch-ratio means, like rates, daily counters) comes from the
+training frame only and daily counters stop at the last training date, so no validation or
+test view ever reaches a feature. Tables are keyed by raw id; ids a table has never seen look
+up as zeros with `found=False`, which models turn into their own fallback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from shortrec.data.histories import Histories, IdMap
+from shortrec.data.labels import LikeRule
+from shortrec.data.schema import UNKNOWN_CATEGORY_ID
+from shortrec.io import atomic_path
+
+FEATURE_VERSION = 1
+WATCH_RATIO_CAP = 5.0  # replays of very short videos; means beyond this say nothing about taste
+SHRINKAGE_VIEWS = 5.0  # per-video means are pulled towards the global mean by this many views
+RANGE_COLUMNS = (
+    "follow_user_num_range",
+    "fans_user_num_range",
+    "friend_user_num_range",
+    "register_days_range",
+)
+COUNT_COLUMNS = ("follow_user_num", "fans_user_num", "friend_user_num", "register_days")
+FLAG_COLUMNS = ("is_lowactive_period", "is_live_streamer", "is_video_author")
+CATEGORY_LEVELS = {
+    "cat1": "first_level_category_id",
+    "cat2": "second_level_category_id",
+    "cat3": "third_level_category_id",
+}
+DAILY_SUMS = ("show_cnt", "play_cnt", "like_cnt", "comment_cnt", "share_cnt", "follow_cnt")
+DAILY_RATES = {  # name: (numerator, denominator)
+    "play_per_show": ("play_cnt", "show_cnt"),
+    "complete_per_play": ("complete_play_cnt", "play_cnt"),
+    "valid_per_play": ("valid_play_cnt", "play_cnt"),
+    "like_per_play": ("like_cnt", "play_cnt"),
+    "share_per_play": ("share_cnt", "play_cnt"),
+}
+
+
+@dataclass(frozen=True)
+class FeatureTable:
+    """A float32 matrix with one row per raw id (sorted) and named columns."""
+
+    ids: np.ndarray
+    values: np.ndarray
+    names: list[str]
+
+    def __post_init__(self) -> None:
+        if self.values.shape != (len(self.ids), len(self.names)):
+            raise ValueError(
+                f"feature table shape {self.values.shape} does not match "
+                f"{len(self.ids)} ids x {len(self.names)} names"
+            )
+
+    def lookup(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rows of `ids`, found mask); unknown ids get zero rows."""
+        pos = IdMap(self.ids).index(np.asarray(ids, dtype=np.int64))
+        found = pos >= 0
+        rows = (
+            self.values[np.maximum(pos, 0)]
+            if len(self.ids)
+            else np.zeros((len(pos), len(self.names)), dtype=np.float32)
+        )
+        return np.where(found[:, None], rows, 0.0).astype(np.float32), found
+
+    def columns(self, prefix: str) -> np.ndarray:
+        """Positions of the columns whose name starts with `prefix`."""
+        return np.array([i for i, n in enumerate(self.names) if n.startswith(prefix)], dtype=int)
+
+    def select(self, keep: list[str]) -> FeatureTable:
+        index = {n: i for i, n in enumerate(self.names)}
+        return FeatureTable(self.ids, self.values[:, [index[n] for n in keep]], list(keep))
+
+    def to_frame(self, id_column: str) -> pl.DataFrame:
+        return pl.DataFrame(
+            {id_column: self.ids, **{n: self.values[:, i] for i, n in enumerate(self.names)}}
+        )
+
+    @classmethod
+    def from_frame(cls, frame: pl.DataFrame, id_column: str) -> FeatureTable:
+        frame = frame.sort(id_column)
+        names = [c for c in frame.columns if c != id_column]
+        values = (
+            frame.select(names).to_numpy().astype(np.float32)
+            if names
+            else np.zeros((frame.height, 0), dtype=np.float32)
+        )
+        return cls(frame[id_column].to_numpy().astype(np.int64), values, names)
+
+
+def _one_hot(column: pl.Series, prefix: str, max_levels: int, missing: bool) -> pl.DataFrame:
+    """Indicator columns for the `max_levels` most frequent values, plus `other` (rarer values)
+    and, where `missing`, a column for nulls, so nothing is silently dropped."""
+    counts = column.drop_nulls().value_counts(sort=True)
+    levels = counts[column.name].head(max_levels).sort().to_list()
+    out = {f"{prefix}={v}": (column == v).fill_null(False) for v in levels}
+    if counts.height > max_levels:
+        out[f"{prefix}=other"] = column.is_not_null() & ~column.is_in(levels)
+    if missing:
+        out[f"{prefix}=missing"] = column.is_null()
+    return pl.DataFrame(out).cast(pl.Float32)
+
+
+def user_features(users: pl.DataFrame, max_levels: int = 16) -> FeatureTable:
+    """Static user attributes from user_features: activity degree one-hot (UNKNOWN included),
+    flags, log1p counts, the range buckets one-hot, and every onehot_feat* as one-hot with
+    NaN/null as its own level (they are categorical codes, not quantities)."""
+    if "user_id" not in users.columns:
+        raise ValueError("user_features table has no 'user_id' column")
+    users = users.unique("user_id", keep="first").sort("user_id")
+    parts: list[pl.DataFrame] = []
+    if "user_active_degree" in users.columns:
+        parts.append(_one_hot(users["user_active_degree"], "active", 32, missing=False))
+    flags = [c for c in FLAG_COLUMNS if c in users.columns]
+    if flags:
+        parts.append(users.select(pl.col(flags).fill_null(0).cast(pl.Float32)))
+    counts = [c for c in COUNT_COLUMNS if c in users.columns]
+    if counts:
+        parts.append(
+            users.select(
+                pl.col(c).cast(pl.Float64).fill_nan(None).fill_null(0).clip(0).log1p()
+                .cast(pl.Float32).alias(f"log1p_{c}")
+                for c in counts
+            )
+        )  # fmt: skip
+    for c in RANGE_COLUMNS:
+        if c in users.columns:
+            parts.append(_one_hot(users[c], c, 32, missing=False))
+    for c in sorted((c for c in users.columns if c.startswith("onehot_feat")), key=_feat_number):
+        codes = users[c].cast(pl.Float64).fill_nan(None)
+        parts.append(_one_hot(codes.cast(pl.Int64), c, max_levels, missing=True))
+    frame = pl.concat(parts, how="horizontal") if parts else pl.DataFrame()
+    values = frame.to_numpy().astype(np.float32) if frame.width else np.zeros((users.height, 0))
+    return FeatureTable(
+        users["user_id"].to_numpy().astype(np.int64), values.astype(np.float32), frame.columns
+    )
+
+
+def _feat_number(name: str) -> int:
+    return int(name.removeprefix("onehot_feat"))
+
+
+def training_popularity(train: pl.DataFrame, like_rule: LikeRule | None = None) -> pl.DataFrame:
+    """Per video over training views: views, distinct users, and shrunk means of the capped
+    watch ratio and of the like rate (rare videos are pulled towards the global mean)."""
+    like_rule = like_rule or LikeRule()
+    views = train.select("user_id", "video_id", "watch_ratio").with_columns(
+        pl.col("watch_ratio").clip(0, WATCH_RATIO_CAP).alias("wr"),
+        pl.Series("liked", like_rule.liked(train)).cast(pl.Float64),
+    )
+    global_wr = float(views["wr"].mean() or 0.0)
+    global_like = float(views["liked"].mean() or 0.0)
+    total = max(views.height, 1)
+    m = SHRINKAGE_VIEWS
+    return views.group_by("video_id").agg(
+        pl.len().log1p().alias("train_log1p_views"),
+        ((pl.len() + 1) / total).log().alias("train_log_share"),
+        pl.col("user_id").n_unique().log1p().alias("train_log1p_users"),
+        ((pl.col("wr").sum() + m * global_wr) / (pl.len() + m)).alias("train_mean_watch_ratio"),
+        ((pl.col("liked").sum() + m * global_like) / (pl.len() + m)).alias("train_like_rate"),
+    )
+
+
+def daily_statistics(daily: pl.DataFrame, last_date: int) -> pl.DataFrame:
+    """Per video, the platform-wide daily counters summed up to `last_date` (inclusive):
+    log1p totals and a few rates. Later days would leak the evaluation period."""
+    present = [c for c in DAILY_SUMS if c in daily.columns]
+    upto = daily.filter(pl.col("date").cast(pl.Int64) <= last_date)
+    needed = sorted({*present, *(c for pair in DAILY_RATES.values() for c in pair)})
+    sums = upto.group_by("video_id").agg(
+        *(pl.col(c).cast(pl.Float64).fill_nan(None).sum() for c in needed if c in daily.columns),
+        (
+            pl.col("play_progress").cast(pl.Float64).fill_nan(None).mean().fill_null(0)
+            if "play_progress" in daily.columns
+            else pl.lit(0.0)
+        ).alias("daily_mean_play_progress"),
+    )
+    exprs = [pl.col(c).log1p().alias(f"daily_log1p_{c}") for c in present]
+    for name, (num, den) in DAILY_RATES.items():
+        if num in sums.columns and den in sums.columns:
+            exprs.append(
+                pl.when(pl.col(den) > 0)
+                .then((pl.col(num) / pl.col(den)).clip(0, 1))
+                .otherwise(0.0)
+                .alias(f"daily_{name}")
+            )
+    return sums.select("video_id", "daily_mean_play_progress", *exprs).with_columns(
+        pl.lit(1.0).alias("daily_present")
+    )
+
+
+def video_features(
+    videos: pl.DataFrame,
+    train: pl.DataFrame,
+    daily: pl.DataFrame | None = None,
+    like_rule: LikeRule | None = None,
+    max_levels: int = 48,
+) -> FeatureTable:
+    """Content (multi-hot tags, three category levels with -124 as its own `unknown` level,
+    log duration) for every video of the side tables or of `train`, plus training popularity
+    and daily statistics up to the last training date. Videos without training views keep
+    their content features and get zero popularity: the cold-start path."""
+    ids = pl.concat(
+        [videos.select(pl.col("video_id").cast(pl.Int64)),
+         train.select(pl.col("video_id").cast(pl.Int64))]
+    ).unique().sort("video_id")  # fmt: skip
+    table = ids.join(videos, on="video_id", how="left")
+    parts: list[pl.DataFrame] = []
+    if "tags" in table.columns:
+        tags = table.select(pl.int_range(pl.len()).alias("_row"), "tags").explode("tags")
+        tags = tags.drop_nulls("tags")
+        vocab = np.sort(tags["tags"].unique().to_numpy())
+        multi_hot = np.zeros((table.height, len(vocab)), dtype=np.float32)
+        multi_hot[tags["_row"].to_numpy(), np.searchsorted(vocab, tags["tags"].to_numpy())] = 1
+        parts.append(pl.DataFrame(multi_hot, schema=[f"tag={t}" for t in vocab]))
+    for prefix, column in CATEGORY_LEVELS.items():
+        if column in table.columns:
+            level = table.select(
+                pl.when(pl.col(column) == UNKNOWN_CATEGORY_ID)
+                .then(None)
+                .otherwise(pl.col(column))
+                .cast(pl.Int64)
+                .alias(prefix)
+            )[prefix]
+            parts.append(_one_hot(level, prefix, max_levels, missing=True))
+    # Duration: the side table's (median over all views, a static attribute) else training's.
+    train_duration = train.group_by("video_id").agg(
+        pl.col("video_duration").median().alias("_train_duration")
+    )
+    duration = table.join(train_duration, on="video_id", how="left").select(
+        pl.coalesce(
+            [pl.col("video_duration").cast(pl.Float64), pl.col("_train_duration").cast(pl.Float64)]
+            if "video_duration" in table.columns
+            else [pl.col("_train_duration").cast(pl.Float64)]
+        ).alias("d")
+    )["d"]
+    parts.append(
+        pl.DataFrame(
+            {
+                "log_duration_s": (duration.fill_null(0).clip(0) / 1000.0).log1p(),
+                "duration_missing": duration.is_null(),
+            }
+        ).cast(pl.Float32)
+    )
+    popularity = training_popularity(train, like_rule)
+    pop_columns = [c for c in popularity.columns if c != "video_id"]
+    joined = ids.join(popularity, on="video_id", how="left")
+    parts.append(
+        joined.select(
+            *(pl.col(c).fill_null(0.0) for c in pop_columns),
+            pl.col("train_log1p_views").is_not_null().alias("seen_in_train"),
+        )
+        .with_columns(
+            # Unseen videos: log share of half a view, so the scale stays continuous.
+            pl.when(pl.col("seen_in_train"))
+            .then(pl.col("train_log_share"))
+            .otherwise(float(np.log(0.5 / max(train.height, 1))))
+            .alias("train_log_share")
+        )
+        .cast(pl.Float32)
+    )
+    if daily is not None and train.height and "date" in train.columns:
+        last_date = int(train["date"].drop_nulls().max())
+        stats = daily_statistics(daily, last_date)
+        stat_columns = [c for c in stats.columns if c != "video_id"]
+        parts.append(
+            ids.join(stats, on="video_id", how="left")
+            .select(pl.col(stat_columns).fill_null(0.0))
+            .cast(pl.Float32)
+        )
+    frame = pl.concat(parts, how="horizontal")
+    return FeatureTable(
+        ids["video_id"].to_numpy(), frame.to_numpy().astype(np.float32), frame.columns
+    )
+
+
+def history_features(
+    views: pl.DataFrame, video_durations: FeatureTable | None = None,
+    like_rule: LikeRule | None = None,
+) -> FeatureTable:  # fmt: skip
+    """Per user aggregates of their views: volume, capped watch-ratio mean/std/median, like rate,
+    mean log duration watched, active days. `views` needs user_id, video_id, watch_ratio;
+    video_duration and timestamp are used when present (durations may come from `video_durations`,
+    a table with a `log_duration_s` column, e.g. the video features)."""
+    like_rule = like_rule or LikeRule()
+    views = views.with_columns(pl.col("watch_ratio").cast(pl.Float64).fill_null(0.0))
+    if "video_duration" in views.columns:
+        log_duration = (views["video_duration"].cast(pl.Float64).fill_null(0) / 1000).log1p()
+    elif video_durations is not None:
+        rows, _ = video_durations.lookup(views["video_id"].to_numpy())
+        log_duration = pl.Series(rows[:, video_durations.names.index("log_duration_s")])
+    else:
+        log_duration = pl.Series(np.zeros(views.height))
+    if like_rule.kind == "duration" and "video_duration" not in views.columns:
+        duration_ms = np.expm1(log_duration.to_numpy()) * 1000
+        views = views.with_columns(pl.Series("video_duration", duration_ms))
+    frame = views.with_columns(
+        pl.col("watch_ratio").clip(0, WATCH_RATIO_CAP).alias("wr"),
+        pl.Series("liked", like_rule.liked(views) if views.height else []).cast(pl.Float64),
+        log_duration.cast(pl.Float64).alias("log_duration"),
+    )
+    day = (pl.col("timestamp") // 86_400).n_unique() if "timestamp" in frame.columns else pl.lit(0)
+    table = (
+        frame.group_by("user_id")
+        .agg(
+            pl.len().log1p().alias("history_log1p_views"),
+            pl.col("video_id").n_unique().log1p().alias("history_log1p_videos"),
+            pl.col("wr").mean().alias("history_mean_watch_ratio"),
+            pl.col("wr").median().alias("history_median_watch_ratio"),
+            pl.col("wr").std().fill_null(0).alias("history_std_watch_ratio"),
+            pl.col("liked").mean().alias("history_like_rate"),
+            pl.col("log_duration").mean().alias("history_mean_log_duration"),
+            day.cast(pl.Float64).log1p().alias("history_log1p_days"),
+        )
+        .with_columns(pl.col(pl.Float64).fill_nan(0.0))
+    )
+    return FeatureTable.from_frame(table, "user_id")
+
+
+def history_views(histories: Histories, user_ids: np.ndarray) -> pl.DataFrame:
+    """The views of `user_ids` held in `histories` (user_id, video_id, watch_ratio, timestamp),
+    gathered from the CSR slices without scanning the whole table."""
+    rows = histories.position(np.asarray(user_ids, dtype=np.int64))
+    rows = np.unique(rows[rows >= 0])
+    lengths = histories.lengths[rows]
+    starts = histories.offsets[rows]
+    flat = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+    return pl.DataFrame(
+        {
+            "user_id": np.repeat(histories.user_ids[rows], lengths),
+            "video_id": histories.video_ids[flat],
+            "watch_ratio": histories.watch_ratios[flat].astype(np.float64),
+            "timestamp": histories.timestamps[flat],
+        }
+    )
+
+
+def content_profiles(
+    views: pl.DataFrame, videos: FeatureTable, prefixes: tuple[str, ...] = ("tag=", "cat1=")
+) -> FeatureTable:
+    """Per user, the mean over their views of the videos' content columns (`prefixes`): what
+    share of a user's viewing goes to each tag and top-level category."""
+    keep = [n for n in videos.names if n.startswith(prefixes)]
+    users = IdMap.from_ids(views["user_id"])
+    if not keep or not len(users):
+        return FeatureTable(users.raw_ids, np.zeros((len(users), len(keep)), np.float32), keep)
+    content = videos.select(keep)
+    video_rows = IdMap(content.ids).index(views["video_id"].to_numpy())
+    known = video_rows >= 0
+    counts = sp.csr_matrix(
+        (np.ones(int(known.sum()), np.float32),
+         (users.index(views["user_id"].to_numpy())[known], video_rows[known])),
+        shape=(len(users), len(content.ids)),
+    )  # fmt: skip
+    totals = np.asarray(counts.sum(axis=1)).ravel()
+    profile = np.asarray(counts @ content.values) / np.maximum(totals, 1.0)[:, None]
+    return FeatureTable(users.raw_ids, profile.astype(np.float32), keep)
+
+
+def pair_affinities(
+    profiles: FeatureTable, videos: FeatureTable, user_ids: np.ndarray, video_ids: np.ndarray
+) -> dict[str, np.ndarray]:
+    """For aligned (user, video) pairs: dot product of the user's content profile with the
+    video's content per column group (`tag_affinity`, `cat1_affinity`)."""
+    user_rows, _ = profiles.lookup(user_ids)
+    video_rows, _ = videos.select(profiles.names).lookup(video_ids)
+    out = {}
+    for prefix in sorted({n.split("=")[0] for n in profiles.names}):
+        cols = profiles.columns(prefix + "=")
+        out[f"{prefix}_affinity"] = (user_rows[:, cols] * video_rows[:, cols]).sum(axis=1)
+    return out
+
+
+def time_holdout(train: pl.DataFrame, days: float) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(earlier views, views of the last `days` days): features from the first, labels from
+    the second, so a model learns from features that never saw its targets."""
+    timed = train.filter(pl.col("timestamp").is_not_null())
+    if timed.height == 0:
+        raise ValueError("a time holdout needs training views with a timestamp")
+    cutoff = float(timed["timestamp"].max()) - days * 86_400.0
+    early = train.filter(pl.col("timestamp").is_null() | (pl.col("timestamp") <= cutoff))
+    late = timed.filter(pl.col("timestamp") > cutoff)
+    if early.height == 0 or late.height == 0:
+        raise ValueError(
+            f"the last {days} days hold all or none of the {train.height} training views; "
+            "choose a smaller holdout"
+        )
+    return early, late
+
+
+# --- building from a prepared release, with a cache -----------------------------------------
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    users: FeatureTable
+    videos: FeatureTable
+    history: FeatureTable
+
+
+def frame_fingerprint(frame: pl.DataFrame) -> str:
+    """A content hash of a frame that ignores row order."""
+    hashes = frame.hash_rows(seed=7).to_numpy()
+    digest = hashlib.sha256()
+    digest.update(json.dumps([frame.columns, frame.height]).encode())
+    digest.update(np.sum(hashes, dtype=np.uint64).tobytes())
+    digest.update(np.bitwise_xor.reduce(hashes).tobytes() if len(hashes) else b"")
+    return digest.hexdigest()
+
+
+def _release_fingerprint(data_dir: Path) -> str:
+    from shortrec.data.dataset import MANIFEST_FILE
+
+    manifest = data_dir / MANIFEST_FILE
+    if not manifest.exists():
+        raise FileNotFoundError(
+            f"{data_dir} is not a prepared KuaiRec release (no {MANIFEST_FILE}); "
+            "models with features need `data_dir` set to one"
+        )
+    return hashlib.sha256(manifest.read_bytes()).hexdigest()
+
+
+def load_side_tables(data_dir: str | Path) -> tuple[pl.DataFrame, pl.DataFrame | None,
+                                                     pl.DataFrame | None]:  # fmt: skip
+    """(videos, users or None, item_daily_features or None) of a prepared release, without
+    reading the big interaction tables (video durations come from the side tables or train)."""
+    directory = Path(data_dir)
+    _release_fingerprint(directory)
+
+    def optional(name: str) -> pl.DataFrame | None:
+        path = directory / f"{name}.parquet"
+        return pl.read_parquet(path) if path.exists() else None
+
+    categories = optional("item_categories")
+    if categories is None:
+        raise FileNotFoundError(f"{directory} has no item_categories.parquet")
+    captions = optional("kuairec_caption_category")
+    videos = categories if captions is None else categories.join(captions, "video_id", "left")
+    # Duration is a static attribute of a video: its median over every logged view.
+    durations = (
+        pl.concat(
+            [pl.scan_parquet(directory / f"{m}.parquet").select("video_id", "video_duration")
+             for m in ("big_matrix", "small_matrix") if (directory / f"{m}.parquet").exists()]
+        )
+        .group_by("video_id")
+        .agg(pl.col("video_duration").median())
+        .collect()
+    )  # fmt: skip
+    videos = videos.join(durations, on="video_id", how="full", coalesce=True)
+    return videos, optional("user_features"), optional("item_daily_features")
+
+
+def build_features(
+    data_dir: str | Path,
+    train: pl.DataFrame,
+    like_rule: LikeRule | None = None,
+    cache: bool = True,
+) -> FeatureSet:
+    """User, video and history features for `train` on a prepared release, cached under
+    `data_dir/features/<key>/` where the key hashes the release manifest, the training
+    frame's content and the like rule: the same inputs never rebuild, other inputs never
+    reuse a stale table."""
+    directory = Path(data_dir)
+    like_rule = like_rule or LikeRule()
+    key = hashlib.sha256(
+        json.dumps(
+            [FEATURE_VERSION, pl.__version__, _release_fingerprint(directory),
+             frame_fingerprint(train), like_rule.to_dict()],
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:24]  # fmt: skip
+    cache_dir = directory / "features" / key
+    names = {"users": "user_id", "videos": "video_id", "history": "user_id"}
+    if cache and all((cache_dir / f"{n}.parquet").exists() for n in names):
+        tables = {
+            n: FeatureTable.from_frame(pl.read_parquet(cache_dir / f"{n}.parquet"), col)
+            for n, col in names.items()
+        }
+        return FeatureSet(**tables)
+    videos, users, daily = load_side_tables(directory)
+    empty_users = FeatureTable(np.zeros(0, np.int64), np.zeros((0, 0), np.float32), [])
+    video_table = video_features(videos, train, daily, like_rule)
+    features = FeatureSet(
+        users=user_features(users) if users is not None else empty_users,
+        videos=video_table,
+        history=history_features(train, like_rule=like_rule),
+    )
+    if cache:
+        try:
+            for n, col in names.items():
+                with atomic_path(cache_dir / f"{n}.parquet") as tmp:
+                    getattr(features, n).to_frame(col).write_parquet(tmp)
+        except OSError:
+            pass  # a read-only release still works, only slower
+    return features
+
+
+# --- rows of (user, video) pairs ------------------------------------------------------------
+
+PROFILE_PREFIX = "profile:"
+
+
+def user_table(
+    user_ids: np.ndarray,
+    static: FeatureTable,
+    views: pl.DataFrame,
+    videos: FeatureTable,
+    like_rule: LikeRule | None = None,
+) -> FeatureTable:
+    """Everything known about each of `user_ids`: static attributes (with a `user_found`
+    flag), aggregates and content profile of their `views` (with `has_history`)."""
+    user_ids = np.unique(np.asarray(user_ids, dtype=np.int64))
+    static_rows, found = static.lookup(user_ids)
+    history = history_features(views, video_durations=videos, like_rule=like_rule)
+    history_rows, has_history = history.lookup(user_ids)
+    profiles = content_profiles(views, videos)
+    profile_rows, _ = profiles.lookup(user_ids)
+    values = np.hstack(
+        [static_rows, found[:, None], history_rows, has_history[:, None], profile_rows]
+    ).astype(np.float32)
+    names = [*static.names, "user_found", *history.names, "has_history",
+             *(PROFILE_PREFIX + n for n in profiles.names)]  # fmt: skip
+    return FeatureTable(user_ids, values, names)
+
+
+def pair_features(
+    users: FeatureTable,
+    videos: FeatureTable,
+    user_ids: np.ndarray,
+    video_ids: np.ndarray,
+    user_columns: list[str] | None = None,
+    video_columns: list[str] | None = None,
+) -> tuple[np.ndarray, list[str]]:
+    """Feature rows of aligned (user, video) pairs: the user's columns (`user_columns`, or
+    all but the profiles), the video's columns (`video_columns`, or all), and
+    profile-content affinities."""
+    profile_names = [n for n in users.names if n.startswith(PROFILE_PREFIX)]
+    keep = user_columns if user_columns is not None else [
+        n for n in users.names if not n.startswith(PROFILE_PREFIX)
+    ]  # fmt: skip
+    video_keep = video_columns if video_columns is not None else videos.names
+    user_rows, _ = users.select(keep).lookup(user_ids)
+    video_rows, _ = videos.select(video_keep).lookup(video_ids)
+    profiles = FeatureTable(
+        users.ids,
+        users.select(profile_names).values,
+        [n.removeprefix(PROFILE_PREFIX) for n in profile_names],
+    )
+    affinities = pair_affinities(profiles, videos, user_ids, video_ids)
+    matrix = np.hstack([user_rows, video_rows, *(a[:, None] for a in affinities.values())])
+    return matrix.astype(np.float32), [*keep, *video_keep, *affinities]

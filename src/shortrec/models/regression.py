@@ -1,0 +1,316 @@
+"""Watch-ratio regression baselines: means and a ridge regression on features.
+
+They answer "how long will this user watch this video?" (MAE / RMSE) and give the two-tower's
+regression head something to beat. Both also rank (by predicted watch ratio), so they are
+Recommenders and sit on the same leaderboard.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import polars as pl
+
+from shortrec.data.features import (
+    PROFILE_PREFIX,
+    WATCH_RATIO_CAP,
+    FeatureTable,
+    build_features,
+    history_views,
+    pair_features,
+    time_holdout,
+    user_table,
+)
+from shortrec.data.histories import Histories, IdMap
+from shortrec.data.splits import Split
+from shortrec.io import atomic_path, atomic_write_text
+from shortrec.models.base import Recommender
+
+MEAN_KINDS = ("global", "user", "video", "user+video")
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """Mean absolute and root mean squared error."""
+    y_true, y_pred = np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} differ in shape")
+    error = y_pred - y_true
+    return {"mae": float(np.abs(error).mean()), "rmse": float(np.sqrt((error**2).mean()))}
+
+
+def evaluate_regression(
+    model: Recommender, split: Split, which: str, n_resamples: int = 1000, seed: int = 0
+) -> dict:
+    """MAE and RMSE of `model.predict_watch_ratio` on the tune or test targets, on the raw
+    watch ratio and on the ratio capped at WATCH_RATIO_CAP (a few replays of very short
+    videos reach ratios in the hundreds and would otherwise decide RMSE alone). Targets
+    already in the user's history are left out, as in the ranking evaluation. Intervals are
+    bootstraps over users of the per-user mean error (RMSE: over per-user squared error)."""
+    from shortrec.evaluation.statistics import bootstrap_interval
+
+    if not hasattr(model, "predict_watch_ratio"):
+        raise ValueError(f"model {model.name!r} does not predict watch ratios")
+    targets, history_frame = split.targets(which)
+    histories = Histories.from_frame(history_frame)
+    seen = (
+        history_frame.select("user_id", "video_id")
+        .unique()
+        .with_columns(pl.lit(True).alias("_seen"))
+    )
+    targets = targets.join(seen, on=["user_id", "video_id"], how="left").filter(
+        pl.col("_seen").is_null()
+    )
+    if targets.height == 0:
+        raise ValueError(f"no {which} targets left to evaluate the regression on")
+    y_pred = model.predict_watch_ratio(
+        targets["user_id"].to_numpy(), targets["video_id"].to_numpy(), histories
+    )
+    y_true = targets["watch_ratio"].fill_null(0).to_numpy().astype(np.float64)
+    out: dict = {"which": which, "pairs": int(targets.height),
+                 "users": int(targets["user_id"].n_unique())}  # fmt: skip
+    for suffix, truth in (("", y_true), ("_capped", np.clip(y_true, 0, WATCH_RATIO_CAP))):
+        metrics = regression_metrics(truth, y_pred)
+        per_user = pl.DataFrame(
+            {"user_id": targets["user_id"], "abs": np.abs(y_pred - truth),
+             "sq": (y_pred - truth) ** 2}
+        ).group_by("user_id").agg(pl.col("abs").mean(), pl.col("sq").mean())  # fmt: skip
+        mae = bootstrap_interval(per_user["abs"].to_numpy(), n_resamples, seed=seed)
+        mse = bootstrap_interval(per_user["sq"].to_numpy(), n_resamples, seed=seed)
+        out[f"mae{suffix}"] = metrics["mae"]
+        out[f"rmse{suffix}"] = metrics["rmse"]
+        out[f"mae{suffix}_interval"] = [mae.low, mae.high]
+        out[f"rmse{suffix}_interval"] = [float(np.sqrt(mse.low)), float(np.sqrt(mse.high))]
+    return out
+
+
+def _capped(frame: pl.DataFrame) -> np.ndarray:
+    return np.clip(frame["watch_ratio"].fill_null(0).to_numpy(), 0, WATCH_RATIO_CAP)
+
+
+@dataclasses.dataclass
+class MeanRegressor(Recommender):
+    """Predicts the capped watch ratio by a mean: global, per user, per video, or global +
+    user bias + video bias. Means are shrunk towards the global mean by `shrinkage` views."""
+
+    name: ClassVar[str] = "mean-regression"
+    by: str = "user+video"
+    shrinkage: float = 5.0
+
+    @classmethod
+    def search_space(cls, trial) -> dict:
+        return {
+            "by": trial.suggest_categorical("by", list(MEAN_KINDS)),
+            "shrinkage": trial.suggest_float("shrinkage", 0.5, 100.0, log=True),
+        }
+
+    def fit(self, train: pl.DataFrame, validation: pl.DataFrame | None = None):
+        if self.by not in MEAN_KINDS:
+            raise ValueError(f"mean-regression `by` must be one of {MEAN_KINDS}, got {self.by!r}")
+        if train.height == 0:
+            raise ValueError("mean-regression cannot be fitted on an empty training frame")
+        frame = train.select("user_id", "video_id").with_columns(pl.Series("y", _capped(train)))
+        self.global_mean_ = float(frame["y"].mean())
+        frame = frame.with_columns((pl.col("y") - self.global_mean_).alias("r"))
+        m = self.shrinkage
+        empty = pl.DataFrame(schema={"id": pl.Int64, "bias": pl.Float64})
+        users = videos = empty
+        if self.by in ("user", "user+video"):
+            users = frame.group_by(pl.col("user_id").alias("id")).agg(
+                (pl.col("r").sum() / (pl.len() + m)).alias("bias")
+            )
+            frame = frame.join(users.rename({"id": "user_id"}), on="user_id").with_columns(
+                (pl.col("r") - pl.col("bias")).alias("r")
+            )
+        if self.by in ("video", "user+video"):
+            videos = frame.group_by(pl.col("video_id").alias("id")).agg(
+                (pl.col("r").sum() / (pl.len() + m)).alias("bias")
+            )
+        self.user_ids_, self.user_bias_ = self._table(users)
+        self.video_ids_, self.video_bias_ = self._table(videos)
+        return self
+
+    @staticmethod
+    def _table(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        frame = frame.sort("id")
+        return frame["id"].to_numpy().astype(np.int64), frame["bias"].to_numpy().astype(float)
+
+    @staticmethod
+    def _bias(ids: np.ndarray, known: np.ndarray, bias: np.ndarray) -> np.ndarray:
+        pos = IdMap(known).index(np.asarray(ids, dtype=np.int64))
+        return np.where(pos >= 0, bias[np.maximum(pos, 0)] if len(bias) else 0.0, 0.0)
+
+    def predict_watch_ratio(self, user_ids, video_ids, histories: Histories) -> np.ndarray:
+        return np.maximum(
+            self.global_mean_
+            + self._bias(user_ids, self.user_ids_, self.user_bias_)
+            + self._bias(video_ids, self.video_ids_, self.video_bias_),
+            0.0,
+        )
+
+    def score(self, user_ids, video_ids, histories: Histories) -> np.ndarray:
+        user = self._bias(user_ids, self.user_ids_, self.user_bias_)
+        video = self._bias(video_ids, self.video_ids_, self.video_bias_)
+        return (self.global_mean_ + user[:, None] + video[None, :]).astype(np.float32)
+
+    def save_state(self, directory: Path) -> None:
+        state = {
+            "global_mean": self.global_mean_,
+            "user_ids": self.user_ids_.tolist(),
+            "user_bias": self.user_bias_.tolist(),
+            "video_ids": self.video_ids_.tolist(),
+            "video_bias": self.video_bias_.tolist(),
+        }
+        atomic_write_text(directory / "mean_regression.json", json.dumps(state))
+
+    def load_state(self, directory: Path) -> None:
+        state = json.loads((directory / "mean_regression.json").read_text())
+        self.global_mean_ = float(state["global_mean"])
+        self.user_ids_ = np.asarray(state["user_ids"], dtype=np.int64)
+        self.user_bias_ = np.asarray(state["user_bias"], dtype=np.float64)
+        self.video_ids_ = np.asarray(state["video_ids"], dtype=np.int64)
+        self.video_bias_ = np.asarray(state["video_bias"], dtype=np.float64)
+
+
+def ridge_fit(chunks, ridge: float) -> tuple[np.ndarray, float, int]:
+    """Ridge regression on standardised columns from (X, y) chunks, in one pass over the
+    data: only X'X and X'y are kept. Returns (raw-scale coefficients, intercept, rows)."""
+    xtx = xty = x_sum = None
+    y_sum = 0.0
+    n = 0
+    for x, y in chunks:
+        x = x.astype(np.float64)
+        if xtx is None:
+            xtx, xty, x_sum = (
+                np.zeros((x.shape[1],) * 2),
+                np.zeros(x.shape[1]),
+                np.zeros(x.shape[1]),
+            )
+        xtx += x.T @ x
+        xty += x.T @ y
+        x_sum += x.sum(0)
+        y_sum += float(y.sum())
+        n += len(y)
+    if not n:
+        raise ValueError("ridge regression got no rows")
+    mean, y_mean = x_sum / n, y_sum / n
+    cov = xtx / n - np.outer(mean, mean)
+    std = np.sqrt(np.maximum(np.diag(cov), 0.0))
+    std = np.where(std > 1e-9, std, 1.0)
+    gram = cov / np.outer(std, std)
+    target = (xty / n - mean * y_mean) / std
+    weights = np.linalg.solve(gram + ridge * np.eye(len(gram)), target)
+    coef = weights / std
+    return coef, float(y_mean - coef @ mean), n
+
+
+@dataclasses.dataclass
+class LinearRegressionRecommender(Recommender):
+    """Ridge regression of the capped watch ratio on user, history, video and user-video
+    affinity features. Trained leak-free: features come from all but the last `label_days`
+    of training, targets from those last days; then features are rebuilt on all of train."""
+
+    name: ClassVar[str] = "linear-regression"
+    data_dir: str = ""
+    ridge: float = 1e-3  # on standardised columns, per row
+    label_days: float = 3.0
+
+    @classmethod
+    def search_space(cls, trial) -> dict:
+        return {
+            "ridge": trial.suggest_float("ridge", 1e-5, 10.0, log=True),
+            "label_days": trial.suggest_float("label_days", 1.0, 5.0),
+        }
+
+    max_rows: int = 2_000_000
+    chunk_rows: int = 100_000
+
+    def fit(self, train: pl.DataFrame, validation: pl.DataFrame | None = None):
+        if not self.data_dir:
+            raise ValueError("linear-regression needs `data_dir` (a prepared release)")
+        early, late = time_holdout(train, self.label_days)
+        if late.height > self.max_rows:
+            late = late.sample(self.max_rows, seed=self.seed)
+        features = build_features(self.data_dir, early)
+        users = user_table(late["user_id"].to_numpy(), features.users, early, features.videos)
+        self.coef_, self.intercept_, self.rows_ = ridge_fit(
+            self._chunks(users, features.videos, late), self.ridge
+        )
+        self.feature_names_ = pair_features(users, features.videos, late["user_id"][:1].to_numpy(),
+                                            late["video_id"][:1].to_numpy())[1]  # fmt: skip
+        full = build_features(self.data_dir, train)
+        self.static_users_, self.videos_ = full.users, full.videos
+        return self
+
+    def _chunks(self, users: FeatureTable, videos: FeatureTable, late: pl.DataFrame):
+        u, v, y = late["user_id"].to_numpy(), late["video_id"].to_numpy(), _capped(late)
+        for start in range(0, len(y), self.chunk_rows):
+            stop = start + self.chunk_rows
+            yield pair_features(users, videos, u[start:stop], v[start:stop])[0], y[start:stop]
+
+    def _parts(self, user_ids: np.ndarray, histories: Histories):
+        """The linear predictor split into a user part, a video part and affinity terms,
+        with coefficients matched to columns by name (a column the model never saw gets 0)."""
+        views = history_views(histories, user_ids)
+        users = user_table(user_ids, self.static_users_, views, self.videos_)
+        coef = dict(zip(self.feature_names_, self.coef_, strict=True))
+        user_cols = [n for n in users.names if not n.startswith(PROFILE_PREFIX)]
+        user_rows, _ = users.select(user_cols).lookup(user_ids)
+        user_part = user_rows @ np.array([coef.get(n, 0.0) for n in user_cols])
+        video_weights = np.array([coef.get(n, 0.0) for n in self.videos_.names])
+        affinities = []
+        for name, weight in coef.items():
+            if name.endswith("_affinity"):
+                group = name.removesuffix("_affinity") + "="
+                profile_cols = [n for n in users.names if n.startswith(PROFILE_PREFIX + group)]
+                content_cols = [n.removeprefix(PROFILE_PREFIX) for n in profile_cols]
+                profile, _ = users.select(profile_cols).lookup(user_ids)
+                affinities.append((weight, profile, self.videos_.select(content_cols)))
+        return user_part, video_weights, affinities
+
+    def predict_watch_ratio(self, user_ids, video_ids, histories: Histories) -> np.ndarray:
+        user_ids = np.asarray(user_ids, dtype=np.int64)
+        video_ids = np.asarray(video_ids, dtype=np.int64)
+        if user_ids.shape != video_ids.shape:
+            raise ValueError("predict_watch_ratio needs aligned user and video id arrays")
+        user_part, video_weights, affinities = self._parts(user_ids, histories)
+        video_rows, _ = self.videos_.lookup(video_ids)
+        out = self.intercept_ + user_part + video_rows @ video_weights
+        for weight, profile, content in affinities:
+            out += weight * (profile * content.lookup(video_ids)[0]).sum(axis=1)
+        return np.maximum(out, 0.0)
+
+    def score(self, user_ids, video_ids, histories: Histories) -> np.ndarray:
+        """The same predictor over the (users x videos) grid without one row per pair."""
+        user_ids = np.asarray(user_ids, dtype=np.int64)
+        user_part, video_weights, affinities = self._parts(user_ids, histories)
+        video_rows, _ = self.videos_.lookup(video_ids)
+        total = self.intercept_ + user_part[:, None] + (video_rows @ video_weights)[None, :]
+        for weight, profile, content in affinities:
+            total = total + weight * (profile @ content.lookup(video_ids)[0].T)
+        return total.astype(np.float32)
+
+    def save_state(self, directory: Path) -> None:
+        for name, table in (("users", self.static_users_), ("videos", self.videos_)):
+            id_column = "user_id" if name == "users" else "video_id"
+            with atomic_path(directory / f"linear_{name}.parquet") as tmp:
+                table.to_frame(id_column).write_parquet(tmp)
+        state = {"coef": self.coef_.tolist(), "intercept": self.intercept_,
+                 "feature_names": self.feature_names_, "rows": self.rows_}  # fmt: skip
+        atomic_write_text(directory / "linear_regression.json", json.dumps(state))
+
+    def load_state(self, directory: Path) -> None:
+        state = json.loads((directory / "linear_regression.json").read_text())
+        self.coef_ = np.asarray(state["coef"])
+        self.intercept_ = float(state["intercept"])
+        self.feature_names_ = state["feature_names"]
+        self.rows_ = int(state["rows"])
+        self.static_users_ = FeatureTable.from_frame(
+            pl.read_parquet(directory / "linear_users.parquet"), "user_id"
+        )
+        self.videos_ = FeatureTable.from_frame(
+            pl.read_parquet(directory / "linear_videos.parquet"), "video_id"
+        )

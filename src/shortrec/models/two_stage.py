@@ -1,0 +1,352 @@
+"""Two-stage recommendation: cheap retrievers propose candidates, a LightGBM LambdaRank model
+reranks them on retriever scores plus user, history, video and affinity features.
+
+Training is leak-free by time: retrievers and features see all but the last `label_days` of
+training, the reranker learns which of their candidates the users liked in those last days,
+then the retrievers are refitted on all of train. How much of each user's liked videos the
+candidate set holds (`candidate_recall`) bounds what any reranker can reach, so it is reported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import polars as pl
+
+from shortrec.data.features import (
+    FeatureTable,
+    build_features,
+    history_features,
+    history_views,
+    pair_features,
+    time_holdout,
+    user_table,
+)
+from shortrec.data.histories import Histories, IdMap
+from shortrec.data.labels import LikeRule
+from shortrec.data.splits import Split, stable_user_fraction
+from shortrec.io import atomic_path, atomic_write_text
+from shortrec.models.base import Recommender, load_model
+
+BOOSTER_FILE = "reranker.txt"
+# One-hot content columns reach the reranker through the affinities; alone they only add width.
+RERANK_DROPPED_PREFIXES = ("tag=", "cat1=", "cat2=", "cat3=")
+
+
+def _retriever_names(text: str) -> list[str]:
+    from shortrec.models import REGISTRY
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ValueError("two-stage needs at least one retriever in `retrievers`")
+    unknown = [n for n in names if n not in REGISTRY or n == "two-stage"]
+    if unknown:
+        raise ValueError(
+            f"two-stage retrievers {unknown} are not usable models; known: {', '.join(REGISTRY)}"
+        )
+    return names
+
+
+def _rank_rows(scores: np.ndarray) -> np.ndarray:
+    """Rank of every entry within its row, 0 = best (ties in column order)."""
+    order = np.argsort(-scores, axis=1, kind="stable")
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(scores.shape[1])[None, :], axis=1)
+    return ranks
+
+
+@dataclasses.dataclass
+class _Candidates:
+    """Candidate (user row, video column) pairs of a batch and their feature rows."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    features: np.ndarray
+    first_rank: np.ndarray  # (users x videos) rank by the first retriever, for the fallback
+
+
+@dataclasses.dataclass
+class TwoStageRecommender(Recommender):
+    """Candidates from `retrievers` (top `candidates_per_retriever` each, unseen videos only),
+    reranked by LightGBM LambdaRank; non-candidates rank below every candidate, in the order
+    of the first retriever."""
+
+    name: ClassVar[str] = "two-stage"
+    data_dir: str = ""
+    retrievers: str = "ease,two-tower,popular"
+    candidates_per_retriever: int = 100
+    label_days: float = 3.0
+    max_label_users: int = 3000
+    like_rule: str = ""  # "threshold[:X]" / "duration[:Q]"; runs fill in their own rule
+    n_estimators: int = 300
+    learning_rate: float = 0.05
+    num_leaves: int = 31
+    min_child_samples: int = 20
+    early_stopping_rounds: int = 30
+    validation_user_fraction: float = 0.2
+    batch_users: int = 256
+
+    @classmethod
+    def search_space(cls, trial) -> dict:
+        return {
+            "candidates_per_retriever": trial.suggest_categorical(
+                "candidates_per_retriever", [50, 100, 200]
+            ),
+            "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.2, log=True),
+            "num_leaves": trial.suggest_categorical("num_leaves", [15, 31, 63]),
+            "min_child_samples": trial.suggest_categorical("min_child_samples", [10, 20, 50]),
+        }
+
+    def _new_retrievers(self) -> list[Recommender]:
+        from shortrec.models import model_class
+
+        models = []
+        for name in _retriever_names(self.retrievers):
+            cls = model_class(name)
+            fields = {f.name for f in dataclasses.fields(cls)}
+            kwargs = {"seed": self.seed}
+            if "data_dir" in fields:
+                kwargs["data_dir"] = self.data_dir
+            models.append(cls(**kwargs))
+        return models
+
+    # --- fitting --------------------------------------------------------------------------
+    def fit(self, train: pl.DataFrame, validation: pl.DataFrame | None = None):
+        import lightgbm
+
+        if not self.data_dir:
+            raise ValueError("two-stage needs `data_dir` (a prepared release) for its features")
+        early, late = time_holdout(train, self.label_days)
+        rule = (LikeRule.parse(self.like_rule) if self.like_rule else LikeRule()).fit(early)
+        late = rule.label(late)
+        self.retrievers_ = [m.fit(early, None) for m in self._new_retrievers()]
+        features = build_features(self.data_dir, early, rule)
+        self._set_tables(features.users, features.videos, rule)
+        liked = late.filter(pl.col("liked")).select("user_id", "video_id").unique()
+        users = np.sort(liked["user_id"].unique().to_numpy())
+        if len(users) > self.max_label_users:
+            rng = np.random.default_rng(self.seed)
+            users = np.sort(rng.choice(users, self.max_label_users, replace=False))
+        catalog = np.sort(train["video_id"].unique().to_numpy())
+        histories = Histories.from_frame(early)
+        parts, groups, labels, recall = [], [], [], []
+        catalog_map = IdMap(catalog)
+        for start in range(0, len(users), self.batch_users):
+            batch = users[start : start + self.batch_users]
+            cands = self._candidates(batch, catalog, histories)
+            batch_liked = liked.filter(pl.col("user_id").is_in(batch))
+            relevant = np.zeros((len(batch), len(catalog)), dtype=bool)
+            relevant[IdMap(batch).index(batch_liked["user_id"]),
+                     catalog_map.index(batch_liked["video_id"])] = True  # fmt: skip
+            is_candidate = np.zeros_like(relevant)
+            is_candidate[cands.rows, cands.cols] = True
+            seen = histories.seen_matrix(batch, catalog_map).toarray() > 0
+            relevant &= ~seen  # a liked re-watch is not a retrieval target
+            n_relevant = relevant.sum(1)
+            recall.append(
+                (relevant & is_candidate).sum(1)[n_relevant > 0] / n_relevant[n_relevant > 0]
+            )
+            parts.append(cands.features)
+            labels.append(relevant[cands.rows, cands.cols].astype(np.int32))
+            groups.append(np.bincount(cands.rows, minlength=len(batch)))
+        x = np.vstack(parts)
+        y = np.concatenate(labels)
+        group_sizes = np.concatenate(groups)
+        group_users = np.concatenate(
+            [
+                users[start : start + self.batch_users]
+                for start in range(0, len(users), self.batch_users)
+            ]
+        )
+        row_user = np.repeat(group_users, group_sizes)
+        in_validation = stable_user_fraction(row_user) < self.validation_user_fraction
+        group_in_validation = stable_user_fraction(group_users) < self.validation_user_fraction
+        params = {
+            "objective": "lambdarank",
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "min_data_in_leaf": self.min_child_samples,
+            "eval_at": [10],
+            "seed": self.seed,
+            "deterministic": True,
+            "verbosity": -1,
+        }
+        if not (group_in_validation.any() and (~group_in_validation).any()):
+            in_validation[:] = False
+            group_in_validation[:] = False
+        fit_groups = group_sizes[~group_in_validation]
+        train_set = lightgbm.Dataset(
+            x[~in_validation], y[~in_validation], group=fit_groups[fit_groups > 0]
+        )
+        valid_sets, callbacks = [], []
+        if in_validation.any():
+            val_groups = group_sizes[group_in_validation]
+            valid_sets = [
+                lightgbm.Dataset(
+                    x[in_validation],
+                    y[in_validation],
+                    group=val_groups[val_groups > 0],
+                    reference=train_set,
+                )
+            ]
+            callbacks = [lightgbm.early_stopping(self.early_stopping_rounds, verbose=False)]
+        self.booster_ = lightgbm.train(
+            params, train_set, num_boost_round=self.n_estimators, valid_sets=valid_sets,
+            callbacks=callbacks,
+        )  # fmt: skip
+        all_recall = np.concatenate(recall) if recall else np.zeros(0)
+        self.fit_report_ = {
+            "label_users": int(len(users)),
+            "candidate_rows": int(len(y)),
+            "candidates_per_user": float(len(y) / max(len(users), 1)),
+            "label_candidate_recall": float(all_recall.mean()) if len(all_recall) else float("nan"),
+            "best_iteration": int(self.booster_.best_iteration or self.n_estimators),
+        }
+        # Final retrievers and features on all of train.
+        self.retrievers_ = [m.fit(train, validation) for m in self._new_retrievers()]
+        full = build_features(self.data_dir, train, rule)
+        self._set_tables(full.users, full.videos, rule)
+        return self
+
+    def _set_tables(self, users: FeatureTable, videos: FeatureTable, rule: LikeRule) -> None:
+        self.static_users_ = users
+        self.videos_ = videos
+        self.rule_ = rule
+        self.history_names_ = history_features(pl.DataFrame(
+            schema={"user_id": pl.Int64, "video_id": pl.Int64, "watch_ratio": pl.Float64}
+        )).names  # fmt: skip
+
+    def _candidates(
+        self, user_ids: np.ndarray, video_ids: np.ndarray, histories: Histories
+    ) -> _Candidates:
+        """Union of each retriever's top unseen videos, with one feature row per pair."""
+        video_map = IdMap.from_ids(video_ids)
+        seen = (
+            histories.seen_matrix(user_ids, video_map)[:, video_map.index(video_ids)].toarray() > 0
+        )
+        k = min(self.candidates_per_retriever, len(video_ids))
+        is_candidate = np.zeros(seen.shape, dtype=bool)
+        retriever_columns = []
+        first_rank = None
+        for model in self.retrievers_:
+            scores = np.asarray(model.score(user_ids, video_ids, histories), dtype=np.float64)
+            scores = np.where(np.isfinite(scores), scores, np.nan)
+            floor = np.nanmin(scores) - 1.0 if np.isfinite(scores).any() else 0.0
+            scores = np.nan_to_num(scores, nan=floor)
+            masked = np.where(seen, -np.inf, scores)
+            ranks = _rank_rows(masked)
+            if first_rank is None:
+                first_rank = ranks
+            is_candidate |= (ranks < k) & ~seen
+            mean = scores.mean(1, keepdims=True)
+            std = scores.std(1, keepdims=True) + 1e-9
+            retriever_columns.append((ranks, (scores - mean) / std))
+        rows, cols = np.nonzero(is_candidate)
+        views = history_views(histories, user_ids)
+        users = user_table(user_ids, self.static_users_, views, self.videos_, self.rule_)
+        user_cols = [*self.history_names_, "has_history", "user_found"]
+        video_cols = [n for n in self.videos_.names if not n.startswith(RERANK_DROPPED_PREFIXES)]
+        pair, _ = pair_features(users, self.videos_, user_ids[rows], video_ids[cols],
+                                user_columns=user_cols, video_columns=video_cols)  # fmt: skip
+        retriever_block = np.column_stack(
+            [
+                np.column_stack([np.log1p(r[rows, cols]), z[rows, cols]])
+                for r, z in retriever_columns
+            ]
+        ).astype(np.float32)
+        return _Candidates(rows, cols, np.hstack([pair, retriever_block]), first_rank)
+
+    # --- scoring --------------------------------------------------------------------------
+    def candidate_mask(self, user_ids, video_ids, histories: Histories) -> np.ndarray:
+        """(users x videos) bool: which videos the retrievers propose to each user."""
+        user_ids, video_ids = np.asarray(user_ids, np.int64), np.asarray(video_ids, np.int64)
+        mask = np.zeros((len(user_ids), len(video_ids)), dtype=bool)
+        for start in range(0, len(user_ids), self.batch_users):
+            batch = user_ids[start : start + self.batch_users]
+            cands = self._candidates(batch, video_ids, histories)
+            mask[start + cands.rows, cands.cols] = True
+        return mask
+
+    def score(self, user_ids, video_ids, histories: Histories) -> np.ndarray:
+        user_ids, video_ids = np.asarray(user_ids, np.int64), np.asarray(video_ids, np.int64)
+        out = np.empty((len(user_ids), len(video_ids)), dtype=np.float32)
+        for start in range(0, len(user_ids), self.batch_users):
+            batch = user_ids[start : start + self.batch_users]
+            cands = self._candidates(batch, video_ids, histories)
+            predicted = self.booster_.predict(cands.features) if len(cands.rows) else np.zeros(0)
+            floor = (predicted.min() if len(predicted) else 0.0) - 1.0
+            block = floor - cands.first_rank / max(len(video_ids), 1)
+            block[cands.rows, cands.cols] = predicted
+            out[start : start + len(batch)] = block
+        return out
+
+    # --- persistence ----------------------------------------------------------------------
+    def save_state(self, directory: Path) -> None:
+        for i, model in enumerate(self.retrievers_):
+            model.save(directory / f"retriever_{i}")
+        with atomic_path(directory / BOOSTER_FILE) as tmp:
+            self.booster_.save_model(str(tmp))
+        for name, table, id_column in (("users", self.static_users_, "user_id"),
+                                       ("videos", self.videos_, "video_id")):  # fmt: skip
+            with atomic_path(directory / f"two_stage_{name}.parquet") as tmp:
+                table.to_frame(id_column).write_parquet(tmp)
+        state = {"like_rule": self.rule_.to_dict(), "fit_report": self.fit_report_}
+        atomic_write_text(directory / "two_stage.json", json.dumps(state))
+
+    def load_state(self, directory: Path) -> None:
+        import lightgbm
+
+        state = json.loads((directory / "two_stage.json").read_text())
+        n = len(_retriever_names(self.retrievers))
+        self.retrievers_ = [load_model(directory / f"retriever_{i}") for i in range(n)]
+        self.booster_ = lightgbm.Booster(model_file=str(directory / BOOSTER_FILE))
+        users = FeatureTable.from_frame(
+            pl.read_parquet(directory / "two_stage_users.parquet"), "user_id"
+        )
+        videos = FeatureTable.from_frame(
+            pl.read_parquet(directory / "two_stage_videos.parquet"), "video_id"
+        )
+        self._set_tables(users, videos, LikeRule(**state["like_rule"]))
+        self.fit_report_ = state["fit_report"]
+
+
+def candidate_recall(
+    model: TwoStageRecommender, split: Split, which: str, like_rule: LikeRule,
+    n_resamples: int = 1000, seed: int = 0,
+) -> dict:  # fmt: skip
+    """Share of each target user's liked, not-yet-seen candidate videos that the retrievers
+    put in the candidate set: the ceiling of the reranker's recall. Mean over users with a
+    bootstrap interval."""
+    from shortrec.evaluation.statistics import bootstrap_interval
+
+    targets, history_frame = split.targets(which)
+    histories = Histories.from_frame(history_frame)
+    catalog = IdMap(np.asarray(split.candidate_video_ids, dtype=np.int64))
+    liked = like_rule.label(targets).filter(pl.col("liked")).select("user_id", "video_id")
+    liked = liked.filter(pl.col("video_id").is_in(catalog.raw_ids)).unique()
+    users = IdMap.from_ids(targets["user_id"])
+    per_user = np.full(len(users), np.nan)
+    for start in range(0, len(users), model.batch_users):
+        batch = users.raw_ids[start : start + model.batch_users]
+        relevant = np.zeros((len(batch), len(catalog)), dtype=bool)
+        mine = liked.filter(pl.col("user_id").is_in(batch))
+        relevant[IdMap(batch).index(mine["user_id"]), catalog.index(mine["video_id"])] = True
+        relevant &= histories.seen_matrix(batch, catalog).toarray() == 0
+        mask = model.candidate_mask(batch, catalog.raw_ids, histories)
+        n = relevant.sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per_user[start : start + len(batch)] = np.where(
+                n > 0, (relevant & mask).sum(1) / n, np.nan
+            )
+    interval = bootstrap_interval(per_user, n_resamples=n_resamples, seed=seed)
+    return {
+        "which": which,
+        "candidate_recall": interval.mean,
+        "candidate_recall_interval": [interval.low, interval.high],
+        "users": interval.n,
+        "candidates_per_retriever": model.candidates_per_retriever,
+    }
