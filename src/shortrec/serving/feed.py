@@ -1,0 +1,260 @@
+"""The feed: a model, the catalogue and every user's views (dataset + live) -> recommendations.
+
+The dataset's views stay one immutable `Histories` table; live events are kept per user and
+merged only for the user being served, so an event costs O(1) and a request costs O(that
+user's views) — never a rebuild of the whole table. Sequence models thus see a user's newest
+views at the next request without retraining.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from shortrec.data.histories import Histories, IdMap
+from shortrec.data.schema import UNKNOWN_CATEGORY_ID, UNKNOWN_TEXT
+from shortrec.models.base import Recommender
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A model and where it came from; swapped as one reference so a request never mixes two."""
+
+    model: Recommender
+    name: str
+    run_dir: str | None = None
+    data_dir: str | None = None
+    loaded_at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class Recommendations:
+    user_id: int
+    model: str
+    strategy: str  # "model", or "popularity" for a user with no views at all
+    history_length: int
+    video_ids: np.ndarray
+    scores: np.ndarray
+
+
+@dataclass(frozen=True)
+class UserViews:
+    """One user's views, oldest first, as a one-user `Histories` plus where each came from."""
+
+    histories: Histories
+    live: np.ndarray  # bool per view: posted to the API (True) or from the dataset (False)
+
+    @property
+    def video_ids(self) -> np.ndarray:
+        return self.histories.video_ids
+
+
+@dataclass
+class _LiveViews:
+    video_ids: list[int] = field(default_factory=list)
+    watch_ratios: list[float] = field(default_factory=list)
+    timestamps: list[float] = field(default_factory=list)
+
+
+def _clean_text(value: object) -> str:
+    return "" if value is None or value == UNKNOWN_TEXT else str(value)
+
+
+def video_metadata(videos: pl.DataFrame) -> dict[int, dict]:
+    """JSON-ready metadata per video, built once so a request only does dict look-ups."""
+    columns = set(videos.columns)
+
+    def column(name: str, default: object) -> pl.Expr:
+        return pl.col(name) if name in columns else pl.lit(default).alias(name)
+
+    table = videos.select(
+        pl.col("video_id"),
+        column("caption", None),
+        column("manual_cover_text", None),
+        column("tags", None),
+        column("topic_tag", None),
+        column("video_duration", None),
+        *(column(f"{level}_level_category_name", None) for level in ("first", "second", "third")),
+        *(column(f"{level}_level_category_id", None) for level in ("first", "second", "third")),
+    )
+    metadata = {}
+    for row in table.iter_rows(named=True):
+        categories = [
+            {"level": level, "id": row[f"{level}_level_category_id"], "name": name}
+            for level in ("first", "second", "third")
+            if (name := _clean_text(row[f"{level}_level_category_name"]))
+            and row[f"{level}_level_category_id"] != UNKNOWN_CATEGORY_ID
+        ]
+        metadata[int(row["video_id"])] = {
+            "video_id": int(row["video_id"]),
+            "caption": _clean_text(row["caption"]),
+            "cover_text": _clean_text(row["manual_cover_text"]),
+            "categories": categories,
+            "tags": [int(tag) for tag in row["tags"] or []],
+            "topic_tags": [str(tag) for tag in row["topic_tag"] or []],
+            "video_duration_ms": row["video_duration"],
+        }
+    return metadata
+
+
+class Feed:
+    """Serves recommendations from a swappable model over dataset views plus live events.
+
+    Thread-safe: requests run on a thread pool; live events are appended under a lock and
+    the model is replaced by swapping one reference.
+    """
+
+    def __init__(self, served: ServedModel, videos: pl.DataFrame, views: pl.DataFrame) -> None:
+        if videos.height == 0:
+            raise ValueError("the video table is empty: nothing to recommend")
+        self.video_info = video_metadata(videos)
+        self.catalogue_ids = np.asarray(sorted(self.video_info), dtype=np.int64)
+        self._catalogue = IdMap(self.catalogue_ids)
+        self.base = Histories.from_frame(views)
+        self._base_users = IdMap(self.base.user_ids)
+        self.popularity = self._popularity(views)
+        self._served = served
+        self._live: dict[int, _LiveViews] = {}
+        self._live_count = 0
+        self._lock = threading.Lock()
+
+    def _popularity(self, views: pl.DataFrame) -> np.ndarray:
+        """Distinct viewers per catalogue video: the cold-start ranking."""
+        counts = views.group_by("video_id").agg(pl.col("user_id").n_unique().alias("viewers"))
+        popularity = np.zeros(len(self.catalogue_ids), dtype=np.float32)
+        idx = self._catalogue.index(counts["video_id"])
+        known = idx >= 0
+        popularity[idx[known]] = counts["viewers"].to_numpy()[known]
+        return popularity
+
+    # --- model -------------------------------------------------------------------------------
+    @property
+    def served(self) -> ServedModel:
+        return self._served
+
+    def swap_model(self, served: ServedModel) -> ServedModel:
+        """Serve `served` from the next request on; requests in flight finish on the old one."""
+        old, self._served = self._served, served
+        return old
+
+    # --- events ------------------------------------------------------------------------------
+    def add_views(
+        self,
+        user_ids: np.ndarray,
+        video_ids: np.ndarray,
+        watch_ratios: np.ndarray,
+        timestamps: np.ndarray,
+    ) -> None:
+        """Append live views (already stored durably by the caller)."""
+        rows = zip(
+            np.asarray(user_ids, dtype=np.int64).tolist(),
+            np.asarray(video_ids, dtype=np.int64).tolist(),
+            np.asarray(watch_ratios, dtype=np.float64).tolist(),
+            np.asarray(timestamps, dtype=np.float64).tolist(),
+            strict=True,
+        )
+        with self._lock:
+            for user_id, video_id, watch_ratio, timestamp in rows:
+                live = self._live.setdefault(user_id, _LiveViews())
+                live.video_ids.append(video_id)
+                live.watch_ratios.append(watch_ratio)
+                live.timestamps.append(timestamp)
+                self._live_count += 1
+
+    def add_views_frame(self, events: pl.DataFrame) -> None:
+        self.add_views(
+            events["user_id"].to_numpy(),
+            events["video_id"].to_numpy(),
+            events["watch_ratio"].to_numpy(),
+            events["timestamp"].to_numpy(),
+        )
+
+    @property
+    def live_count(self) -> int:
+        return self._live_count
+
+    def known_videos(self, video_ids: np.ndarray) -> np.ndarray:
+        return self._catalogue.index(video_ids) >= 0
+
+    def user_ids(self) -> np.ndarray:
+        """Users with any views, dataset or live, sorted."""
+        with self._lock:
+            live = np.fromiter(self._live, dtype=np.int64, count=len(self._live))
+        return np.union1d(self.base.user_ids, live)
+
+    # --- reading -----------------------------------------------------------------------------
+    def views_of(self, user_id: int) -> UserViews:
+        """The user's dataset views followed by live ones, in time order, as a one-user table."""
+        row = int(self._base_users.index(np.array([user_id]))[0])
+        if row >= 0:
+            lo, hi = self.base.offsets[row], self.base.offsets[row + 1]
+            video_ids = self.base.video_ids[lo:hi]
+            watch_ratios = self.base.watch_ratios[lo:hi]
+            timestamps = self.base.timestamps[lo:hi]
+        else:
+            video_ids = np.empty(0, np.int64)
+            watch_ratios = np.empty(0, np.float32)
+            timestamps = np.empty(0, np.float64)
+        live = np.zeros(len(video_ids), dtype=bool)
+        with self._lock:
+            extra = self._live.get(user_id)
+            if extra is not None:
+                extra_videos = np.asarray(extra.video_ids, dtype=np.int64)
+                extra_ratios = np.asarray(extra.watch_ratios, dtype=np.float32)
+                extra_times = np.asarray(extra.timestamps, dtype=np.float64)
+        if extra is not None:
+            video_ids = np.concatenate([video_ids, extra_videos])
+            watch_ratios = np.concatenate([watch_ratios, extra_ratios])
+            timestamps = np.concatenate([timestamps, extra_times])
+            live = np.concatenate([live, np.ones(len(extra_videos), dtype=bool)])
+            # Same order as Histories.from_frame: by time, views without one first, stable.
+            order = np.argsort(np.nan_to_num(timestamps, nan=-np.inf), kind="stable")
+            video_ids, watch_ratios = video_ids[order], watch_ratios[order]
+            timestamps, live = timestamps[order], live[order]
+        n = len(video_ids)
+        histories = Histories(
+            user_ids=np.array([user_id] if n else [], dtype=np.int64),
+            offsets=np.array([0, n] if n else [0], dtype=np.int64),
+            video_ids=video_ids,
+            watch_ratios=watch_ratios,
+            timestamps=timestamps,
+        )
+        return UserViews(histories=histories, live=live)
+
+    def recommend(self, user_id: int, k: int = 10) -> Recommendations:
+        """Top-k unwatched catalogue videos; users with no views at all get the most popular."""
+        served = self._served  # one read: a swap during this request does not affect it
+        views = self.views_of(user_id)
+        unwatched = np.ones(len(self.catalogue_ids), dtype=bool)
+        watched_idx = self._catalogue.index(views.video_ids)
+        unwatched[watched_idx[watched_idx >= 0]] = False
+        candidates = self.catalogue_ids[unwatched]
+        if len(views.video_ids) == 0:
+            strategy, scores = "popularity", self.popularity[unwatched].astype(np.float64)
+        elif len(candidates) == 0:
+            strategy, scores = "model", np.empty(0, np.float64)
+        else:
+            strategy = "model"
+            user = np.array([user_id], dtype=np.int64)
+            scores = np.asarray(served.model.score(user, candidates, views.histories))[0]
+            scores = scores.astype(np.float64)
+            scores[~np.isfinite(scores)] = -np.inf  # a broken score ranks last, never first
+        top = _top_k(candidates, scores, k)
+        return Recommendations(
+            user_id=user_id,
+            model=served.name,
+            strategy=strategy,
+            history_length=len(views.video_ids),
+            video_ids=candidates[top],
+            scores=np.asarray(scores[top], dtype=np.float64),
+        )
+
+
+def _top_k(candidates: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the k best scores, best first (equal scores: smaller video id first)."""
+    keep = np.argpartition(-scores, k - 1)[:k] if len(scores) > k else np.arange(len(scores))
+    return keep[np.lexsort((candidates[keep], -scores[keep]))]

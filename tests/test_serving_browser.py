@@ -1,0 +1,115 @@
+"""The web page in headless Chromium: pick a user, watch a video, see the feed react."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pytest
+
+from shortrec.data.dataset import load_prepared
+from shortrec.data.histories import Histories
+from shortrec.models.base import Recommender
+from shortrec.serving.app import create_app
+from shortrec.serving.demo import fabricate_release
+from shortrec.serving.feed import Feed, ServedModel
+from shortrec.serving.store import SQLiteEventStore
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]  # fmt: skip
+DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "serving_page.png"
+
+
+@dataclasses.dataclass
+class LastVideoNeighbours(Recommender):
+    """Test-only sequence model: the videos closest in id to the newest view rank first."""
+
+    name: ClassVar[str] = "last-video-neighbours"
+
+    def score(self, user_ids, video_ids, histories: Histories) -> np.ndarray:
+        out = np.zeros((len(user_ids), len(video_ids)), dtype=np.float32)
+        for row, user_id in enumerate(user_ids):
+            videos, _ = histories.views_of(int(user_id))
+            if len(videos):
+                out[row] = -np.abs(np.asarray(video_ids) - videos[-1])
+        return out
+
+
+@pytest.fixture()
+def server_url(tmp_path):
+    uvicorn = pytest.importorskip("uvicorn")
+    release = fabricate_release(tmp_path / "data", n_users=20, n_videos=150, views_per_user=6)
+    data = load_prepared(release)
+    feed = Feed(ServedModel(LastVideoNeighbours(), name="sequence demo"), data.videos,
+                data.big_matrix)  # fmt: skip
+    app = create_app(feed, SQLiteEventStore(tmp_path / "events.db"))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_watching_a_video_updates_the_feed_and_history(server_url, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package")
+    if not CHROMIUM.exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(server_url)
+            page.wait_for_selector("[data-testid=user-select] option", state="attached")
+            page.select_option("[data-testid=user-select]", "3")
+            page.wait_for_function(
+                "document.querySelector('#status').textContent.startsWith('User 3:')"
+            )
+            feed = page.locator("[data-testid=feed-item]")
+            before = [feed.nth(i).get_attribute("data-video-id") for i in range(feed.count())]
+            assert len(before) == 12
+            assert page.locator("[data-testid=history-item]").count() > 0
+            assert page.locator(".card .chip").count() > 0  # categories are shown
+            watched = before[5]
+            feed.nth(5).locator("[data-testid=watch]").click()
+            page.wait_for_function(
+                "id => document.querySelector('[data-testid=history-item]')"
+                "?.dataset.videoId === id",
+                arg=watched,
+            )
+            page.wait_for_function(
+                "old => [...document.querySelectorAll('[data-testid=feed-item]')]"
+                ".map(e => e.dataset.videoId).join() !== old",
+                arg=",".join(before),
+            )
+            after = [feed.nth(i).get_attribute("data-video-id") for i in range(feed.count())]
+            assert after != before and watched not in after
+            # The sequence model now centres the feed on the watched video.
+            assert min(abs(int(v) - int(watched)) for v in after) == 1
+            newest = page.locator("[data-testid=history-item]").first
+            assert "live" in newest.inner_text()
+            shot = tmp_path / "serving_page.png"
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 10_000
+            if (DOCS_SCREENSHOT.parents[1] / "pyproject.toml").exists():  # a source checkout
+                DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
+                shutil.copyfile(shot, DOCS_SCREENSHOT)  # the README's picture
+        finally:
+            browser.close()

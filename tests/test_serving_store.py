@@ -1,0 +1,159 @@
+"""Event stores: what was acknowledged survives a restart (SQLite always, PostgreSQL if any)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from shortrec.data.dataset import load_prepared
+from shortrec.models.baselines import PopularRecommender
+from shortrec.serving.app import create_app
+from shortrec.serving.demo import fabricate_release
+from shortrec.serving.feed import Feed, ServedModel
+from shortrec.serving.store import SQLiteEventStore, StoredEvent, open_store
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory) -> Path:
+    return fabricate_release(tmp_path_factory.mktemp("store_world") / "data", n_users=20,
+                             n_videos=80, views_per_user=8)  # fmt: skip
+
+
+def new_app(release: Path, db: str):
+    """A fresh app over the same database: what a restarted server is."""
+    data = load_prepared(release)
+    model = PopularRecommender().fit(data.big_matrix)
+    feed = Feed(ServedModel(model, name="popular"), data.videos, data.big_matrix)
+    return create_app(feed, open_store(db))
+
+
+def check_events_survive_a_restart(release: Path, db: str) -> None:
+    events = [{"user_id": 3, "video_id": v, "watch_ratio": 1.0, "timestamp": 1.9e9 + v}
+              for v in (11, 12, 13)]  # fmt: skip
+    events.append({"user_id": 555_555, "video_id": 14, "watch_ratio": 0.3})
+    with TestClient(new_app(release, db)) as first:
+        assert first.post("/events", json={"events": events}).status_code == 200
+        assert first.get("/health").json()["live_events"] == 4
+    with TestClient(new_app(release, db)) as second:  # the restart
+        assert second.get("/health").json()["live_events"] == 4
+        history = second.get("/users/3/history?limit=3").json()["items"]
+        assert [(v["video_id"], v["source"]) for v in history] == [
+            (13, "live"), (12, "live"), (11, "live")]  # fmt: skip
+        recommended = [
+            i["video_id"] for i in second.get("/users/3/recommendations?k=80").json()["items"]
+        ]
+        assert {11, 12, 13}.isdisjoint(recommended)
+        new_user = second.get("/users/555555/recommendations").json()
+        assert new_user["strategy"] == "model" and new_user["history_length"] == 1
+
+
+def test_sqlite_events_survive_a_restart(release, tmp_path):
+    check_events_survive_a_restart(release, f"sqlite:///{tmp_path}/events.db")
+
+
+def test_sqlite_store_is_in_wal_mode_and_round_trips(tmp_path):
+    store = SQLiteEventStore(tmp_path / "e.db")
+    store.append([StoredEvent(1, 2, 0.5, 100, 200, 1.5e9), StoredEvent(1, 3, 2.0, None, None, 7.0)])
+    frame = store.load()
+    assert frame.rows() == [(1, 2, 0.5, 100, 200, 1.5e9), (1, 3, 2.0, None, None, 7.0)]
+    assert store.count() == 2
+    journal = store._conn.execute("PRAGMA journal_mode").fetchone()[0]
+    assert journal == "wal"
+    store.close()
+
+
+def test_open_store_urls(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert open_store("sqlite:///relative.db").path == Path("relative.db")
+    assert open_store(f"sqlite:///{tmp_path}/abs.db").path == tmp_path / "abs.db"
+    assert open_store(tmp_path / "plain.db").kind == "sqlite"
+    with pytest.raises(ValueError, match="--db must be"):
+        open_store("mysql://user:secret@host/db")
+    with pytest.raises(ValueError, match="needs a file path"):
+        open_store("sqlite:///")
+    (tmp_path / "not_a_db").write_text("hello, I am text")
+    with pytest.raises(ValueError, match="cannot open SQLite event store"):
+        open_store(tmp_path / "not_a_db")
+
+
+def test_unreachable_postgres_is_a_clear_error_without_the_password():
+    pytest.importorskip("psycopg")
+    with pytest.raises(ValueError, match="cannot connect to PostgreSQL") as error:
+        open_store("postgresql://me:topsecret@127.0.0.1:1/nowhere?connect_timeout=2")
+    assert "topsecret" not in str(error.value)
+
+
+# --- PostgreSQL: a throwaway server when this machine has one ----------------------------------
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _postgres_bin() -> Path | None:
+    initdb = shutil.which("initdb")
+    if initdb:
+        return Path(initdb).resolve().parent
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent if found else None
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """SHORTREC_TEST_POSTGRES_URL if set, else a temporary cluster (skipped without one)."""
+    if url := os.environ.get("SHORTREC_TEST_POSTGRES_URL"):
+        yield url
+        return
+    pytest.importorskip("psycopg", reason="PostgreSQL tests need psycopg (shortrec[postgres])")
+    bin_dir = _postgres_bin()
+    if bin_dir is None:
+        pytest.skip("no PostgreSQL server binaries (initdb) on this machine")
+    # PostgreSQL refuses to run as root: run it as the `postgres` user when we are root.
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root and no runuser to start PostgreSQL as another user")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    base = Path(tempfile.mkdtemp(prefix="shortrec-pg-"))
+    os.chmod(base, 0o777)
+    data_dir = base / "data"
+    port = _free_port()
+    try:
+        subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data_dir), "-U", "postgres",
+                        "--auth=trust", "--no-sync"], check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data_dir), "-l", str(base / "log"),
+             "-w", "-t", "30", "-o", f"-p {port} -k {base} -c listen_addresses=127.0.0.1",
+             "start"], check=True, capture_output=True)  # fmt: skip
+    except (subprocess.CalledProcessError, OSError) as error:
+        shutil.rmtree(base, ignore_errors=True)
+        pytest.skip(f"could not start a temporary PostgreSQL: {error}")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data_dir), "-m", "immediate",
+                        "stop"], capture_output=True)  # fmt: skip
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_postgres_events_survive_a_restart(release, postgres_url):
+    import psycopg
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS shortrec_events")
+    check_events_survive_a_restart(release, postgres_url)
+    store = open_store(postgres_url)
+    assert store.kind == "postgresql" and store.count() == 4
+    started = time.perf_counter()
+    store.append([StoredEvent(9, 9, 0.1, None, None, 1.0)])
+    assert time.perf_counter() - started < 5
+    assert store.load().row(-1) == (9, 9, 0.1, None, None, 1.0)
+    store.close()
