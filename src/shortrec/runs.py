@@ -195,11 +195,28 @@ def evaluate_run(
     key = which if result.mode == "full-ranking" else f"{which}:{result.mode}"
     metrics = read_metrics(run_dir)
     metrics[key] = result.to_dict()
+    if result.mode == "full-ranking":
+        metrics.update(_extra_metrics(loaded, split, which, like_rule))
     _write_metrics(run_dir, metrics)
     with_suffix = key.replace(":", "_")
     result.per_user.write_parquet(run_dir / f"per_user_{with_suffix}.parquet")
     _logger(run_dir).info("evaluated on %s (%s)", which, result.mode)
     return result
+
+
+def _extra_metrics(model: Recommender, split: Split, which: str, like_rule: LikeRule) -> dict:
+    """What some models measure beyond ranking: watch-ratio regression errors (models that
+    predict watch ratios) and candidate recall (retrieve-then-rerank models)."""
+    extras = {}
+    if hasattr(model, "predict_watch_ratio"):
+        from shortrec.models.regression import evaluate_regression
+
+        extras[f"regression_{which}"] = evaluate_regression(model, split, which)
+    if hasattr(model, "candidate_mask"):
+        from shortrec.models.two_stage import candidate_recall
+
+        extras[f"candidate_recall_{which}"] = candidate_recall(model, split, which, like_rule)
+    return extras
 
 
 def per_user_metrics(run_dir: str | Path, key: str) -> pl.DataFrame:
