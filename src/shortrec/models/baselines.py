@@ -74,6 +74,10 @@ class RecentPopularRecommender(_VideoScoreTable):
     name: ClassVar[str] = "recent-popular"
     half_life_days: float = 3.0
 
+    @classmethod
+    def search_space(cls, trial) -> dict:
+        return {"half_life_days": trial.suggest_float("half_life_days", 0.25, 30.0, log=True)}
+
     def fit(self, train: pl.DataFrame, validation: pl.DataFrame | None = None):
         timed = train.filter(pl.col("timestamp").is_not_null())
         end = timed["timestamp"].max()
@@ -94,15 +98,15 @@ class OracleRecommender(Recommender):
     ground truth score lowest."""
 
     name: ClassVar[str] = "oracle"
-    world_dir: str = ""
+    data_dir: str = ""
 
     def fit(self, train: pl.DataFrame, validation: pl.DataFrame | None = None):
         from shortrec.data.dataset import load_prepared
 
-        truth = load_prepared(self.world_dir).ground_truth
+        truth = load_prepared(self.data_dir).ground_truth
         if truth is None:
             raise ValueError(
-                f"the oracle needs a synthetic world with ground truth; {self.world_dir} has none"
+                f"the oracle needs a synthetic world with ground truth; {self.data_dir} has none"
             )
         self.truth_ = truth
         return self

@@ -1,0 +1,319 @@
+"""Fair hyperparameter search with Optuna: validation only, persistent, resumable, shared.
+
+Fairness: every trial is selected on the tune set (never test), and `trials` is the budget of
+the whole study (finished trials, counted in the storage), so every model gets the same budget
+and a study killed after 7 of 20 trials runs the 13 missing ones when the command is repeated.
+The study lives in a database (SQLite by default, any SQLAlchemy URL such as PostgreSQL), so
+several machines can work on one study; a trial whose worker died is noticed by its stale
+heartbeat, marked failed and retried with the same hyperparameters.
+
+Conventions for models:
+- Search space: a classmethod `search_space(cls, trial: optuna.Trial) -> dict` returning
+  hyperparameters (dataclass field names -> values). A model without one has nothing to
+  tune: its study gets a single trial.
+- Pruning: a model may declare a class attribute `on_epoch_end: ClassVar = None` (not a
+  dataclass field, so it is never saved). The tuner sets it on the instance before `fit`;
+  the model calls it as `on_epoch_end(epoch, validation_score)` after each epoch, and the
+  call raises `optuna.TrialPruned` when the trial is hopeless.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+from optuna.storages import RDBStorage
+from optuna.trial import TrialState
+
+try:
+    from optuna.storages import RetryHeartbeatStaleTrialCallback as RetryStaleTrial
+
+    STALE_CALLBACK_ARGUMENT = "heartbeat_stale_trial_callback"
+except ImportError:  # optuna < 4.9 names it differently
+    from optuna.storages import RetryFailedTrialCallback as RetryStaleTrial
+
+    STALE_CALLBACK_ARGUMENT = "failed_trial_callback"
+
+from shortrec.data.dataset import KuaiRecData
+from shortrec.data.labels import LikeRule
+from shortrec.data.splits import Split
+from shortrec.io import atomic_write_text
+from shortrec.models import model_class
+from shortrec.models.base import Recommender
+from shortrec.runs import (
+    RunConfig,
+    build_model,
+    evaluate_run,
+    load_data,
+    new_run_dir,
+    peak_rss_mb,
+    split_for,
+)
+
+TRIAL_FILE = "trial.json"
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# Exceptions that end one trial (a hopeless configuration) but not the study.
+TRIAL_ERRORS = (ValueError, RuntimeError, FloatingPointError, ArithmeticError)
+
+
+@dataclass
+class TuneConfig:
+    """One study: which model, on which data and protocol, with which budget."""
+
+    model: str
+    data_dir: str
+    protocol: str = "kuairec"
+    like_rule: dict = field(default_factory=lambda: LikeRule().to_dict())
+    trials: int = 20  # finished trials of the whole study, over every worker and restart
+    timeout: float | None = None  # seconds for this invocation
+    storage: str | None = None  # database URL; None -> sqlite:///<runs_dir>/tuning.db
+    study_name: str | None = None  # None -> <model>-<data name>-<protocol>
+    metric: str = "ndcg@10"
+    runs_dir: str = "runs"
+    seed: int = 0
+    heartbeat_interval: int = 60
+    grace_period: int | None = None  # None -> optuna's default, twice the interval
+
+    @property
+    def resolved_storage(self) -> str:
+        return self.storage or default_storage(self.runs_dir)
+
+    @property
+    def resolved_study_name(self) -> str:
+        return self.study_name or default_study_name(self.model, self.data_dir, self.protocol)
+
+
+def default_storage(runs_dir: str | Path) -> str:
+    return f"sqlite:///{Path(runs_dir) / 'tuning.db'}"
+
+
+def default_study_name(model: str, data_dir: str | Path, protocol: str) -> str:
+    return f"{model}-{Path(data_dir).name}-{protocol}"
+
+
+def open_storage(
+    url: str, heartbeat_interval: int | None = None, grace_period: int | None = None
+) -> RDBStorage:
+    """An Optuna RDB storage; with a heartbeat, trials of dead workers are failed and retried."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        # Several local workers share one SQLite file: wait for its lock instead of failing.
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+    else:
+        engine_kwargs = None
+    heartbeat = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if heartbeat_interval:
+            heartbeat = {
+                "heartbeat_interval": heartbeat_interval,
+                "grace_period": grace_period,
+                STALE_CALLBACK_ARGUMENT: RetryStaleTrial(max_retry=2),
+            }
+        return RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+
+
+def redacted(url: str) -> str:
+    """The storage URL without its password, fit for files and logs."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def search_space(cls: type[Recommender], trial: optuna.Trial) -> dict:
+    """The hyperparameters `cls` proposes for `trial` ({} for a model with nothing to tune)."""
+    propose = getattr(cls, "search_space", None)
+    if propose is None:
+        return {}
+    params = propose(trial)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(params) - fields)
+    if unknown:
+        raise ValueError(
+            f"{cls.__name__}.search_space returned {unknown}, which are not hyperparameters "
+            f"of the model; expected some of {sorted(fields)}"
+        )
+    return params
+
+
+def pruning_callback(trial: optuna.Trial) -> Callable[[int, float], None]:
+    """The `on_epoch_end` hook: reports each epoch's validation score, prunes hopeless trials."""
+
+    def on_epoch_end(epoch: int, validation_score: float) -> None:
+        trial.report(float(validation_score), step=int(epoch))
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {epoch} (validation {validation_score})")
+
+    return on_epoch_end
+
+
+def finished_trials(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def load_study(config: TuneConfig) -> optuna.Study | None:
+    """The study of `config` if its storage holds one, else None (nothing is created)."""
+    url = config.resolved_storage
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return None
+    try:
+        return optuna.load_study(study_name=config.resolved_study_name, storage=open_storage(url))
+    except KeyError:
+        return None
+
+
+def best_hyperparameters(study: optuna.Study) -> dict | None:
+    """Hyperparameters of the study's best finished trial; None when none has finished."""
+    try:
+        best = study.best_trial
+    except ValueError:
+        return None
+    return dict(best.user_attrs.get("hyperparameters", best.params))
+
+
+def tune(config: TuneConfig, data: KuaiRecData | None = None) -> optuna.Study:
+    """Run trials until the study holds `config.trials` finished ones (or `timeout` passes).
+
+    Each trial trains one run in `runs_dir` (tagged with `trial.json`) and is scored by its
+    tune-set `metric`; the test set is never opened here."""
+    cls = model_class(config.model)
+    data = data if data is not None else load_data(config.data_dir)
+    split = split_for(data, config.protocol)
+    storage = open_storage(config.resolved_storage, config.heartbeat_interval, config.grace_period)
+    study = optuna.create_study(
+        study_name=config.resolved_study_name,
+        storage=storage,
+        direction="maximize",
+        load_if_exists=True,
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
+    )
+    _check_same_study(study, config)
+    # Seeded by the trials already held, so a resumed study does not repeat its first draws.
+    study.sampler = optuna.samplers.TPESampler(seed=config.seed + len(study.trials))
+    budget = config.trials if hasattr(cls, "search_space") else min(config.trials, 1)
+    remaining = budget - finished_trials(study)
+    if remaining <= 0:
+        return study
+    study.optimize(
+        lambda trial: _objective(trial, config, cls, split),
+        n_trials=remaining,
+        timeout=config.timeout,
+        catch=TRIAL_ERRORS,
+        callbacks=[optuna.study.MaxTrialsCallback(budget, states=FINISHED)],
+    )
+    return study
+
+
+def _check_same_study(study: optuna.Study, config: TuneConfig) -> None:
+    """A study name reused for another model, data set or metric would mix incomparable
+    values: record what the study is on its creation and refuse a mismatch afterwards."""
+    identity = {
+        "model": config.model,
+        "data": Path(config.data_dir).name,
+        "protocol": config.protocol,
+        "metric": config.metric,
+        "like_rule": json.dumps(config.like_rule, sort_keys=True),
+    }
+    recorded = study.user_attrs
+    if not recorded:
+        for key, value in identity.items():
+            study.set_user_attr(key, value)
+        return
+    for key, value in identity.items():
+        if key in recorded and recorded[key] != value:
+            raise ValueError(
+                f"study {study.study_name!r} was created with {key}={recorded[key]!r}, "
+                f"not {value!r}; choose another --study-name"
+            )
+
+
+def _objective(
+    trial: optuna.Trial, config: TuneConfig, cls: type[Recommender], split: Split
+) -> float:
+    params = search_space(cls, trial)
+    trial.set_user_attr("hyperparameters", params)
+    run_config = RunConfig(
+        model=config.model,
+        params=params,
+        data_dir=config.data_dir,
+        protocol=config.protocol,
+        like_rule=config.like_rule,
+        seed=config.seed,
+    )
+    run_dir = new_run_dir(config.runs_dir, config.model)
+    trial.set_user_attr("run_dir", str(run_dir))
+    tag = {
+        "study": trial.study.study_name,
+        "trial": trial.number,
+        "storage": redacted(config.resolved_storage),
+        "metric": config.metric,
+    }
+    _write_trial_tag(run_dir, tag, "RUNNING")
+    try:
+        value = _train_trial_run(run_config, run_dir, split, trial, config.metric)
+    except optuna.TrialPruned:
+        _write_trial_tag(run_dir, tag, "PRUNED")
+        raise
+    except Exception:
+        _write_trial_tag(run_dir, tag, "FAIL")
+        raise
+    _write_trial_tag(run_dir, tag, "COMPLETE", value)
+    return value
+
+
+def _write_trial_tag(run_dir: Path, tag: dict, state: str, value: float | None = None) -> None:
+    atomic_write_text(run_dir / TRIAL_FILE, json.dumps({**tag, "state": state, "value": value}))
+
+
+def _train_trial_run(
+    config: RunConfig, run_dir: Path, split: Split, trial: optuna.Trial, metric: str
+) -> float:
+    """`runs.train_run` for one trial: the study's split is built once and reused, and the
+    pruning hook is set on the model before it is fitted."""
+    model = build_model(config, run_dir)
+    config.params = model.params()
+    atomic_write_text(run_dir / "config.json", config.to_json())
+    if hasattr(model, "on_epoch_end"):
+        model.on_epoch_end = pruning_callback(trial)
+    started = time.perf_counter()
+    try:
+        model.fit(split.train, split.validation)
+    finally:
+        if hasattr(model, "on_epoch_end"):
+            model.on_epoch_end = None
+    train_seconds = time.perf_counter() - started
+    model.save(run_dir / "model")
+    metrics = {"train_seconds": train_seconds, "peak_rss_mb": peak_rss_mb()}
+    metrics.update(getattr(model, "fit_report_", {}) or {})
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=float))
+    result = evaluate_run(run_dir, "tune", model=model, split=split, progress=False)
+    if metric not in result.summary:
+        raise KeyError(
+            f"--metric {metric!r} is not a tune-set metric; choose one of "
+            f"{', '.join(sorted(result.summary))}"
+        )
+    value = result.summary[metric].mean
+    if math.isnan(value):
+        raise ValueError(f"{metric} on the tune set is NaN: no tune user has a liked video")
+    return value
+
+
+def trials_table(study: optuna.Study) -> list[dict]:
+    """One row per trial: number, state, value, hyperparameters, run folder."""
+    return [
+        {
+            "trial": t.number,
+            "state": t.state.name,
+            "value": t.value,
+            "hyperparameters": t.user_attrs.get("hyperparameters", t.params),
+            "run": Path(t.user_attrs.get("run_dir", "")).name,
+        }
+        for t in study.get_trials(deepcopy=False)
+    ]
