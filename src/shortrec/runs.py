@@ -19,6 +19,7 @@ import logging
 import resource
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,25 +132,39 @@ def train_run(
     data: KuaiRecData | None = None,
     split: Split | None = None,
     progress: bool = True,
+    run_dir: Path | None = None,
+    on_epoch_end: Callable[[int, float], None] | None = None,
 ) -> Path:
     """Fit the configured model on the protocol's train split, save it, evaluate it.
-    `data`/`split` may be passed in when training many models on the same release."""
+
+    `data`/`split` may be passed in when training many models on the same release;
+    `on_epoch_end(epoch, validation_score)` reaches models that report per-epoch validation
+    scores (the tuner uses it to prune)."""
     if split is None:
         data = data if data is not None else load_data(config.data_dir)
         split = split_for(data, config.protocol)
-    run_dir = new_run_dir(runs_dir, config.model)
+    run_dir = run_dir or new_run_dir(runs_dir, config.model)
     log = _logger(run_dir)
     model = build_model(config, run_dir)
     config.params = model.params()
     atomic_write_text(run_dir / "config.json", config.to_json())
     log.info("split %s: %s", config.protocol, split.summary())
+    if on_epoch_end is not None and hasattr(model, "on_epoch_end"):
+        model.on_epoch_end = on_epoch_end
     started = time.perf_counter()
-    model.fit(split.train, split.validation)
+    try:
+        model.fit(split.train, split.validation)
+    finally:
+        if hasattr(model, "on_epoch_end"):
+            model.on_epoch_end = None
     train_seconds = time.perf_counter() - started
     log.info("fit %s in %.1f s", config.model, train_seconds)
     model.save(run_dir / "model")
     metrics = {"train_seconds": train_seconds, "peak_rss_mb": peak_rss_mb()}
-    metrics.update(getattr(model, "fit_report_", {}) or {})
+    report = dict(getattr(model, "fit_report_", {}) or {})
+    if "history" not in report and getattr(model, "history_", None):
+        report["history"] = model.history_
+    metrics.update(report)
     _write_metrics(run_dir, metrics)
     for which in evaluate_on:
         evaluate_run(run_dir, which, model=model, split=split, progress=progress)

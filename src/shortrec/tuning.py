@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,12 +48,11 @@ from shortrec.models import model_class
 from shortrec.models.base import Recommender
 from shortrec.runs import (
     RunConfig,
-    build_model,
-    evaluate_run,
     load_data,
     new_run_dir,
-    peak_rss_mb,
+    read_metrics,
     split_for,
+    train_run,
 )
 
 TRIAL_FILE = "trial.json"
@@ -275,31 +273,18 @@ def _write_trial_tag(run_dir: Path, tag: dict, state: str, value: float | None =
 def _train_trial_run(
     config: RunConfig, run_dir: Path, split: Split, trial: optuna.Trial, metric: str
 ) -> float:
-    """`runs.train_run` for one trial: the study's split is built once and reused, and the
-    pruning hook is set on the model before it is fitted."""
-    model = build_model(config, run_dir)
-    config.params = model.params()
-    atomic_write_text(run_dir / "config.json", config.to_json())
-    if hasattr(model, "on_epoch_end"):
-        model.on_epoch_end = pruning_callback(trial)
-    started = time.perf_counter()
-    try:
-        model.fit(split.train, split.validation)
-    finally:
-        if hasattr(model, "on_epoch_end"):
-            model.on_epoch_end = None
-    train_seconds = time.perf_counter() - started
-    model.save(run_dir / "model")
-    metrics = {"train_seconds": train_seconds, "peak_rss_mb": peak_rss_mb()}
-    metrics.update(getattr(model, "fit_report_", {}) or {})
-    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=float))
-    result = evaluate_run(run_dir, "tune", model=model, split=split, progress=False)
-    if metric not in result.summary:
+    """`runs.train_run` for one trial on the study's split, with the pruning hook set."""
+    train_run(
+        config, split=split, run_dir=run_dir, on_epoch_end=pruning_callback(trial),
+        progress=False,
+    )  # fmt: skip
+    summary = read_metrics(run_dir)["tune"]["summary"]
+    if metric not in summary:
         raise KeyError(
             f"--metric {metric!r} is not a tune-set metric; choose one of "
-            f"{', '.join(sorted(result.summary))}"
+            f"{', '.join(sorted(summary))}"
         )
-    value = result.summary[metric].mean
+    value = summary[metric]["mean"]
     if math.isnan(value):
         raise ValueError(f"{metric} on the tune set is NaN: no tune user has a liked video")
     return value

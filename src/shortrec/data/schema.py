@@ -30,7 +30,7 @@ CAPTION_COLUMNS: dict[str, pl.DataType] = {
     "video_id": pl.Int64(),
     "manual_cover_text": pl.String(),
     "caption": pl.String(),
-    "topic_tag": pl.String(),  # a list written as text: "['a', 'b']" or "[]"
+    "topic_tag": pl.String(),  # a list written as text, unquoted: "[五爱市场,搞笑]" or "[]"
     "first_level_category_id": pl.Int64(),
     "first_level_category_name": pl.String(),
     "second_level_category_id": pl.Int64(),

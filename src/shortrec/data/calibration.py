@@ -1,0 +1,235 @@
+"""How close a KuaiRec-format release is to the published statistics of the real one.
+
+A synthetic world is only a useful stand-in if its files look like the real files where it
+matters: sizes, density, the watch_ratio distribution, activity skew, duplicates and nulls.
+The targets are quoted from kuairec_reference_stats.md (official README and statistics
+notebook, paper, public analyses of the real files) and embedded here, so the check needs
+nothing but the release. Smaller worlds scale the size-dependent targets by their share of
+users and videos.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from shortrec.data.schema import INTERACTION_COLUMNS
+
+REAL_BIG_USERS, REAL_BIG_VIDEOS = 7176, 10728
+REAL_SMALL_USERS, REAL_SMALL_VIDEOS = 1411, 3327
+
+
+@dataclass(frozen=True)
+class Target:
+    """One published statistic. `scaled_by` names what it grows with in a smaller world:
+    "big_cells", "small_cells", "videos" (per-user counts), "users" (per-video counts)."""
+
+    key: str
+    label: str
+    value: float
+    source: str
+    tolerance: float | None = 0.10  # relative; None = reported, not checked
+    scaled_by: str = ""
+
+
+TARGETS: tuple[Target, ...] = (
+    Target("big_rows", "big_matrix rows", 12_530_806, "official README", scaled_by="big_cells"),
+    Target("small_rows", "small_matrix rows", 4_676_570, "official README",
+           scaled_by="small_cells"),
+    Target("big_density", "big_matrix density (rows / cells)", 0.16277, "official README"),
+    Target("small_density", "small_matrix density", 0.9962, "official README; njbabani"),
+    Target("big_distinct_pairs", "big_matrix distinct (user, video) pairs", 10_300_969,
+           "KRAFT ALS matrix nnz", scaled_by="big_cells"),
+    Target("big_duplicate_rate", "big_matrix exact duplicate rows", 965_819 / 12_530_806,
+           "Amine-Mike; LabbeClement"),
+    Target("small_null_rate", "small_matrix rows without time", 181_992 / 4_676_570,
+           "Amine-Mike; njbabani; TIDJK94"),
+    Target("big_wr_mean", "big watch_ratio mean", 0.9445059, "SolideSpoke; CharlesPrioux"),
+    Target("big_wr_p25", "big watch_ratio p25", 0.3148246, "SolideSpoke; CharlesPrioux"),
+    Target("big_wr_median", "big watch_ratio median", 0.723471, "SolideSpoke; njbabani"),
+    Target("big_wr_p75", "big watch_ratio p75", 1.177644, "SolideSpoke; CharlesPrioux"),
+    Target("big_wr_ge1", "big watch_ratio share >= 1.0", 0.3382, "zhl-2022 data_report"),
+    Target("big_wr_lt01", "big watch_ratio share < 0.1", 0.0888, "Same3000", tolerance=0.25),
+    Target("big_wr_zero", "big (dedup) watch_ratio share == 0", 0.01919,
+           "CharlesPrioux/gabcal07 minus RickHolaaa (derived)", tolerance=0.25),
+    Target("small_wr_mean", "small watch_ratio mean", 0.9070695, "SolideSpoke; CharlesPrioux"),
+    Target("small_wr_p25", "small watch_ratio p25", 0.4675769, "SolideSpoke; CharlesPrioux"),
+    Target("small_wr_median", "small watch_ratio median", 0.7691666, "SolideSpoke"),
+    Target("small_wr_p75", "small watch_ratio p75", 1.12059, "SolideSpoke; CharlesPrioux"),
+    Target("small_wr_ge1", "small watch_ratio share >= 1.0", 0.3240, "zhl-2022 data_report"),
+    Target("user_rows_median", "big rows per user, median", 1846.5, "official stats notebook",
+           scaled_by="videos"),
+    Target("video_rows_median", "big dedup rows per video, median", 228, "gabcal07; Same3000",
+           scaled_by="users"),
+    Target("big_date_min", "big date min", 20200705, "QihangStudio", tolerance=0.0),
+    Target("big_date_max", "big date max", 20200905, "QihangStudio", tolerance=0.0),
+    Target("small_date_min", "small date min", 20200705, "QihangStudio", tolerance=0.0),
+    Target("small_date_max", "small date max", 20200905, "QihangStudio", tolerance=0.0),
+    Target("big_duration_median", "big video_duration median (ms)", 9636,
+           "official stats notebook"),
+    Target("small_corr_duration_wr", "small corr(video_duration, watch_ratio)", -0.1624,
+           "armleth data_preprocessing", tolerance=0.5),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Check:
+    target: Target
+    expected: float  # the target, scaled to this release's size
+    actual: float
+
+    @property
+    def relative_difference(self) -> float:
+        if self.expected == 0:
+            return 0.0 if self.actual == 0 else float("inf")
+        return (self.actual - self.expected) / abs(self.expected)
+
+    @property
+    def checked(self) -> bool:
+        return self.target.tolerance is not None
+
+    @property
+    def passed(self) -> bool:
+        if not self.checked or not np.isfinite(self.actual):
+            return not self.checked
+        return abs(self.relative_difference) <= self.target.tolerance + 1e-12
+
+
+def _read_matrix(path: Path) -> pl.DataFrame:
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: calibration needs the KuaiRec CSV files")
+    return pl.read_csv(path, schema=INTERACTION_COLUMNS)
+
+
+def _watch_ratio_stats(prefix: str, ratio: pl.Series) -> dict[str, float]:
+    return {
+        f"{prefix}_wr_mean": ratio.mean(),
+        f"{prefix}_wr_p25": ratio.quantile(0.25, "linear"),
+        f"{prefix}_wr_median": ratio.median(),
+        f"{prefix}_wr_p75": ratio.quantile(0.75, "linear"),
+        f"{prefix}_wr_ge1": (ratio >= 1.0).mean(),
+        f"{prefix}_wr_lt01": (ratio < 0.1).mean(),
+    }
+
+
+def compute_stats(directory: str | Path) -> dict[str, float]:
+    """The calibration statistics of the big_matrix.csv and small_matrix.csv in `directory`,
+    plus the sizes used to scale the targets."""
+    directory = Path(directory)
+    big = _read_matrix(directory / "big_matrix.csv")
+    small = _read_matrix(directory / "small_matrix.csv")
+    big_users, big_videos = big["user_id"].n_unique(), big["video_id"].n_unique()
+    small_users, small_videos = small["user_id"].n_unique(), small["video_id"].n_unique()
+    dedup = big.unique()
+    stats = {
+        "big_users": big_users,
+        "big_videos": big_videos,
+        "small_users": small_users,
+        "small_videos": small_videos,
+        "big_rows": big.height,
+        "small_rows": small.height,
+        "big_density": big.height / max(big_users * big_videos, 1),
+        "small_density": small.height / max(small_users * small_videos, 1),
+        "big_distinct_pairs": big.select("user_id", "video_id").unique().height,
+        "big_duplicate_rate": 1.0 - dedup.height / max(big.height, 1),
+        "small_null_rate": small["timestamp"].null_count() / max(small.height, 1),
+        **_watch_ratio_stats("big", big["watch_ratio"]),
+        "big_wr_zero": (dedup["watch_ratio"] == 0).mean(),
+        **_watch_ratio_stats("small", small["watch_ratio"]),
+        "user_rows_median": big.group_by("user_id").len()["len"].median(),
+        "video_rows_median": dedup.group_by("video_id").len()["len"].median(),
+        "big_date_min": big["date"].min(),
+        "big_date_max": big["date"].max(),
+        "small_date_min": small["date"].min(),
+        "small_date_max": small["date"].max(),
+        "big_duration_median": big["video_duration"].median(),
+        "small_corr_duration_wr": small.select(
+            pl.corr(pl.col("video_duration").cast(pl.Float64), "watch_ratio")
+        ).item(),
+    }
+    stats.update(_world_sizes(directory))
+    return {k: float(v) if v is not None else float("nan") for k, v in stats.items()}
+
+
+def _world_sizes(directory: Path) -> dict[str, float]:
+    """Sizes a synthetic world was built for (world.json), which count videos nobody viewed."""
+    path = directory / "world.json"
+    if not path.exists():
+        return {}
+    sizes = json.loads(path.read_text()).get("sizes", {})
+    keys = {"n_users": "big_users", "n_videos": "big_videos", "n_small_users": "small_users",
+            "n_small_videos": "small_videos"}  # fmt: skip
+    return {stat: float(sizes[key]) for key, stat in keys.items() if key in sizes}
+
+
+def scale_factors(stats: dict[str, float]) -> dict[str, float]:
+    """How much smaller this release is than the real one, per kind of size."""
+    users = stats["big_users"] / REAL_BIG_USERS
+    videos = stats["big_videos"] / REAL_BIG_VIDEOS
+    small_cells = (stats["small_users"] * stats["small_videos"]) / (
+        REAL_SMALL_USERS * REAL_SMALL_VIDEOS
+    )
+    return {"": 1.0, "users": users, "videos": videos, "big_cells": users * videos,
+            "small_cells": small_cells}  # fmt: skip
+
+
+def calibrate(directory: str | Path, stats: dict[str, float] | None = None) -> list[Check]:
+    """Compare the release in `directory` with every target."""
+    stats = compute_stats(directory) if stats is None else stats
+    factors = scale_factors(stats)
+    return [
+        Check(target=t, expected=t.value * factors[t.scaled_by], actual=stats[t.key])
+        for t in TARGETS
+    ]
+
+
+def _number(x: float) -> str:
+    if not np.isfinite(x):
+        return str(x)
+    if abs(x) >= 1000 or float(x).is_integer():
+        return f"{x:,.0f}"
+    return f"{x:.4f}"
+
+
+def report_table(checks: list[Check], title: str = "Calibration against KuaiRec 2.0"):
+    """A rich table: statistic, target, synthetic, relative difference, pass/fail."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for name, justify in (("statistic", "left"), ("target", "right"), ("synthetic", "right"),
+                          ("rel. diff", "right"), ("check", "center")):  # fmt: skip
+        table.add_column(name, justify=justify)
+    scaled = False
+    for check in checks:
+        label = check.target.label
+        if check.target.scaled_by:
+            label += f" (scaled by {check.target.scaled_by})"
+            scaled = scaled or check.expected != check.target.value
+        if not check.checked:
+            verdict = "info"
+        elif check.passed:
+            verdict = f"[green]pass[/green] (±{check.target.tolerance:.0%})"
+        else:
+            verdict = f"[red]FAIL[/red] (±{check.target.tolerance:.0%})"
+        table.add_row(
+            label,
+            _number(check.expected),
+            _number(check.actual),
+            f"{check.relative_difference:+.1%}",
+            verdict,
+        )
+    if scaled:
+        table.caption = (
+            "Sizes scaled to this release: big_cells = users x videos share of 7,176 x 10,728; "
+            "small_cells likewise of 1,411 x 3,327; per-user counts by the video share, "
+            "per-video counts by the user share."
+        )
+    return table
+
+
+def all_passed(checks: list[Check]) -> bool:
+    return all(check.passed for check in checks)

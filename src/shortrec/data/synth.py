@@ -1,0 +1,605 @@
+"""A synthetic KuaiRec 2.0 release with a known ground truth.
+
+The real interaction files are large and not always at hand; a synthetic world in the exact
+file format (same columns, types and quirks) lets the whole toolkit run, and its planted
+taste model (synth_taste) gives an oracle: the noise-free expected watch_ratio of every
+small_matrix pair. Exposure in big_matrix is missing-not-at-random (biased to popular videos
+and to each user's taste); small_matrix is the fully observed block, disjoint from big_matrix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from tqdm.auto import tqdm
+
+from shortrec.data.schema import GROUND_TRUTH_COLUMNS, GROUND_TRUTH_FILE
+from shortrec.data.synth_side import (
+    CATEGORY_IDS,
+    item_categories_frame,
+    parse_int_lists,
+    read_real_side_files,
+    synth_captions,
+    synth_categories,
+    synth_item_daily_features,
+    synth_social_network,
+    synth_tags,
+    synth_user_features,
+)
+from shortrec.data.synth_taste import TasteModel, TasteParams, ViewContext
+from shortrec.io import atomic_path, atomic_write_text
+
+WORLD_FILE = "world.json"
+REAL_USERS, REAL_VIDEOS = 7176, 10728
+
+
+@dataclass(frozen=True)
+class Scale:
+    name: str
+    n_users: int
+    n_videos: int
+    n_small_users: int
+    n_small_videos: int
+
+
+SCALES: dict[str, Scale] = {
+    "tiny": Scale("tiny", 200, 300, 60, 100),
+    "small": Scale("small", 1500, 2000, 300, 500),
+    "full": Scale("full", REAL_USERS, REAL_VIDEOS, 1411, 3327),
+}
+
+# Reference shapes (kuairec_reference_stats.md), as (quantile, value) knots of an inverse CDF.
+# Raw big_matrix rows per user: min, quartiles and max are published; the tail between p75
+# and max is set so the mean comes out at the published 1,746.
+USER_ROWS_KNOTS = ((0, 100), (0.25, 883), (0.5, 1846.5), (0.75, 2461), (0.95, 3400),
+                   (0.995, 5500), (1.0, 16015))  # fmt: skip
+# Deduplicated big_matrix rows per video: quartiles published (1 / 36 / 228 / 1,971); tail
+# set so the mean comes out near the published 1,078.
+VIDEO_VIEWS_KNOTS = ((0, 1), (0.25, 36), (0.5, 228), (0.75, 1971), (0.9, 3600), (0.98, 5500),
+                     (1.0, 7000))  # fmt: skip
+# Per-video length (ms): published deciles; ends at the published extremes.
+DURATION_KNOTS = ((0, 1000), (0.01, 3000), (0.1, 4836), (0.2, 6036), (0.3, 7002), (0.4, 8034),
+                  (0.5, 9174), (0.6, 10404), (0.7, 11532), (0.8, 13632), (0.9, 20064),
+                  (0.97, 60000), (0.995, 180000), (1.0, 315072))  # fmt: skip
+RAW_ROWS_PER_PAIR = 12_530_806 / 10_300_969
+DEDUP_ROWS_PER_PAIR = 11_564_987 / 10_300_969
+
+# Rows per day (digitised from the official date plots): big_matrix has three windows,
+# small_matrix every day from Jul 5 to Sep 5.
+BIG_DAY_ROWS = {
+    "2020-07-05": 186111, "2020-07-06": 213889, "2020-07-07": 252778, "2020-07-08": 275000,
+    "2020-07-09": 302778, "2020-07-10": 313889, "2020-07-11": 297222, "2020-07-12": 308333,
+    "2020-08-01": 630556, "2020-08-02": 630556, "2020-08-03": 663889, "2020-08-04": 636111,
+    "2020-08-05": 1280556, "2020-08-06": 663889, "2020-08-07": 591667, "2020-08-08": 641667,
+    "2020-08-09": 586111, "2020-08-10": 569444, "2020-08-27": 363889, "2020-08-28": 375000,
+    "2020-08-29": 391667, "2020-08-30": 352778, "2020-08-31": 669444, "2020-09-01": 291667,
+    "2020-09-02": 263889, "2020-09-03": 230556, "2020-09-04": 175000, "2020-09-05": 152778,
+}  # fmt: skip
+SMALL_DAY_ROWS = (
+    28056,
+    38056,
+    51944,
+    56944,
+    66389,
+    71389,
+    69722,
+    77500,
+    79167,
+    70833,
+    79167,
+    89722,
+    93056,
+    100278,
+    99722,
+    111389,
+    85278,
+    91389,
+    83056,
+    80278,
+    79722,
+    74167,
+    78611,
+    100278,
+    120833,
+    128056,
+    126944,
+    110278,
+    108611,
+    114167,
+    109167,
+    115833,
+    118056,
+    110278,
+    111389,
+    98611,
+    100833,
+    71389,
+    58611,
+    73056,
+    87500,
+    70833,
+    63056,
+    60833,
+    65278,
+    68611,
+    70833,
+    55833,
+    49722,
+    48056,
+    45833,
+    33611,
+    33056,
+    36944,
+    30278,
+    35278,
+    28611,
+    24722,
+    19722,
+    14722,
+    10278,
+    4722,
+    2500,
+)  # fmt: skip  (2020-07-05 .. 2020-09-05)
+# Share of rows per local hour 00..23 (Asia/Shanghai).
+BIG_HOUR_SHARE = (
+    3.12, 3.31, 3.16, 3.04, 3.26, 3.84, 4.51, 5.12, 5.48, 5.76, 5.95, 5.68,
+    5.45, 5.20, 4.96, 4.84, 4.50, 4.10, 3.79, 3.69, 3.59, 3.16, 2.52, 1.94,
+)  # fmt: skip
+SMALL_HOUR_SHARE = (
+    4.33, 4.52, 4.27, 3.97, 3.82, 4.05, 4.74, 5.44, 5.75, 5.69, 5.69, 5.43,
+    5.27, 4.79, 4.44, 4.11, 3.74, 3.47, 3.37, 3.14, 2.98, 2.74, 2.36, 1.89,
+)  # fmt: skip
+SHANGHAI_OFFSET_S = 8 * 3600  # Asia/Shanghai had no daylight saving in 2020
+
+
+@dataclass
+class SynthConfig:
+    """Everything that determines a world; written to world.json beside the files."""
+
+    scale: str = "small"
+    seed: int = 0
+    side_files: str | None = None
+    taste: TasteParams = field(default_factory=TasteParams)
+    # big_matrix views come from the production feed: more zero plays, swipes and early exits,
+    # and a heavier replay tail than in the fully observed small_matrix block (its published
+    # p25 is 0.31 against small_matrix's 0.47).
+    big_view_context: ViewContext = field(
+        default_factory=lambda: ViewContext(
+            log_shift=0.0, noise_sd=0.26, zero_rate=0.0192, skip_rate=0.035, replay_rate=0.04,
+            exit_rate=0.32,
+        )
+    )  # fmt: skip
+    exposure_taste: float = 1.0  # how strongly big_matrix exposure follows a user's taste
+    exposure_quality_corr: float = 0.85  # rank correlation of a video's exposure and quality
+    small_video_popularity_bias: float = 0.5  # small_matrix videos favour popular ones
+    review_rate: float = DEDUP_ROWS_PER_PAIR - 1  # repeat views per distinct pair
+    duplicate_rate: float = 965_819 / 11_564_987  # exact duplicate rows per distinct row
+    small_missing_rate: float = 17_827 / (1411 * 3327)  # unobserved cells of small_matrix
+    small_null_rate: float = 181_992 / 4_676_570  # small rows with empty time/date/timestamp
+    category_run_share: float = 0.6  # views that come in same-category runs within a day
+    day_activity_shape: float = 0.8  # gamma shape of a user's per-day activity
+    ipf_iterations: int = 8
+
+    def __post_init__(self) -> None:
+        if self.scale not in SCALES:
+            raise ValueError(f"scale must be one of {', '.join(SCALES)}; got {self.scale!r}")
+        if isinstance(self.taste, dict):
+            self.taste = TasteParams(**self.taste)
+        if isinstance(self.big_view_context, dict):
+            self.big_view_context = ViewContext(**self.big_view_context)
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "sizes": dataclasses.asdict(SCALES[self.scale])}
+
+
+@dataclass
+class Release:
+    """The tables of a synthetic release, ready to write."""
+
+    tables: dict[str, pl.DataFrame]  # file stem -> frame, in KuaiRec's column order
+    ground_truth: pl.DataFrame
+    config: SynthConfig
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _inverse_cdf(knots: tuple, uniform: np.ndarray) -> np.ndarray:
+    """Piecewise log-linear quantile function through (quantile, value) knots."""
+    q, value = np.array(knots, dtype=np.float64).T
+    return np.exp(np.interp(uniform, q, np.log(value)))
+
+
+def _ranks01(x: np.ndarray) -> np.ndarray:
+    """Mid-ranks in (0, 1): a Gaussian copula step that keeps a marginal exact."""
+    return (np.argsort(np.argsort(x, kind="stable"), kind="stable") + 0.5) / len(x)
+
+
+def _hash01(*keys: np.ndarray, seed: int) -> np.ndarray:
+    """A deterministic number in [0, 1) per key tuple (splitmix64 finaliser)."""
+    with np.errstate(over="ignore"):
+        x = np.full(np.broadcast(*keys).shape, np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15))
+        for key in keys:
+            x = (x ^ np.asarray(key).astype(np.uint64)) * np.uint64(0xBF58476D1CE4E5B9)
+            x ^= x >> np.uint64(31)
+            x *= np.uint64(0x94D049BB133111EB)
+            x ^= x >> np.uint64(29)
+    return (x >> np.uint64(11)).astype(np.float64) / float(2**53)
+
+
+def _day_epochs(dates: list[str]) -> np.ndarray:
+    """Unix time of local midnight of each date."""
+    days = np.array(dates, dtype="datetime64[D]").astype("datetime64[s]").astype(np.int64)
+    return days - SHANGHAI_OFFSET_S
+
+
+def _date_ints(dates: list[str]) -> np.ndarray:
+    return np.array([int(d.replace("-", "")) for d in dates], dtype=np.int64)
+
+
+def _small_dates() -> list[str]:
+    first = np.datetime64("2020-07-05")
+    return [str(first + np.timedelta64(i, "D")) for i in range(len(SMALL_DAY_ROWS))]
+
+
+# --- world -------------------------------------------------------------------------------------
+
+
+@dataclass
+class _World:
+    user_ids: np.ndarray
+    video_ids: np.ndarray
+    small_users: np.ndarray  # positions into user_ids
+    small_videos: np.ndarray  # positions into video_ids
+    taste: TasteModel
+    tags: list[list[int]]
+    category_code: np.ndarray  # dense first-level category index per video
+    user_target: np.ndarray  # distinct big_matrix videos per user
+    video_target: np.ndarray  # distinct big_matrix users per video
+    side: dict[str, pl.DataFrame]
+
+
+def _choose_ids(rng: np.random.Generator, scale: Scale) -> tuple[np.ndarray, np.ndarray]:
+    if scale.n_users == REAL_USERS and scale.n_videos == REAL_VIDEOS:
+        return np.arange(REAL_USERS), np.arange(REAL_VIDEOS)
+    users = np.sort(rng.choice(REAL_USERS, scale.n_users, replace=False))
+    videos = np.sort(rng.choice(REAL_VIDEOS, scale.n_videos, replace=False))
+    return users.astype(np.int64), videos.astype(np.int64)
+
+
+def _build_world(config: SynthConfig, rng: np.random.Generator) -> _World:
+    scale = SCALES[config.scale]
+    user_ids, video_ids = _choose_ids(rng, scale)
+    n_u, n_v = len(user_ids), len(video_ids)
+    if config.side_files:
+        side = read_real_side_files(Path(config.side_files), user_ids, video_ids)
+        tags = parse_int_lists(side["item_categories"]["feat"])
+        category = side["kuairec_caption_category"]["first_level_category_id"].cast(pl.Int64)
+        category = category.to_numpy()
+    else:
+        tags = synth_tags(rng, n_v)
+        category = synth_categories(rng, tags)
+        side = {
+            "item_categories": item_categories_frame(video_ids, tags),
+            "kuairec_caption_category": synth_captions(rng, video_ids, category),
+            "user_features": synth_user_features(rng, user_ids),
+        }
+    duration = np.round(_inverse_cdf(DURATION_KNOTS, rng.random(n_v))).astype(np.int64)
+    category_codes = np.unique(np.concatenate([CATEGORY_IDS, category]))
+    category_code = np.searchsorted(category_codes, category)
+    taste = TasteModel.sample(
+        config.taste, rng, n_u, duration, tags, category_code, len(category_codes)
+    )
+
+    # Activity: the published per-user shape, more active for "full_active" users.
+    degree = side["user_features"]["user_active_degree"].to_numpy()
+    shift = np.select(
+        [degree == "full_active", degree == "high_active", degree == "middle_active"],
+        [0.3, -0.8, -1.5],
+        -0.3,
+    )
+    user_u = _ranks01(rng.standard_normal(n_u) + shift)
+    user_target = _inverse_cdf(USER_ROWS_KNOTS, user_u) / RAW_ROWS_PER_PAIR * n_v / REAL_VIDEOS
+    # Popularity: the published per-video shape, correlated with quality (exposure bias).
+    rho = config.exposure_quality_corr
+    z = rho * taste.quality / taste.params.quality_sd + np.sqrt(1 - rho**2) * rng.standard_normal(
+        n_v
+    )
+    video_target = (
+        _inverse_cdf(VIDEO_VIEWS_KNOTS, _ranks01(z)) / DEDUP_ROWS_PER_PAIR * n_u / REAL_USERS
+    )
+    weight = video_target**config.small_video_popularity_bias
+    small_videos = np.sort(
+        rng.choice(n_v, scale.n_small_videos, replace=False, p=weight / weight.sum())
+    )
+    small_users = np.sort(rng.choice(n_u, scale.n_small_users, replace=False))
+    return _World(
+        user_ids, video_ids, small_users, small_videos, taste, tags, category_code,
+        user_target, video_target, side,
+    )  # fmt: skip
+
+
+def _exposure_pairs(world: _World, config: SynthConfig, rng: np.random.Generator):
+    """Distinct big_matrix (user, video) positions: independent draws with probability
+    min(1, a_u * b_v * exp(taste * appeal)), a and b fitted (IPF) to the activity targets."""
+    n_u, n_v = world.taste.n_users, world.taste.n_videos
+    barred_users = np.zeros(n_u, bool)
+    barred_users[world.small_users] = True
+    barred_videos = np.zeros(n_v, bool)
+    barred_videos[world.small_videos] = True
+    allowed_per_user = n_v - barred_users * len(world.small_videos)
+    allowed_per_video = n_u - barred_videos * len(world.small_users)
+    user_target = np.minimum(world.user_target, 0.9 * allowed_per_user)
+    video_target = np.minimum(world.video_target, 0.9 * allowed_per_video)
+    video_target *= user_target.sum() / video_target.sum()
+    video_target = np.minimum(video_target, 0.95 * allowed_per_video)
+
+    weight = np.multiply(world.taste.appeal_matrix(), np.float32(config.exposure_taste))
+    np.exp(weight, out=weight)
+    weight[np.ix_(barred_users, barred_videos)] = 0.0
+    weight /= weight.mean()
+    a = (user_target / n_v).astype(np.float32)
+    b = np.ones(n_v, np.float32)
+    rows = 1024
+
+    def probabilities(lo: int) -> np.ndarray:
+        block = a[lo : lo + rows, None] * b[None, :] * weight[lo : lo + rows]
+        return np.minimum(block, 1.0, out=block)
+
+    for _ in range(config.ipf_iterations):
+        colsum = np.zeros(n_v, np.float64)
+        for lo in range(0, n_u, rows):
+            colsum += probabilities(lo).sum(0)
+        b *= (video_target / np.maximum(colsum, 1e-9)).astype(np.float32)
+        rowsum = np.concatenate([probabilities(lo).sum(1) for lo in range(0, n_u, rows)])
+        a *= (user_target / np.maximum(rowsum, 1e-9)).astype(np.float32)
+    users, videos = [], []
+    for lo in range(0, n_u, rows):
+        p = probabilities(lo)
+        r, c = np.nonzero(rng.random(p.shape, dtype=np.float32) < p)
+        users.append(r + lo)
+        videos.append(c)
+    # Every video of the release has at least one big_matrix view, as in the real file.
+    unseen = np.setdiff1d(np.arange(n_v), np.concatenate(videos))
+    allowed = np.flatnonzero(~barred_users)
+    users.append(allowed[rng.integers(0, len(allowed), len(unseen))])
+    videos.append(unseen)
+    users, videos = np.concatenate(users).astype(np.int64), np.concatenate(videos).astype(np.int64)
+    order = np.argsort(users * n_v + videos)
+    return users[order], videos[order]
+
+
+def _timestamps(
+    rng: np.random.Generator,
+    users: np.ndarray,
+    videos: np.ndarray,
+    category: np.ndarray,
+    n_users: int,
+    dates: list[str],
+    day_rows: np.ndarray,
+    hour_share: tuple[float, ...],
+    config: SynthConfig,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Unix time (ms) and date label of each view. Days follow the published per-day counts
+    with per-user variation; hours the published profile. Within a user's day, views come
+    partly in same-category runs, as a feed does, so recent views predict the next ones."""
+    n = len(users)
+    n_days = len(dates)
+    day_weight = np.asarray(day_rows, np.float64)[None, :] * rng.gamma(
+        config.day_activity_shape, size=(n_users, n_days)
+    )
+    cum = np.cumsum(day_weight, axis=1)
+    cum = cum / cum[:, -1:] + np.arange(n_users)[:, None]
+    day = np.searchsorted(cum.ravel(), users + rng.random(n)) - users * n_days
+    day = np.clip(day, 0, n_days - 1)
+    share = np.asarray(hour_share) / np.sum(hour_share)
+    second_of_day = rng.choice(24, n, p=share) * 3600 + rng.random(n) * 3600
+    ms_of_day = np.floor(second_of_day * 1000).astype(np.int64)
+    in_run = rng.random(n) < config.category_run_share
+    key = np.where(in_run, _hash01(users, day, category[videos], seed=seed), rng.random(n))
+    user_day = users * n_days + day  # one sort key per ordering: much faster than lexsort
+    by_key = np.argsort(user_day + np.minimum(key, 1 - 1e-9))
+    by_time = np.argsort(user_day * 86_400_000 + ms_of_day)
+    assigned = np.empty(n, np.int64)
+    assigned[by_key] = ms_of_day[by_time]
+    epoch_ms = (_day_epochs(dates)[day] * 1000) + assigned
+    date_label = _date_ints(dates)[day]
+    # The date column is a log-partition label: views in the first 90 s after midnight are
+    # sometimes filed under the previous day (~0.1% of rows), when that day was collected.
+    previous = np.r_[False, np.diff(_day_epochs(dates)) == 86_400]
+    late_filed = (assigned < 90_000) & previous[day] & (rng.random(n) < 0.7)
+    date_label = np.where(late_filed, _date_ints(dates)[np.maximum(day - 1, 0)], date_label)
+    return epoch_ms, date_label
+
+
+def _user_time_order(users: np.ndarray, epoch_ms: np.ndarray) -> np.ndarray:
+    """Row order by (user, time); time needs < 2^41 ms after the first view (69 years)."""
+    return np.argsort((users << 41) + (epoch_ms - epoch_ms.min()), kind="stable")
+
+
+def _watch(
+    world: _World,
+    users: np.ndarray,
+    videos: np.ndarray,
+    rng: np.random.Generator,
+    context: ViewContext | None = None,
+) -> np.ndarray:
+    """play_duration (ms) of views sorted by (user, time), in chunks of whole users."""
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    bounds = list(starts[:: max(1, len(starts) // max(1, len(users) // 1_500_000 + 1))]) + [
+        len(users)
+    ]
+    play = np.empty(len(users), np.int64)
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        drift = world.taste.session_drift(users[lo:hi], videos[lo:hi], rng)
+        play[lo:hi] = world.taste.sample_play_ms(users[lo:hi], videos[lo:hi], drift, rng, context)
+    return play
+
+
+def _interaction_frame(
+    world: _World,
+    users: np.ndarray,
+    videos: np.ndarray,
+    epoch_ms: np.ndarray,
+    date: np.ndarray,
+    play_ms: np.ndarray,
+) -> pl.DataFrame:
+    duration = world.taste.duration_ms[videos]
+    return pl.DataFrame(
+        {
+            "user_id": world.user_ids[users],
+            "video_id": world.video_ids[videos],
+            "play_duration": play_ms,
+            "video_duration": duration,
+            "epoch_ms": epoch_ms,
+            "date": date,
+            "watch_ratio": np.round(play_ms / duration, 6),
+        }
+    ).with_columns(
+        (pl.from_epoch("epoch_ms", time_unit="ms") + pl.duration(seconds=SHANGHAI_OFFSET_S))
+        .dt.strftime("%Y-%m-%d %H:%M:%S%.3f")
+        .alias("time"),
+        pl.Series("timestamp", epoch_ms / 1000.0),  # numpy divides exactly: 1593878903.438
+    )
+
+
+_INTERACTION_ORDER = ["user_id", "video_id", "play_duration", "video_duration", "time", "date",
+                      "timestamp", "watch_ratio"]  # fmt: skip
+
+
+def _big_matrix(world: _World, config: SynthConfig, rng: np.random.Generator) -> pl.DataFrame:
+    users, videos = _exposure_pairs(world, config, rng)
+    # Repeat views: more likely for videos the user enjoys.
+    appeal = world.taste.pair_appeal(users, videos)
+    lift = np.exp(0.5 * (appeal - appeal.mean()))
+    extra = rng.poisson(config.review_rate * lift / lift.mean())
+    users, videos = np.repeat(users, 1 + extra), np.repeat(videos, 1 + extra)
+    dates = list(BIG_DAY_ROWS)
+    epoch_ms, date = _timestamps(
+        rng, users, videos, world.category_code, world.taste.n_users, dates,
+        np.array(list(BIG_DAY_ROWS.values())), BIG_HOUR_SHARE, config, config.seed * 2 + 1,
+    )  # fmt: skip
+    order = _user_time_order(users, epoch_ms)
+    users, videos, epoch_ms, date = users[order], videos[order], epoch_ms[order], date[order]
+    play = _watch(world, users, videos, rng, config.big_view_context)
+    # Exact duplicate rows: the same logged event written twice (7.7% of the real rows).
+    copies = 1 + (rng.random(len(users)) < config.duplicate_rate)
+    rows = np.repeat(np.arange(len(users)), copies)
+    frame = _interaction_frame(
+        world, users[rows], videos[rows], epoch_ms[rows], date[rows], play[rows]
+    )
+    return frame.select(_INTERACTION_ORDER)
+
+
+def _small_matrix(world: _World, config: SynthConfig, rng: np.random.Generator) -> pl.DataFrame:
+    n_su, n_sv = len(world.small_users), len(world.small_videos)
+    observed = rng.random(n_su * n_sv) >= config.small_missing_rate
+    cell = np.flatnonzero(observed)
+    users, videos = world.small_users[cell // n_sv], world.small_videos[cell % n_sv]
+    dates = _small_dates()
+    epoch_ms, date = _timestamps(
+        rng, users, videos, world.category_code, world.taste.n_users, dates,
+        np.array(SMALL_DAY_ROWS), SMALL_HOUR_SHARE, config, config.seed * 2 + 2,
+    )  # fmt: skip
+    order = _user_time_order(users, epoch_ms)
+    users, videos, epoch_ms, date = users[order], videos[order], epoch_ms[order], date[order]
+    play = _watch(world, users, videos, rng)
+    frame = _interaction_frame(world, users, videos, epoch_ms, date, play)
+    # Rows without time: some videos lose it far more often than others.
+    video_null_rate = rng.beta(2.0, 2.0 / config.small_null_rate - 2.0, world.taste.n_videos)
+    no_time = pl.Series(rng.random(len(users)) < video_null_rate[videos])
+    return (
+        frame.with_columns(
+            pl.when(no_time).then(None).otherwise(pl.col(c)).alias(c) for c in ("time", "timestamp")
+        )
+        .with_columns(
+            pl.when(no_time).then(None).otherwise(pl.col("date").cast(pl.Float64)).alias("date")
+        )
+        .select(_INTERACTION_ORDER)
+    )
+
+
+def _ground_truth(world: _World) -> pl.DataFrame:
+    """Noise-free expected watch_ratio of every cell of the small_matrix grid."""
+    n_sv = len(world.small_videos)
+    users = np.repeat(world.small_users, n_sv)
+    videos = np.tile(world.small_videos, len(world.small_users))
+    return pl.DataFrame(
+        {
+            "user_id": world.user_ids[users],
+            "video_id": world.video_ids[videos],
+            "expected_watch_ratio": world.taste.expected_watch_ratio(users, videos),
+        },
+        schema=GROUND_TRUTH_COLUMNS,
+    )
+
+
+def generate(config: SynthConfig, progress: bool = True) -> Release:
+    """Build the whole release in memory (deterministic given config)."""
+    streams = np.random.SeedSequence(config.seed).spawn(4)
+    rng_world, rng_big, rng_small, rng_side = (np.random.default_rng(s) for s in streams)
+    steps = ["world", "big_matrix", "small_matrix", "side files"]
+    bar = tqdm(total=len(steps), desc="synth", unit="step", disable=not progress)
+    bar.set_postfix_str(steps[0])
+    world = _build_world(config, rng_world)
+    bar.update()
+    bar.set_postfix_str(steps[1])
+    big = _big_matrix(world, config, rng_big)
+    bar.update()
+    bar.set_postfix_str(steps[2])
+    small = _small_matrix(world, config, rng_small)
+    truth = _ground_truth(world)
+    bar.update()
+    bar.set_postfix_str(steps[3])
+    views = np.zeros(world.taste.n_videos)
+    counts = big.group_by("video_id").len()
+    views[np.searchsorted(world.video_ids, counts["video_id"].to_numpy())] = counts["len"]
+    tables = {
+        "big_matrix": big,
+        "small_matrix": small,
+        **world.side,
+        "item_daily_features": synth_item_daily_features(
+            rng_side, world.video_ids, world.taste.duration_ms, world.tags, views + 1
+        ),
+        "social_network": synth_social_network(rng_side, world.user_ids),
+    }
+    bar.update()
+    bar.close()
+    return Release(tables=tables, ground_truth=truth, config=config)
+
+
+def write_release(release: Release, out: str | Path) -> Path:
+    """Write every file atomically; the CSVs in KuaiRec's own layout."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for stem, frame in release.tables.items():
+        with atomic_path(out / f"{stem}.csv") as tmp:
+            frame.write_csv(tmp)
+    with atomic_path(out / GROUND_TRUTH_FILE) as tmp:
+        release.ground_truth.write_parquet(tmp, statistics=False)
+    atomic_write_text(out / WORLD_FILE, json.dumps(release.config.to_dict(), indent=2) + "\n")
+    return out
+
+
+def synthesize(
+    out: str | Path,
+    config: SynthConfig,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> float:
+    """Generate and write a world into `out`; returns the seconds it took."""
+    started = time.perf_counter()
+    release = generate(config, progress=progress)
+    write_release(release, out)
+    elapsed = time.perf_counter() - started
+    if log:
+        log(f"wrote a {config.scale} synthetic KuaiRec world to {out} in {elapsed:.1f} s")
+    return elapsed

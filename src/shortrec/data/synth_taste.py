@@ -1,0 +1,248 @@
+"""The planted ground truth of a synthetic KuaiRec world: who likes what, and how much they watch.
+
+A view's play time in seconds is log-normal around a static part (user bias, video quality,
+user-video affinity over tags, first-level categories and latent factors, a weak length effect)
+plus a session drift that follows the user's recent viewing. People watch roughly the same
+~7-12 s whatever the length, so watch_ratio = play time / length falls with length. On top sit
+instant zero plays, quick swipes (more likely when the video does not suit the user) and
+replays with a Pareto tail. The noise-free expectation of that mixture is the oracle's score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.signal
+import scipy.special
+
+N_TAGS = 31  # KuaiRec item_categories tag ids 0..30
+REFERENCE_DURATION_S = 9.6  # per-video median length; the length effect is relative to it
+LENGTH_EFFECT_CAP_S = 13.0
+MAX_PLAY_MS = 7_988_155  # longest play in the real small_matrix
+DENSE_APPEAL_MAX_CELLS = 100_000_000  # above this, pair appeals are computed in chunks
+
+
+@dataclass
+class TasteParams:
+    """Hyperparameters of the taste model, in log-seconds of play time unless noted."""
+
+    n_factors: int = 16
+    n_topics: int = 8
+    base_log_seconds: float = 1.8  # exp -> ~6 s typical play
+    duration_elasticity: float = 0.2  # longer videos (up to 13 s) are watched a bit longer
+    user_bias_sd: float = 0.1
+    quality_sd: float = 0.2
+    tag_weight: float = 0.18
+    category_weight: float = 0.14
+    latent_weight: float = 0.24
+    noise_sd: float = 0.17
+    drift_weight: float = 0.15  # session drift: weight of <state, video topic>
+    drift_memory: float = 0.9  # AR(1) coefficient of the session state per view
+    binge_strength: float = 2.0  # how much a watched topic pushes the state toward itself
+    zero_rate: float = 0.0065  # plays of 0 ms
+    skip_rate: float = 0.035  # quick swipes at average appeal
+    skip_slope: float = 1.5  # swipes fall with affinity (logit per log-second)
+    skip_max_seconds: float = 1.6
+    exit_rate: float = 0.0  # views left at a uniformly random point of the would-be play time
+    replay_rate: float = 0.035
+    replay_tail: float = 1.6  # Pareto shape of extra plays (in units of the play time)
+
+
+@dataclass(frozen=True)
+class ViewContext:
+    """Event noise of one logging context; None keeps the taste model's own value."""
+
+    log_shift: float = 0.0
+    noise_sd: float | None = None
+    zero_rate: float | None = None
+    skip_rate: float | None = None
+    replay_rate: float | None = None
+    skip_max_seconds: float | None = None
+    exit_rate: float | None = None
+
+
+def _tag_matrix(tags: list[list[int]], n_videos: int) -> np.ndarray:
+    """Videos x tags, each row averaging over the video's tags (rows of untagged videos are 0)."""
+    lengths = np.array([len(t) for t in tags], dtype=np.int64)
+    flat = np.fromiter((tag for t in tags for tag in t), dtype=np.int64, count=int(lengths.sum()))
+    rows = np.repeat(np.arange(n_videos), lengths)
+    matrix = np.zeros((n_videos, N_TAGS), dtype=np.float32)
+    np.add.at(matrix, (rows, flat), 1.0)
+    return matrix / np.maximum(lengths, 1)[:, None].astype(np.float32)
+
+
+@dataclass
+class TasteModel:
+    """The planted tastes of one world: dense arrays indexed by user and video position."""
+
+    params: TasteParams
+    duration_ms: np.ndarray  # (videos,) int64
+    user_bias: np.ndarray  # (users,)
+    quality: np.ndarray  # (videos,)
+    user_features: np.ndarray  # (users, D): tag interests, category interests, factors
+    video_features: np.ndarray  # (videos, D): tag shares, category one-hot, factors
+    topic: np.ndarray  # (videos, n_topics) unit vectors for the session drift
+    _appeal_matrix: np.ndarray | None = field(default=None, repr=False)
+
+    @classmethod
+    def sample(
+        cls,
+        params: TasteParams,
+        rng: np.random.Generator,
+        n_users: int,
+        duration_ms: np.ndarray,
+        tags: list[list[int]],
+        category: np.ndarray,
+        n_categories: int,
+    ) -> TasteModel:
+        """Draw tastes for `n_users` and videos with the given lengths, tags and categories."""
+        n_videos = len(duration_ms)
+        p = params
+        tag_interest = rng.standard_normal((n_users, N_TAGS)).astype(np.float32)
+        category_interest = rng.standard_normal((n_users, n_categories)).astype(np.float32)
+        user_factors = rng.standard_normal((n_users, p.n_factors)).astype(np.float32)
+        video_factors = rng.standard_normal((n_videos, p.n_factors)).astype(np.float32)
+        category_onehot = np.zeros((n_videos, n_categories), dtype=np.float32)
+        category_onehot[np.arange(n_videos), category] = 1.0
+        # Averaging over a video's tags shrinks its spread; rescale so each block has unit sd.
+        tag_share = _tag_matrix(tags, n_videos)
+        tag_scale = 1.0 / max(float(np.sqrt((tag_share**2).sum(1)).mean()), 1e-6)
+        user_features = np.hstack(
+            [
+                p.tag_weight * tag_scale * tag_interest,
+                p.category_weight * category_interest,
+                p.latent_weight / np.sqrt(p.n_factors) * user_factors,
+            ]
+        ).astype(np.float32)
+        video_features = np.hstack([tag_share, category_onehot, video_factors]).astype(np.float32)
+        # Session topics: videos of one category share a direction, with per-video jitter.
+        category_topic = rng.standard_normal((n_categories, p.n_topics))
+        topic = category_topic[category] + 0.5 * rng.standard_normal((n_videos, p.n_topics))
+        topic /= np.linalg.norm(topic, axis=1, keepdims=True)
+        return cls(
+            params=p,
+            duration_ms=np.asarray(duration_ms, dtype=np.int64),
+            user_bias=(p.user_bias_sd * rng.standard_normal(n_users)).astype(np.float32),
+            quality=(p.quality_sd * rng.standard_normal(n_videos)).astype(np.float32),
+            user_features=user_features,
+            video_features=video_features,
+            topic=topic.astype(np.float32),
+        )
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_bias)
+
+    @property
+    def n_videos(self) -> int:
+        return len(self.quality)
+
+    def appeal(self, users: np.ndarray | slice, videos: np.ndarray | slice) -> np.ndarray:
+        """Dense block of static appeal (log-seconds, length effect excluded): bias + quality +
+        affinity. It drives exposure, swipes and play time."""
+        affinity = self.user_features[users] @ self.video_features[videos].T
+        return affinity + self.user_bias[users][:, None] + self.quality[videos][None, :]
+
+    def appeal_matrix(self) -> np.ndarray:
+        """Dense users x videos appeal (float32; 300 MB at KuaiRec's full size), computed once."""
+        if self._appeal_matrix is None:
+            self._appeal_matrix = self.appeal(slice(None), slice(None)).astype(np.float32)
+        return self._appeal_matrix
+
+    def pair_appeal(
+        self, users: np.ndarray, videos: np.ndarray, chunk: int = 1 << 20
+    ) -> np.ndarray:
+        """Static appeal of each (user, video) pair."""
+        if self.n_users * self.n_videos <= DENSE_APPEAL_MAX_CELLS:
+            return self.appeal_matrix()[users, videos].astype(np.float64)
+        out = np.empty(len(users), dtype=np.float64)  # in chunks, so memory stays bounded
+        for lo in range(0, len(users), chunk):
+            u, v = users[lo : lo + chunk], videos[lo : lo + chunk]
+            out[lo : lo + chunk] = (
+                np.einsum("ij,ij->i", self.user_features[u], self.video_features[v])
+                + self.user_bias[u]
+                + self.quality[v]
+            )
+        return out
+
+    def _length_log_seconds(self, videos: np.ndarray | slice) -> np.ndarray:
+        # Play time grows a little with length up to ~13 s, then stays flat (reference table of
+        # the 80th-percentile seconds watched per length bucket).
+        seconds = np.minimum(self.duration_ms[videos] / 1000.0, LENGTH_EFFECT_CAP_S)
+        return self.params.duration_elasticity * np.log(seconds / REFERENCE_DURATION_S)
+
+    def _skip_probability(self, appeal: np.ndarray) -> np.ndarray:
+        p = self.params
+        return scipy.special.expit(scipy.special.logit(p.skip_rate) - p.skip_slope * appeal)
+
+    def expected_watch_ratio(self, users: np.ndarray, videos: np.ndarray) -> np.ndarray:
+        """Noise-free expected watch_ratio of each (user, video) pair: the mixture's mean with
+        the session state at its average (zero)."""
+        p = self.params
+        appeal = self.pair_appeal(users, videos)
+        play_s = np.exp(p.base_log_seconds + appeal + self._length_log_seconds(videos))
+        replay_mean = 1.0 + p.replay_rate / (p.replay_tail - 1.0)
+        watched = play_s * np.exp(p.noise_sd**2 / 2) * replay_mean * (1.0 - p.exit_rate / 2)
+        skip = self._skip_probability(appeal)
+        seconds = (1.0 - p.zero_rate) * ((1.0 - skip) * watched + skip * p.skip_max_seconds / 2)
+        return seconds / (self.duration_ms[videos] / 1000.0)
+
+    def session_drift(
+        self, users: np.ndarray, videos: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
+        """Per-view drift (log-seconds) along each user's sequence; rows sorted by (user, time).
+
+        The state is an AR(1) over views, pushed toward the topics just watched (binge) and by
+        random shocks; it is centred per user so it carries no static taste. Sequence models can
+        read it from recent views; static models cannot.
+        """
+        p = self.params
+        starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+        lengths = np.diff(np.r_[starts, len(users)])
+        topic = self.topic[videos]
+        user_mean = np.add.reduceat(topic, starts, axis=0) / lengths[:, None]
+        centred = topic - np.repeat(user_mean, lengths, axis=0)
+        previous = np.vstack([np.zeros((1, p.n_topics), np.float32), centred[:-1]])
+        previous[starts] = 0.0
+        rho = p.drift_memory
+        shocks = rng.standard_normal(topic.shape).astype(np.float32)
+        inputs = p.binge_strength * (1 - rho) * previous + np.sqrt(1 - rho**2) * shocks
+        state = scipy.signal.lfilter([1.0], [1.0, -rho], inputs, axis=0)
+        # lfilter runs across user boundaries; remove what leaks from the previous user.
+        position = np.arange(len(users)) - np.repeat(starts, lengths)
+        carried = np.repeat(
+            np.vstack([np.zeros((1, p.n_topics)), state[starts[1:] - 1]]), lengths, 0
+        )
+        state -= (rho ** (position + 1.0))[:, None] * carried
+        return p.drift_weight * np.einsum("ij,ij->i", state, topic)
+
+    def sample_play_ms(
+        self,
+        users: np.ndarray,
+        videos: np.ndarray,
+        drift: np.ndarray,
+        rng: np.random.Generator,
+        context: ViewContext | None = None,
+    ) -> np.ndarray:
+        """Observed play_duration (ms) of each view: noisy, with zeros, swipes and replays.
+        `context` overrides the event noise for a logging context other than the fully
+        observed one (big_matrix's production feed)."""
+        p = self.params
+        c = context or ViewContext()
+        n = len(users)
+        appeal = self.pair_appeal(users, videos)
+        log_s = p.base_log_seconds + c.log_shift + appeal + self._length_log_seconds(videos) + drift
+        play_s = np.exp(log_s + (c.noise_sd or p.noise_sd) * rng.standard_normal(n))
+        replay = rng.random(n) < (c.replay_rate or p.replay_rate)
+        play_s[replay] *= 1.0 + rng.pareto(p.replay_tail, int(replay.sum()))
+        exit_rate = p.exit_rate if c.exit_rate is None else c.exit_rate
+        early_exit = rng.random(n) < exit_rate
+        play_s[early_exit] *= rng.random(int(early_exit.sum()))
+        skip_odds = (c.skip_rate or p.skip_rate) / p.skip_rate
+        skip = rng.random(n) < self._skip_probability(
+            appeal + drift - np.log(skip_odds) / p.skip_slope
+        )
+        play_s[skip] = rng.uniform(0.0, c.skip_max_seconds or p.skip_max_seconds, int(skip.sum()))
+        play_s[rng.random(n) < (c.zero_rate or p.zero_rate)] = 0.0
+        return np.minimum(np.round(play_s * 1000.0), MAX_PLAY_MS).astype(np.int64)

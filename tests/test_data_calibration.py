@@ -1,0 +1,96 @@
+"""Calibration report: statistics from the CSVs, scaled targets, pass/fail and the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from shortrec.cli import app
+from shortrec.data.calibration import (
+    TARGETS,
+    Check,
+    Target,
+    all_passed,
+    calibrate,
+    compute_stats,
+    report_table,
+)
+from shortrec.data.schema import INTERACTION_COLUMNS
+from shortrec.data.synth import SynthConfig, synthesize
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("calib")
+    synthesize(out, SynthConfig(scale="tiny", seed=0), progress=False)
+    return out
+
+
+def test_stats_are_computed_from_the_csv_files(world):
+    stats = compute_stats(world)
+    big = pl.read_csv(world / "big_matrix.csv", schema=INTERACTION_COLUMNS)
+    small = pl.read_csv(world / "small_matrix.csv", schema=INTERACTION_COLUMNS)
+    assert stats["big_rows"] == big.height
+    assert stats["small_rows"] == small.height
+    assert stats["big_duplicate_rate"] == pytest.approx(1 - big.unique().height / big.height)
+    assert stats["small_null_rate"] == pytest.approx(small["time"].null_count() / small.height)
+    assert stats["big_wr_median"] == pytest.approx(big["watch_ratio"].median())
+    assert stats["big_wr_ge1"] == pytest.approx((big["watch_ratio"] >= 1).mean())
+    assert stats["big_date_min"] == 20200705 and stats["small_date_max"] == 20200905
+    # sizes come from world.json (videos nobody viewed still count)
+    assert stats["big_users"] == 200 and stats["big_videos"] == 300
+
+
+def test_size_targets_are_scaled_to_the_world(world):
+    checks = {c.target.key: c for c in calibrate(world)}
+    share = (200 * 300) / (7176 * 10728)
+    assert checks["big_rows"].expected == pytest.approx(12_530_806 * share)
+    assert checks["small_rows"].expected == pytest.approx(4_676_570 * (60 * 100) / (1411 * 3327))
+    assert checks["user_rows_median"].expected == pytest.approx(1846.5 * 300 / 10728)
+    assert checks["big_density"].expected == pytest.approx(0.16277)  # not scaled
+    # the world is built to the published shape, even at tiny scale
+    for key in ("big_rows", "small_rows", "big_density", "big_duplicate_rate", "big_date_min"):
+        assert checks[key].passed, (key, checks[key])
+
+
+def test_check_pass_fail_and_info_rows():
+    target = Target("x", "x", 100.0, "test", tolerance=0.10)
+    assert Check(target, 100.0, 109.0).passed
+    assert not Check(target, 100.0, 111.0).passed
+    assert Check(target, 100.0, 89.5).relative_difference == pytest.approx(-0.105)
+    info = Target("y", "y", 1.0, "test", tolerance=None)
+    assert Check(info, 1.0, 50.0).passed and not Check(info, 1.0, 50.0).checked
+    exact = Target("d", "d", 20200705, "test", tolerance=0.0)
+    assert Check(exact, 20200705, 20200705).passed and not Check(exact, 20200705, 20200706).passed
+    assert not Check(target, 100.0, float("nan")).passed
+
+
+def test_every_target_names_its_source_and_the_table_has_the_report_columns(world):
+    assert all(t.source for t in TARGETS) and len({t.key for t in TARGETS}) == len(TARGETS)
+    console = Console(record=True, width=200)
+    console.print(report_table(calibrate(world)))
+    text = console.export_text()
+    for column in ("statistic", "target", "synthetic", "rel. diff", "check"):
+        assert column in text
+    assert "(scaled by big_cells)" in text and "pass" in text
+
+
+@pytest.mark.slow
+def test_cli_calibrate_is_strict_only_when_asked(world, tmp_path):
+    ok = CliRunner().invoke(app, ["data", "calibrate", str(world)])
+    assert ok.exit_code == 0, ok.output
+    assert "big watch_ratio median" in ok.output
+    # a release whose watch ratios are all zero fails the distribution checks
+    for name in ("big_matrix.csv", "small_matrix.csv"):
+        frame = pl.read_csv(world / name, schema=INTERACTION_COLUMNS)
+        frame.with_columns(pl.lit(0.0).alias("watch_ratio")).write_csv(tmp_path / name)
+    loose = CliRunner().invoke(app, ["data", "calibrate", str(tmp_path)])
+    strict = CliRunner().invoke(app, ["data", "calibrate", str(tmp_path), "--strict"])
+    assert loose.exit_code == 0 and strict.exit_code == 1
+    assert not all_passed(calibrate(tmp_path))
+    missing = CliRunner().invoke(app, ["data", "calibrate", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 2 and "big_matrix.csv is missing" in missing.output

@@ -1,0 +1,292 @@
+"""The synthetic KuaiRec world: exact file format, quirks, ground truth and a learnable signal."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from shortrec.cli import app
+from shortrec.data.schema import (
+    GROUND_TRUTH_COLUMNS,
+    GROUND_TRUTH_FILE,
+    INTERACTION_COLUMNS,
+    KUAIREC_FILES,
+)
+from shortrec.data.synth import (
+    WORLD_FILE,
+    SynthConfig,
+    _build_world,
+    _exposure_pairs,
+    generate,
+    synthesize,
+)
+from shortrec.data.synth_taste import TasteModel, TasteParams
+from shortrec.evaluation.metrics import full_ranking_metrics
+
+SHARED = Path(os.environ.get("SHORTREC_SHARED", Path(__file__).parents[2] / "shared"))
+SIDE = SHARED / "kuairec-side"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tiny")
+    synthesize(out, SynthConfig(scale="tiny", seed=0), progress=False)
+    return out
+
+
+def _read(world: Path, stem: str) -> pl.DataFrame:
+    columns = next(f.columns for f in KUAIREC_FILES if f.name == stem)
+    return pl.read_csv(world / f"{stem}.csv", schema=columns)
+
+
+def test_every_file_has_the_schema_columns_and_parses_with_its_dtypes(world):
+    for spec in KUAIREC_FILES:
+        path = world / spec.csv_name
+        with path.open(encoding="utf-8", newline="") as handle:
+            header = next(csv.reader(handle))
+        assert header == list(spec.columns), spec.name
+        frame = pl.read_csv(path, schema=spec.columns)
+        assert frame.height > 0, spec.name
+    truth = pl.read_parquet(world / GROUND_TRUTH_FILE)
+    assert truth.schema == pl.Schema(GROUND_TRUTH_COLUMNS)
+    config = json.loads((world / WORLD_FILE).read_text())
+    assert config["seed"] == 0 and config["sizes"]["n_users"] == 200
+
+
+def test_big_matrix_has_int_dates_no_nulls_duplicates_and_consistent_columns(world):
+    lines = (world / "big_matrix.csv").read_text().splitlines()
+    row = re.compile(
+        r"^\d+,\d+,\d+,\d+,2020-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3},"
+        r"2020\d{4},\d{10}(\.\d{1,3})?,[\d.]+$"
+    )
+    assert all(row.match(line) for line in lines[1:]), "every big_matrix row in the real shape"
+    big = _read(world, "big_matrix")
+    assert big.null_count().sum_horizontal().item() == 0
+    duplicate_rate = 1 - big.unique().height / big.height
+    assert 0.04 < duplicate_rate < 0.12  # the real file has 7.7% exact duplicate rows
+    # time is the Asia/Shanghai rendering of the Unix timestamp
+    shanghai = (
+        pl.from_epoch((big["timestamp"] * 1000).round().cast(pl.Int64), time_unit="ms")
+        .dt.replace_time_zone("UTC")
+        .dt.convert_time_zone("Asia/Shanghai")
+        .dt.strftime("%Y-%m-%d %H:%M:%S%.3f")
+    )
+    assert (shanghai == big["time"]).all()
+    ratio = big["play_duration"] / big["video_duration"]
+    assert np.allclose(big["watch_ratio"], ratio, atol=1e-6)
+    windows = big["date"].cast(pl.Int64).unique().to_list()
+    assert all(20200705 <= d <= 20200712 or 20200801 <= d <= 20200810 or d >= 20200827
+               for d in windows)  # fmt: skip
+
+
+def test_small_matrix_writes_float_dates_and_empty_time_rows(world):
+    lines = (world / "small_matrix.csv").read_text().splitlines()[1:]
+    timed = [line for line in lines if ",,,," not in line]
+    untimed = [line for line in lines if ",,,," in line]
+    assert re.search(r",2020\d{4}\.0,", timed[0]), timed[0]
+    assert untimed and all(re.match(r"^\d+,\d+,\d+,\d+,,,,[\d.]+$", line) for line in untimed)
+    small = _read(world, "small_matrix")
+    nulls = small.select(pl.col("time", "date", "timestamp").is_null())
+    assert (nulls["time"] == nulls["date"]).all() and (nulls["time"] == nulls["timestamp"]).all()
+    assert 0.0 < nulls["time"].mean() < 0.12
+    assert small.select("user_id", "video_id").is_duplicated().sum() == 0
+
+
+def test_small_matrix_is_a_nearly_full_block_disjoint_from_big(world):
+    big, small = _read(world, "big_matrix"), _read(world, "small_matrix")
+    users, videos = small["user_id"].unique(), small["video_id"].unique()
+    assert users.is_in(big["user_id"].unique().implode()).all()
+    assert videos.is_in(big["video_id"].unique().implode()).all()
+    assert small.height / (len(users) * len(videos)) > 0.98
+    shared = small.join(big, on=["user_id", "video_id"], how="inner")
+    assert shared.height == 0
+
+
+def test_ids_are_a_noncontiguous_subset_of_the_real_id_ranges(world):
+    big = _read(world, "big_matrix")
+    users, videos = big["user_id"].unique().sort(), big["video_id"].unique().sort()
+    assert users.min() >= 0 and users.max() <= 7175 and videos.max() <= 10727
+    assert users.max() - users.min() + 1 > len(users)  # gaps exercise the id maps
+    assert len(videos) == 300  # every video of the world has at least one big_matrix view
+
+
+def test_side_files_carry_the_real_quirks(world):
+    raw = (world / "kuairec_caption_category.csv").read_text(encoding="utf-8")
+    assert re.search(r'"[^"]*\n[^"]*"', raw), "a quoted caption spanning lines"
+    captions = _read(world, "kuairec_caption_category")
+    assert captions.height == 300
+    assert captions["caption"].str.contains("\n").any()
+    assert captions["caption"].null_count() > 0
+    assert (captions["first_level_category_id"] == -124).any() or (
+        captions["second_level_category_id"] == -124
+    ).any()
+    assert captions["topic_tag"].str.starts_with("[").all()
+    feats = _read(world, "item_categories")["feat"]
+    assert feats.str.contains(r"^\[\d+(, \d+)*\]$").all()
+    users = _read(world, "user_features")
+    assert users.height == 200 and users["onehot_feat4"].null_count() >= 0
+    assert "UNKNOWN" in users["user_active_degree"].to_list() or users.height < 500
+    friends = _read(world, "social_network")
+    members = set(friends["user_id"].to_list())
+    listed = {int(x) for text in friends["friend_list"] for x in text.strip("[]").split(", ")}
+    assert listed <= members  # every friend is among the users with friends
+
+
+def test_same_seed_writes_identical_bytes_and_another_seed_differs(tmp_path):
+    synthesize(tmp_path / "a", SynthConfig(scale="tiny", seed=3), progress=False)
+    synthesize(tmp_path / "b", SynthConfig(scale="tiny", seed=3), progress=False)
+    synthesize(tmp_path / "c", SynthConfig(scale="tiny", seed=4), progress=False)
+    for path in sorted((tmp_path / "a").iterdir()):
+        assert path.read_bytes() == (tmp_path / "b" / path.name).read_bytes(), path.name
+    assert (tmp_path / "a/big_matrix.csv").read_bytes() != (
+        tmp_path / "c/big_matrix.csv"
+    ).read_bytes()
+
+
+def test_ground_truth_covers_every_small_pair_and_predicts_observed_ratios(world):
+    small = _read(world, "small_matrix")
+    truth = pl.read_parquet(world / GROUND_TRUTH_FILE)
+    joined = small.join(truth, on=["user_id", "video_id"], how="left")
+    assert joined["expected_watch_ratio"].null_count() == 0
+    assert (truth["expected_watch_ratio"] > 0).all() and truth[
+        "expected_watch_ratio"
+    ].is_finite().all()
+    rho = joined.select(pl.corr("expected_watch_ratio", "watch_ratio", method="spearman")).item()
+    assert 0.5 < rho < 0.99  # a clear signal, and noise on top of it
+
+
+def _ndcg10(scores: np.ndarray, liked: np.ndarray) -> float:
+    metrics, _ = full_ranking_metrics(scores, liked, ks=(10,))
+    return float(np.nanmean(metrics["ndcg@10"]))
+
+
+@pytest.mark.parametrize("scale", ["tiny", "small"])
+def test_oracle_beats_popularity_beats_random_on_small_matrix(scale):
+    release = generate(SynthConfig(scale=scale, seed=1), progress=False)
+    big, small = release.tables["big_matrix"], release.tables["small_matrix"]
+    users = np.sort(small["user_id"].unique().to_numpy())
+    videos = np.sort(small["video_id"].unique().to_numpy())
+
+    def dense(frame: pl.DataFrame, column: str, fill: float) -> np.ndarray:
+        matrix = np.full((len(users), len(videos)), fill)
+        rows = np.searchsorted(users, frame["user_id"].to_numpy())
+        cols = np.searchsorted(videos, frame["video_id"].to_numpy())
+        matrix[rows, cols] = frame[column].to_numpy()
+        return matrix
+
+    liked = dense(small, "watch_ratio", 0.0) >= 0.7
+    oracle = dense(release.ground_truth, "expected_watch_ratio", 0.0)
+    viewers = big.group_by("video_id").agg(pl.col("user_id").n_unique())
+    counts = dict(zip(viewers["video_id"].to_list(), viewers["user_id"].to_list(), strict=True))
+    popular = np.broadcast_to(np.array([counts.get(v, 0) for v in videos], float), oracle.shape)
+    rng = np.random.default_rng(0)
+    random = np.mean([_ndcg10(rng.random(oracle.shape), liked) for _ in range(5)])
+    assert _ndcg10(oracle, liked) > _ndcg10(popular, liked) + 0.1
+    assert _ndcg10(popular, liked) > random + 0.02
+
+
+def test_exposure_is_biased_toward_taste_and_popular_videos():
+    config = SynthConfig(scale="tiny", seed=2)
+    rng = np.random.default_rng(0)
+    world = _build_world(config, rng)
+    users, videos = _exposure_pairs(world, config, rng)
+    appeal = world.taste.appeal_matrix()
+    assert appeal[users, videos].mean() > appeal.mean() + 0.05
+    views = np.bincount(videos, minlength=world.taste.n_videos)
+    assert np.corrcoef(views, world.taste.quality)[0, 1] > 0.3
+
+
+class _FixedShocks:
+    """Stands in for a Generator so two calls can share the same shocks."""
+
+    def __init__(self, shocks: np.ndarray):
+        self.shocks = shocks
+
+    def standard_normal(self, shape):
+        assert shape == self.shocks.shape
+        return self.shocks
+
+
+def test_session_drift_persists_along_a_sequence_and_resets_between_users():
+    params = TasteParams()
+    rng = np.random.default_rng(0)
+    n_videos = 50
+    taste = TasteModel.sample(
+        params, rng, 2, np.full(n_videos, 9000), [[i % 31] for i in range(n_videos)],
+        np.arange(n_videos) % 5, 5,
+    )  # fmt: skip
+    users = np.repeat([0, 1], 5000)
+    same_video = np.zeros(len(users), dtype=np.int64)
+    drift = taste.session_drift(users, same_video, rng)[:5000]
+    lag1 = np.corrcoef(drift[:-1], drift[1:])[0, 1]
+    lag200 = np.corrcoef(drift[:-200], drift[200:])[0, 1]
+    assert lag1 > 0.8 and abs(lag200) < 0.2  # a drifting state, not per-view noise
+    assert 0.05 < drift.std() < 1.0
+    # A user's drift does not depend on the user before them in the array.
+    videos = rng.integers(0, n_videos, len(users))
+    shocks = rng.standard_normal((len(users), params.n_topics)).astype(np.float32)
+    both = taste.session_drift(users, videos, _FixedShocks(shocks))
+    alone = taste.session_drift(users[5000:], videos[5000:], _FixedShocks(shocks[5000:]))
+    np.testing.assert_allclose(both[5000:], alone, atol=1e-5)
+
+
+def test_big_matrix_sequences_come_in_same_category_runs(world):
+    big = _read(world, "big_matrix").unique(maintain_order=True)
+    categories = _read(world, "kuairec_caption_category").select(
+        "video_id", "first_level_category_id"
+    )
+    seq = big.join(categories, on="video_id", how="left").sort("user_id", "timestamp")
+    same_user = seq["user_id"].shift(1) == seq["user_id"]
+    same_cat = seq["first_level_category_id"].shift(1) == seq["first_level_category_id"]
+    observed = (same_cat & same_user).sum() / same_user.sum()
+    shares = seq["first_level_category_id"].value_counts(normalize=True)["proportion"]
+    chance = float((shares.to_numpy() ** 2).sum())
+    assert observed > 1.3 * chance  # feeds serve same-category runs within a day
+
+
+def test_bad_options_raise_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="scale must be one of"):
+        SynthConfig(scale="huge")
+    with pytest.raises(FileNotFoundError, match="item_categories.csv"):
+        generate(SynthConfig(scale="tiny", side_files=str(tmp_path)), progress=False)
+
+
+@pytest.mark.skipif(not SIDE.exists(), reason=f"real side files not found at {SIDE}")
+def test_side_files_option_uses_the_real_tags_and_categories(tmp_path):
+    synthesize(tmp_path, SynthConfig(scale="tiny", seed=0, side_files=str(SIDE)), progress=False)
+    ours = _read(tmp_path, "item_categories")
+    real = pl.read_csv(SIDE / "item_categories.csv", schema=ours.schema)
+    assert (
+        ours.join(real, on="video_id", how="left")["feat_right"].to_list() == ours["feat"].to_list()
+    )
+    captions = _read(tmp_path, "kuairec_caption_category")
+    real_captions = pl.read_csv(SIDE / "kuairec_caption_category.csv", schema=captions.schema)
+    matched = captions.join(real_captions, on="video_id", how="left")
+    assert (
+        matched["first_level_category_name"] == matched["first_level_category_name_right"]
+    ).all()
+    users = _read(tmp_path, "user_features")
+    real_users = pl.read_csv(SIDE / "user_features.csv", schema=users.schema)
+    assert users.equals(real_users.filter(pl.col("user_id").is_in(users["user_id"].implode())))
+
+
+@pytest.mark.slow
+def test_cli_synth_writes_a_release_and_prints_the_calibration(tmp_path):
+    result = CliRunner().invoke(
+        app, ["data", "synth", "--out", str(tmp_path), "--scale", "tiny", "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Calibration" in result.output and "big_matrix rows" in result.output
+    assert {p.name for p in tmp_path.iterdir()} >= {f.csv_name for f in KUAIREC_FILES}
+    small = pl.read_csv(tmp_path / "small_matrix.csv", schema=INTERACTION_COLUMNS)
+    assert small.height > 5000
+    bad = CliRunner().invoke(app, ["data", "synth", "--out", str(tmp_path), "--scale", "huge"])
+    assert bad.exit_code == 2 and "scale must be one of" in bad.output
