@@ -71,7 +71,7 @@ def main() -> None:
     )  # fmt: skip
     empty = targets.head(0)
     split = Split("bench", empty, empty, empty, targets, empty, empty, videos)
-    rule = LikeRule()
+    rule = LikeRule.parse("threshold:0.7")
 
     started = time.perf_counter()
     result = evaluate(MatrixScores(users, scores), split, "test", rule, progress=False)

@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from shortrec.data.labels import LikeRule
+from shortrec.data.labels import DEFAULT_LIKE_RULE, LikeRule
 from shortrec.models import REGISTRY, model_class
 from shortrec.runs import RunConfig, load_data, split_for, train_run
 
@@ -49,7 +49,7 @@ def run_quickstart(
     scale: str = "small",
     seed: int = 0,
     models: tuple[str, ...] = QUICKSTART_MODELS,
-    like_rule: str = "threshold:0.7",
+    like_rule: str = DEFAULT_LIKE_RULE,
     log: Callable[[str], None] = print,
 ) -> list[Path]:
     prepared = ensure_world(workdir, scale, seed, log)

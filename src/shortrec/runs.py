@@ -27,7 +27,7 @@ import polars as pl
 
 import shortrec
 from shortrec.data.dataset import KuaiRecData, load_prepared
-from shortrec.data.labels import LikeRule
+from shortrec.data.labels import DEFAULT_LIKE_RULE, LikeRule
 from shortrec.data.splits import Split, leave_last_out_split, make_split, temporal_split
 from shortrec.evaluation.protocol import Evaluation, evaluate
 from shortrec.io import atomic_write_text
@@ -44,7 +44,7 @@ class RunConfig:
     params: dict
     data_dir: str
     protocol: str = "kuairec"
-    like_rule: dict = field(default_factory=lambda: LikeRule().to_dict())
+    like_rule: dict = field(default_factory=lambda: LikeRule.parse(DEFAULT_LIKE_RULE).to_dict())
     ks: list[int] = field(default_factory=lambda: [10, 20, 50])
     sampled: int | None = None  # N negatives per positive: paper reproduction only
     seed: int = 0

@@ -41,7 +41,7 @@ except ImportError:  # optuna < 4.9 names it differently
     STALE_CALLBACK_ARGUMENT = "failed_trial_callback"
 
 from shortrec.data.dataset import KuaiRecData
-from shortrec.data.labels import LikeRule
+from shortrec.data.labels import DEFAULT_LIKE_RULE, LikeRule
 from shortrec.data.splits import Split
 from shortrec.io import atomic_write_text
 from shortrec.models import model_class
@@ -68,7 +68,7 @@ class TuneConfig:
     model: str
     data_dir: str
     protocol: str = "kuairec"
-    like_rule: dict = field(default_factory=lambda: LikeRule().to_dict())
+    like_rule: dict = field(default_factory=lambda: LikeRule.parse(DEFAULT_LIKE_RULE).to_dict())
     trials: int = 20  # finished trials of the whole study, over every worker and restart
     timeout: float | None = None  # seconds for this invocation
     storage: str | None = None  # database URL; None -> sqlite:///<runs_dir>/tuning.db

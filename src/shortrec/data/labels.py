@@ -13,6 +13,11 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import polars as pl
 
+# The project's default for evaluation and training: the fixed 0.7 threshold mostly rewards
+# short videos (a per-video mean nearly matches the oracle), the duration-aware rule rewards
+# personalisation. `threshold:0.7` reproduces the seed project.
+DEFAULT_LIKE_RULE = "duration:0.8"
+
 
 @dataclass
 class LikeRule:
