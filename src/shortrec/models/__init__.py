@@ -13,6 +13,16 @@ REGISTRY: dict[str, str] = {
     "popular": "shortrec.models.baselines:PopularRecommender",
     "recent-popular": "shortrec.models.baselines:RecentPopularRecommender",
     "oracle": "shortrec.models.baselines:OracleRecommender",
+    "sasrec": "shortrec.models.sasrec:SASRec",
+    "two-tower": "shortrec.models.two_tower:TwoTowerRecommender",
+    "linear-regression": "shortrec.models.regression:LinearRegressionRecommender",
+    "mean-regression": "shortrec.models.regression:MeanRegressor",
+    "two-stage": "shortrec.models.two_stage:TwoStageRecommender",
+    "als": "shortrec.models.als:ALSRecommender",
+    "bpr": "shortrec.models.als:BPRRecommender",
+    "ease": "shortrec.models.ease:EASERecommender",
+    "autoencoder": "shortrec.models.autoencoder:DeepAutoencoderRecommender",
+    "multvae": "shortrec.models.multvae:MultVAERecommender",
 }
 
 

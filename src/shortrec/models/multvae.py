@@ -1,0 +1,90 @@
+"""Mult-VAE (Liang, Krishnan, Hoffman & Jebara 2018): a variational autoencoder of history rows.
+
+The decoder is a softmax over videos, the likelihood multinomial; the KL weight grows as
+min(beta_cap, step / anneal_steps) over gradient steps, as in the paper's code (cap 0.2,
+200,000 steps). At scoring time the encoder's mean is decoded, without sampling.
+Training, early stopping and persistence are shared with the deep autoencoder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from shortrec.models.autoencoder import RowAutoencoder
+from shortrec.models.interactions import hyperparameter
+
+
+class MultVAENet(nn.Module):
+    """videos -> hidden -> (mean, log variance) of the latent -> hidden -> videos."""
+
+    def __init__(
+        self,
+        n_videos: int,
+        hidden: int,
+        latent: int,
+        dropout: float,
+        beta_cap: float,
+        anneal_steps: int,
+    ):
+        super().__init__()
+        self.dropout, self.latent = dropout, latent
+        self.beta_cap, self.anneal_steps = beta_cap, anneal_steps
+        self.encoder = nn.Sequential(
+            nn.Linear(n_videos, hidden), nn.Tanh(), nn.Linear(hidden, 2 * latent)
+        )
+        self.decoder = nn.Sequential(
+            nn.Linear(latent, hidden), nn.Tanh(), nn.Linear(hidden, n_videos)
+        )
+
+    def encode(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = F.normalize(F.dropout(rows, self.dropout, self.training), dim=1)
+        mean, log_variance = self.encoder(x).split(self.latent, dim=1)
+        return mean, log_variance
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        mean, _ = self.encode(rows)
+        return self.decoder(mean)
+
+    def loss(self, rows: torch.Tensor, step: int) -> torch.Tensor:
+        mean, log_variance = self.encode(rows)
+        z = mean + torch.randn_like(mean) * torch.exp(0.5 * log_variance)
+        log_likelihood = (F.log_softmax(self.decoder(z), dim=1) * rows).sum(dim=1).mean()
+        kl = (-0.5 * (1 + log_variance - mean.pow(2) - log_variance.exp()).sum(dim=1)).mean()
+        beta = min(self.beta_cap, step / max(self.anneal_steps, 1))
+        return -log_likelihood + beta * kl
+
+
+@dataclasses.dataclass
+class MultVAERecommender(RowAutoencoder):
+    """Mult-VAE with the paper's defaults: 600-d hidden layer, 200-d latent, dropout 0.5."""
+
+    name: ClassVar[str] = "multvae"
+    hidden: int = 600
+    latent: int = 200
+    beta_cap: float = hyperparameter(0.2, "Largest weight of the KL term.")
+    anneal_steps: int = hyperparameter(200_000, "KL weight = min(beta_cap, step / anneal_steps).")
+    batch_size: int = 500
+
+    @classmethod
+    def search_space(cls, trial) -> dict:
+        return {
+            "hidden": trial.suggest_categorical("hidden", [300, 600]),
+            "latent": trial.suggest_categorical("latent", [100, 200]),
+            "dropout": trial.suggest_float("dropout", 0.2, 0.7),
+            "beta_cap": trial.suggest_float("beta_cap", 0.05, 0.5),
+            "learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True),
+        }
+
+    def build_network(self, n_videos: int) -> nn.Module:
+        if min(self.hidden, self.latent) < 1:
+            raise ValueError(
+                f"multvae: hidden and latent must be >= 1, got {self.hidden}, {self.latent}"
+            )
+        return MultVAENet(
+            n_videos, self.hidden, self.latent, self.dropout, self.beta_cap, self.anneal_steps
+        )
