@@ -41,7 +41,7 @@ def test_beats_random_on_planted_preferences(fitted):
     ours = evaluate(model, split, "test", rule, progress=False, n_resamples=100)
     chance = evaluate(RandomRecommender(), split, "test", rule, progress=False, n_resamples=100)
     assert ours.summary["ndcg@10"].mean > chance.summary["ndcg@10"].mean + 0.3
-    assert model.training_log_ and "validation_loss" in model.training_log_[0]
+    assert model.history_ and "validation_loss" in model.history_[0]
 
 
 def test_cold_videos_rank_by_content(fitted):

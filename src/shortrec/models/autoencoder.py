@@ -145,6 +145,7 @@ class RowAutoencoder(Recommender, ViewWeighting):
                 record = {"epoch": epoch + 1, "loss": total / max(len(trainable), 1)}
                 if check is not None:
                     record["validation_ndcg@10"] = ndcg = self._validation_ndcg(network, *check)
+                    self.report_epoch(epoch + 1, ndcg)
                     if ndcg > best_ndcg:
                         best_ndcg, best_state, stale = ndcg, copy.deepcopy(network.state_dict()), 0
                     else:

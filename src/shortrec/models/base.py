@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -30,7 +31,14 @@ class Recommender:
     """Base class: subclasses are dataclasses whose fields are their hyperparameters."""
 
     name: ClassVar[str] = "base"
+    # Set by a tuner before `fit`; models with an epoch loop report through `report_epoch`.
+    on_epoch_end: ClassVar[Callable[[int, float], None] | None] = None
     seed: int = 0
+
+    def report_epoch(self, epoch: int, validation_score: float) -> None:
+        """Let a tuner watch, and prune, training (higher validation scores are better)."""
+        if self.on_epoch_end is not None:
+            self.on_epoch_end(epoch, validation_score)
 
     def fit(self, train: pl.DataFrame, validation: pl.DataFrame | None = None) -> Recommender:
         """Learn from `train` views; `validation` views may drive early stopping."""

@@ -178,7 +178,7 @@ class TwoTowerRecommender(Recommender):
             self.network_.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay
         )
         best, best_state, stale = math.inf, None, 0
-        self.training_log_ = []
+        self.history_ = []
         for epoch in range(self.epochs):
             started = time.perf_counter()
             order = rng.permutation(train_rows)
@@ -198,12 +198,13 @@ class TwoTowerRecommender(Recommender):
                      "seconds": time.perf_counter() - started}  # fmt: skip
             if len(val_rows):
                 entry["validation_loss"] = self._validation_loss(sequence, val_rows)
+                self.report_epoch(epoch + 1, -entry["validation_loss"])
                 if entry["validation_loss"] < best - 1e-4:
                     best, stale = entry["validation_loss"], 0
                     best_state = {k: v.clone() for k, v in self.network_.state_dict().items()}
                 else:
                     stale += 1
-            self.training_log_.append(entry)
+            self.history_.append(entry)
             if len(val_rows) and stale >= self.patience:
                 break
         if best_state is not None:
@@ -437,7 +438,7 @@ class TwoTowerRecommender(Recommender):
         atomic_write_text(
             directory / "two_tower.json",
             json.dumps({"content_names": self.content_names_, "user_names": self.user_names_,
-                        "training_log": getattr(self, "training_log_", [])}),
+                        "history": getattr(self, "history_", [])}),
         )  # fmt: skip
 
     def load_state(self, directory: Path) -> None:
@@ -448,7 +449,7 @@ class TwoTowerRecommender(Recommender):
         names = json.loads((directory / "two_tower.json").read_text())
         self.content_names_ = names["content_names"]
         self.user_names_ = names["user_names"]
-        self.training_log_ = names["training_log"]
+        self.history_ = names["history"]
         self.catalog_ids_ = state["catalog_ids"].numpy()
         self.content_ = state["content"].numpy()
         self.content_mean_ = state["content_mean"].numpy()
