@@ -5,18 +5,21 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from pathlib import Path
-from typing import Optional
 
 import click
 import typer
 from typer.core import TyperGroup
+
+from shortrec.data.labels import DEFAULT_LIKE_RULE
 
 app = typer.Typer(
     help="Honest, fast short-video recommenders on KuaiRec 2.0.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
-data_app = typer.Typer(help="Download, prepare and synthesise KuaiRec releases.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Download, prepare and synthesise KuaiRec releases.", no_args_is_help=True
+)
 app.add_typer(data_app, name="data")
 
 
@@ -79,7 +82,9 @@ def data_prepare(
         return
     for name in report.unchanged:
         typer.echo(f"{name}: unchanged, skipped")
-    typer.echo(f"{out}: prepared {', '.join(report.prepared)} from {report.release_dir}")
+    prepared = ", ".join(report.prepared) or "no table (manifest updated)"
+    typer.echo(f"{out}: prepared {prepared} from {report.release_dir}")
+
 
 # --- data: synth, calibrate ----------------------------------------------------------------
 # (section owned by the synthetic world)
@@ -141,8 +146,10 @@ def pl_compute_error() -> type[Exception]:
 
     return polars.exceptions.PolarsError
 
+
 # --- train, evaluate, recommend, leaderboard, compare, quickstart --------------------------
 # (section owned by the coordinator)
+
 
 class _TrainGroup(TyperGroup):
     """`shortrec train MODEL`: one subcommand per registered model, built on first use so
@@ -191,13 +198,37 @@ def _option_for(field: dataclasses.Field) -> inspect.Parameter:
 
 
 _COMMON_TRAIN_OPTIONS = {
-    "data": (Path, typer.Option(Path("data/prepared"), "--data", help="Prepared release dir, or a SASRec-format .txt file.")),
+    "data": (
+        Path,
+        typer.Option(
+            Path("data/prepared"), "--data",
+            help="Prepared release dir, or a SASRec-format .txt file.",
+        ),
+    ),
     "protocol": (str, typer.Option("kuairec", help="kuairec | leave-last-out | temporal")),
-    "like_rule_text": (str, typer.Option("threshold:0.7", "--like-rule", help="threshold[:X] or duration[:Q]")),
+    "like_rule_text": (
+        str,
+        typer.Option(
+            DEFAULT_LIKE_RULE, "--like-rule",
+            help="duration[:Q] (top 1-Q of watch ratios within duration buckets) or "
+            "threshold[:X] (the seed project: threshold:0.7)",
+        ),
+    ),
     "runs_dir": (Path, typer.Option(Path("runs"), help="Where run folders go.")),
-    "test": (bool, typer.Option(False, "--test/--no-test", help="Also evaluate on the test set (open it once).")),
-    "sampled": (Optional[int], typer.Option(None, help="Paper mode: rank each positive against N sampled negatives (labelled).")),
-    "preset": (Optional[str], typer.Option(None, help="Named hyperparameter preset of the model (e.g. paper-ml-1m for sasrec).")),
+    "test": (
+        bool,
+        typer.Option(False, "--test/--no-test", help="Also evaluate on the test set (once)."),
+    ),
+    "sampled": (
+        int | None,
+        typer.Option(
+            None, help="Paper mode: rank each positive against N sampled negatives (labelled)."
+        ),
+    ),
+    "preset": (
+        str | None,
+        typer.Option(None, help="Named hyperparameter preset (e.g. paper-ml-1m for sasrec)."),
+    ),
 }  # fmt: skip
 
 
@@ -258,8 +289,14 @@ def _print_run_metrics(run_dir: Path, metrics: dict) -> None:
     for key, result in metrics.items():
         if not isinstance(result, dict) or "summary" not in result:
             continue
-        shown = {m: result["summary"][m] for m in ("ndcg@10", "graded_ndcg@10", "recall@20", "mrr") if m in result["summary"]}
-        text = ", ".join(f"{m} {v['mean']:.4f} [{v['low']:.4f}, {v['high']:.4f}]" for m, v in shown.items())
+        shown = {
+            m: result["summary"][m]
+            for m in ("ndcg@10", "graded_ndcg@10", "recall@20", "mrr")
+            if m in result["summary"]
+        }
+        text = ", ".join(
+            f"{m} {v['mean']:.4f} [{v['low']:.4f}, {v['high']:.4f}]" for m, v in shown.items()
+        )
         typer.echo(f"{key} ({result['mode']}): {text}")
 
 
@@ -269,8 +306,10 @@ def quickstart(
     runs_dir: Path = typer.Option(Path("runs/quickstart"), help="Where the runs go."),
     scale: str = typer.Option("small", help="tiny | small | full"),
     seed: int = typer.Option(0, help="Seed of the world and of every model."),
-    models: Optional[str] = typer.Option(None, help="Comma-separated models (default: all)."),
-    user: Optional[int] = typer.Option(None, help="User whose top-10 is shown (default: a test user)."),
+    models: str | None = typer.Option(None, help="Comma-separated models (default: all)."),
+    user: int | None = typer.Option(
+        None, help="User whose top-10 is shown (default: a test user)."
+    ),
 ) -> None:
     """The main job: synthesise + prepare the default world, train and evaluate every model
     on the KuaiRec protocol, print the leaderboard and one user's top-10. No download."""
@@ -289,17 +328,19 @@ def quickstart(
     console.print(leaderboard_table(runs_dir, "test", "ndcg@10", "popular"))
     best = _best_run(run_dirs)
     if best is not None:
-        from shortrec.runs import load_data, split_for, RunConfig
+        from shortrec.runs import RunConfig, load_data, split_for
 
         config = RunConfig.from_json((best / "config.json").read_text())
         if user is None:
             user = int(split_for(load_data(config.data_dir), "kuairec").test["user_id"].min())
         table = recommend_from_run(best, [user], 10, matrix="small")
-        console.print(f"top-10 small_matrix videos for user {user} from {config.model} ({best.name}):")
+        console.print(
+            f"top-10 small_matrix videos for user {user} from {config.model} ({best.name}):"
+        )
         console.print(table.drop("user_id"))
 
 
-def _best_run(run_dirs: list[Path]) -> Optional[Path]:
+def _best_run(run_dirs: list[Path]) -> Path | None:
     """The run with the best tune-set NDCG@10 (never chosen on test), oracle excluded."""
     from shortrec.runs import RunConfig, read_metrics
 
@@ -316,7 +357,9 @@ def _best_run(run_dirs: list[Path]) -> Optional[Path]:
 def evaluate(
     run_dir: Path = typer.Argument(..., help="A run folder."),
     on: str = typer.Option("tune", help="tune | test"),
-    sampled: Optional[int] = typer.Option(None, help="Paper mode: N sampled negatives per positive (labelled)."),
+    sampled: int | None = typer.Option(
+        None, help="Paper mode: N sampled negatives per positive (labelled)."
+    ),
 ) -> None:
     """Evaluate a trained run on its tune or test set (full ranking unless --sampled)."""
     from shortrec.runs import evaluate_run, read_metrics
@@ -325,7 +368,9 @@ def evaluate(
         evaluate_run(run_dir, on, sampled=sampled)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
-    _print_run_metrics(run_dir, {k: v for k, v in read_metrics(run_dir).items() if k.startswith(on)})
+    _print_run_metrics(
+        run_dir, {k: v for k, v in read_metrics(run_dir).items() if k.startswith(on)}
+    )
 
 
 @app.command()
@@ -370,11 +415,15 @@ def compare(
 @app.command()
 def recommend(
     run_dir: Path = typer.Argument(..., help="A run folder."),
-    users: Optional[str] = typer.Option(None, help="Comma-separated raw user ids (default: all users with history)."),
+    users: str | None = typer.Option(
+        None, help="Comma-separated raw user ids (default: all users with history)."
+    ),
     k: int = typer.Option(10, help="Videos per user."),
-    out: Optional[Path] = typer.Option(None, help="Write to .csv or .parquet instead of printing."),
+    out: Path | None = typer.Option(None, help="Write to .csv or .parquet instead of printing."),
     include_seen: bool = typer.Option(False, help="Allow already watched videos."),
-    matrix: str = typer.Option("big", help="Which videos to rank: big (all) | small (small_matrix videos)."),
+    matrix: str = typer.Option(
+        "big", help="Which videos to rank: big (all) | small (small_matrix videos)."
+    ),
 ) -> None:
     """Top-k videos per user from a trained run, with captions and categories."""
     from shortrec.runs import recommend_from_run
@@ -391,6 +440,7 @@ def recommend(
 
         write_table(table, out)
         typer.echo(f"wrote {table.height} rows to {out}")
+
 
 # --- serve ---------------------------------------------------------------------------------
 # (section owned by serving)
@@ -438,10 +488,205 @@ def serve(
         f"(events: {api.state.store.kind}; {api.state.feed.live_count} replayed)",
         err=True,
     )
-    uvicorn.run(api, host=host, port=port, workers=1, access_log=access_log, log_level="warning")
+    uvicorn.run(
+        api,
+        host=host,
+        port=port,
+        workers=1,
+        access_log=access_log,
+        log_level="warning",
+        timeout_keep_alive=30,  # pooled clients reuse connections between bursts
+    )
+
 
 # --- tune, benchmark, report ---------------------------------------------------------------
 # (section owned by tuning and reporting)
+
+_STUDY_ERRORS = (ValueError, FileNotFoundError, KeyError, RuntimeError)
+
+
+def _error_text(exc: Exception) -> str:
+    return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+
+
+@app.command("tune")
+def tune_command(
+    models: list[str] = typer.Argument(
+        ..., help="Models to tune, or 'all' (every model but the oracle)."
+    ),
+    data: Path = typer.Option(
+        Path("data/prepared"), "--data", help="Prepared release dir, or a SASRec-format .txt file."
+    ),
+    protocol: str = typer.Option("kuairec", help="kuairec | leave-last-out | temporal"),
+    like_rule_text: str = typer.Option(
+        DEFAULT_LIKE_RULE,
+        "--like-rule",
+        help="duration[:Q] or threshold[:X] (the seed: threshold:0.7)",
+    ),
+    trials: int = typer.Option(
+        20, help="Budget: finished trials per model study, over all workers and restarts."
+    ),
+    timeout: float | None = typer.Option(None, help="Seconds per model for this invocation."),
+    storage: str | None = typer.Option(
+        None,
+        help="Optuna database URL shared by workers "
+        "(default sqlite:///RUNS_DIR/tuning.db; e.g. postgresql://...).",
+    ),
+    study_name: str | None = typer.Option(
+        None, help="Study name (default MODEL-DATA-PROTOCOL); one model only."
+    ),
+    metric: str = typer.Option(
+        "ndcg@10", help="Tune-set metric to maximise (the test set is never used)."
+    ),
+    runs_dir: Path = typer.Option(
+        Path("runs"), help="Where trial runs (and the default database) go."
+    ),
+    seed: int = typer.Option(0, help="Seed of the sampler and of every trial's model."),
+) -> None:
+    """Search hyperparameters on the tune set with Optuna; rerun the same command to resume."""
+    from shortrec.benchmark import default_models
+    from shortrec.data.labels import LikeRule
+    from shortrec.runs import load_data
+    from shortrec.tuning import TuneConfig, best_hyperparameters, finished_trials, tune
+
+    names = default_models() if models == ["all"] else models
+    if study_name and len(names) > 1:
+        fail("--study-name needs a single model (each model has its own study)")
+    try:
+        like_rule = LikeRule.parse(like_rule_text).to_dict()
+        loaded = load_data(data)  # once for every model
+        for name in names:
+            config = TuneConfig(
+                model=name,
+                data_dir=str(data),
+                protocol=protocol,
+                like_rule=like_rule,
+                trials=trials,
+                timeout=timeout,
+                storage=storage,
+                study_name=study_name,
+                metric=metric,
+                runs_dir=str(runs_dir),
+                seed=seed,
+            )
+            study = tune(config, data=loaded)
+            best = best_hyperparameters(study)
+            value = "-" if best is None else f"{study.best_value:.4f}"
+            typer.echo(
+                f"{study.study_name}: {finished_trials(study)} finished trials, "
+                f"best tune {metric} {value} with {best}"
+            )
+    except _STUDY_ERRORS as exc:
+        fail(_error_text(exc))
+
+
+@app.command("benchmark")
+def benchmark_command(
+    data: Path = typer.Option(Path("data/prepared"), "--data", help="Prepared release dir."),
+    models: str | None = typer.Option(
+        None,
+        help="Comma-separated models (default: all but the oracle); "
+        "popular and recent-popular are always added.",
+    ),
+    seeds: int = typer.Option(3, help="Runs per model, seeds 0..N-1."),
+    protocol: str = typer.Option("kuairec", help="kuairec | leave-last-out | temporal"),
+    like_rule_text: str = typer.Option(
+        DEFAULT_LIKE_RULE,
+        "--like-rule",
+        help="duration[:Q] or threshold[:X] (the seed: threshold:0.7)",
+    ),
+    metric: str = typer.Option("ndcg@10", help="Metric to rank by and pair on."),
+    runs_dir: Path = typer.Option(Path("runs"), help="Where runs go."),
+    out: Path = typer.Option(Path("benchmark"), help="Folder for benchmark.md and benchmark.json."),
+    from_study: bool = typer.Option(
+        True,
+        "--from-study/--defaults",
+        help="Best hyperparameters of each model's study (when it exists), or the defaults.",
+    ),
+    storage: str | None = typer.Option(
+        None, help="Optuna database URL (default sqlite:///RUNS_DIR/tuning.db)."
+    ),
+    tune_trials: int = typer.Option(
+        0, help="First tune every model with this same budget of trials."
+    ),
+    tune_timeout: float | None = typer.Option(
+        None, help="Tuning seconds per model (with --tune-trials)."
+    ),
+    isolate: bool = typer.Option(
+        True,
+        "--isolate/--no-isolate",
+        help="Train each run in a fresh process, so peak memory is its own.",
+    ),
+) -> None:
+    """Train every model's chosen configuration with several seeds; evaluate test once."""
+    from rich.console import Console
+
+    from shortrec.benchmark import BenchmarkConfig, benchmark_table, default_models, run_benchmark
+    from shortrec.data.labels import LikeRule
+
+    try:
+        config = BenchmarkConfig(
+            data_dir=str(data),
+            models=[m.strip() for m in (models or "").split(",") if m.strip()] or default_models(),
+            protocol=protocol,
+            like_rule=LikeRule.parse(like_rule_text).to_dict(),
+            seeds=seeds,
+            metric=metric,
+            runs_dir=str(runs_dir),
+            out_dir=str(out),
+            from_study=from_study,
+            storage=storage,
+            tune_trials=tune_trials,
+            tune_timeout=tune_timeout,
+            isolate=isolate,
+        )
+        if seeds < 1:
+            raise ValueError(f"--seeds must be >= 1, got {seeds}")
+        result = run_benchmark(config)
+    except _STUDY_ERRORS as exc:
+        fail(_error_text(exc))
+    Console(width=240).print(benchmark_table(result))
+    typer.echo(f"wrote {out / 'benchmark.md'} and {out / 'benchmark.json'}")
+
+
+@app.command("report")
+def report_command(
+    runs_dir: Path = typer.Option(Path("runs"), help="Folder of runs."),
+    benchmark: Path | None = typer.Option(
+        None, help="A `shortrec benchmark` output folder (the leaderboard's source)."
+    ),
+    out: Path = typer.Option(Path("report"), help="Folder for index.html and the PNGs."),
+    storage: str | None = typer.Option(
+        None, help="Optuna database URL (default sqlite:///RUNS_DIR/tuning.db)."
+    ),
+    metric: str = typer.Option("ndcg@10", help="Metric of the leaderboard."),
+    users: int = typer.Option(3, help="Users shown in the top-10 examples."),
+    screenshot: Path | None = typer.Option(
+        None,
+        help="Also open the page in headless Chromium, check that every figure rendered, "
+        "and save a PNG of the page.",
+    ),
+    screenshot_height: int | None = typer.Option(
+        None, help="Keep only the top N pixels of the screenshot (default: the whole page)."
+    ),
+) -> None:
+    """Write a self-contained HTML report (figures embedded) plus the figures as PNGs."""
+    from shortrec.report.report import build_report
+
+    try:
+        page = build_report(
+            runs_dir, out, benchmark, storage=storage, metric=metric, example_users=users
+        )
+        typer.echo(f"wrote {page}")
+        if screenshot is not None:
+            from shortrec.report.browser import check_page
+
+            check = check_page(page, screenshot, height=screenshot_height)
+            if check.broken_images:
+                fail(f"figures that did not render in Chromium: {check.broken_images}")
+            typer.echo(f"{check.images} figures rendered in Chromium; screenshot {screenshot}")
+    except _STUDY_ERRORS as exc:
+        fail(_error_text(exc))
 
 
 if __name__ == "__main__":

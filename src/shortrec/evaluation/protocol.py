@@ -152,10 +152,11 @@ def _evaluate_sampled(
     """Each liked target ranked against `n_negatives` videos the user never interacted with
     (neither in history nor among the targets); metrics averaged per user."""
     rng = np.random.default_rng(seed)
+    # Every target pair counts as interacted; only the liked ones are ranked as positives.
+    all_bounds = np.searchsorted(rows, np.arange(len(users) + 1))
+    all_rows, all_cols = rows, cols
     keep = liked.astype(bool)
     rows, cols = rows[keep], cols[keep]
-    order = np.argsort(rows, kind="stable")
-    rows, cols = rows[order], cols[order]
     bounds = np.searchsorted(rows, np.arange(len(users) + 1))
     sums: dict[str, np.ndarray] = {}
     counts = np.bincount(rows, minlength=len(users)).astype(np.float64)
@@ -166,7 +167,8 @@ def _evaluate_sampled(
             continue
         scores = np.asarray(model.score(users.raw_ids[start:stop], candidates.raw_ids, histories))
         excluded = seen_all[start:stop].toarray().astype(bool)
-        excluded[rows[lo:hi] - start, cols[lo:hi]] = True
+        a_lo, a_hi = all_bounds[start], all_bounds[stop]
+        excluded[all_rows[a_lo:a_hi] - start, all_cols[a_lo:a_hi]] = True
         local = rows[lo:hi] - start
         # n_negatives distinct never-interacted candidates per positive, chosen by random keys.
         keys = rng.random((hi - lo, len(candidates)))
@@ -174,8 +176,9 @@ def _evaluate_sampled(
         negatives = np.argpartition(keys, n_negatives, axis=1)[:, :n_negatives]
         if np.isinf(np.take_along_axis(keys, negatives, axis=1)).any():
             raise ValueError(
-                f"sampled evaluation needs {n_negatives} never-seen videos per user; "
-                "some users have fewer"
+                f"sampled evaluation needs {n_negatives} never-interacted candidate videos per "
+                "user and some users have fewer (a fully observed matrix such as small_matrix "
+                "has none): use full ranking, or the leave-last-out protocol"
             )
         metrics = sampled_metrics(
             scores[local, cols[lo:hi]], np.take_along_axis(scores[local], negatives, axis=1), ks
