@@ -43,19 +43,24 @@ def atomic_write_bytes(target: str | Path, data: bytes) -> None:
 
 
 def write_table(table, target: str | Path) -> None:
-    """Write a polars frame to .csv or .parquet (by suffix), atomically."""
+    """Write a polars frame to .csv or .parquet (by suffix), atomically. In CSV, list columns
+    (tags) are written as text like KuaiRec's own files: "[27, 9]"."""
+    import polars as pl
+
     target = Path(target)
     if target.suffix not in (".csv", ".parquet"):
         raise ValueError(f"output must end in .csv or .parquet, got {target}")
     with atomic_path(target) as tmp:
-        if target.suffix == ".csv":
-            # list columns (tags) are written as text, like KuaiRec's own files
-            flat = table.with_columns(
-                [
-                    table[c].cast(str) if str(table[c].dtype).startswith("List") else table[c]
-                    for c in table.columns
-                ]
-            )
-            flat.write_csv(tmp)
-        else:
+        if target.suffix == ".parquet":
             table.write_parquet(tmp)
+            return
+        lists = [name for name, dtype in table.schema.items() if isinstance(dtype, pl.List)]
+        as_text = [
+            pl.concat_str(
+                pl.lit("["),
+                pl.col(name).list.eval(pl.element().cast(pl.String)).list.join(", "),
+                pl.lit("]"),
+            ).alias(name)
+            for name in lists
+        ]
+        table.with_columns(as_text).write_csv(tmp)

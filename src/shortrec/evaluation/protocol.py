@@ -173,8 +173,12 @@ def _evaluate_sampled(
         # n_negatives distinct never-interacted candidates per positive, chosen by random keys.
         keys = rng.random((hi - lo, len(candidates)))
         keys[excluded[local]] = np.inf
-        negatives = np.argpartition(keys, n_negatives, axis=1)[:, :n_negatives]
-        if np.isinf(np.take_along_axis(keys, negatives, axis=1)).any():
+        if n_negatives < len(candidates):
+            negatives = np.argpartition(keys, n_negatives, axis=1)[:, :n_negatives]
+        if (
+            n_negatives >= len(candidates)
+            or np.isinf(np.take_along_axis(keys, negatives, axis=1)).any()
+        ):
             raise ValueError(
                 f"sampled evaluation needs {n_negatives} never-interacted candidate videos per "
                 "user and some users have fewer (a fully observed matrix such as small_matrix "
