@@ -6,6 +6,12 @@ plus a session drift that follows the user's recent viewing. People watch roughl
 ~7-12 s whatever the length, so watch_ratio = play time / length falls with length. On top sit
 instant zero plays, quick swipes (more likely when the video does not suit the user) and
 replays with a Pareto tail. The noise-free expectation of that mixture is the oracle's score.
+
+The defaults make user-video affinity (sd ~0.43 log-seconds, mostly 16 latent factors, which
+collaborative models can recover, plus tag and category interests) dominate video quality
+(sd 0.15, what popularity captures) and per-view noise (sd 0.05): personal taste is what
+separates a liked video from an unliked one of the same length, while the total spread of
+log play time stays at the calibrated width.
 """
 
 from __future__ import annotations
@@ -29,19 +35,19 @@ class TasteParams:
 
     n_factors: int = 16
     n_topics: int = 8
-    base_log_seconds: float = 1.8  # exp -> ~6 s typical play
+    base_log_seconds: float = 1.83  # exp -> ~6 s typical play
     duration_elasticity: float = 0.2  # longer videos (up to 13 s) are watched a bit longer
-    user_bias_sd: float = 0.1
-    quality_sd: float = 0.2
-    tag_weight: float = 0.18
-    category_weight: float = 0.14
-    latent_weight: float = 0.24
-    noise_sd: float = 0.17
+    user_bias_sd: float = 0.07
+    quality_sd: float = 0.15
+    tag_weight: float = 0.12
+    category_weight: float = 0.1
+    latent_weight: float = 0.4
+    noise_sd: float = 0.05
     drift_weight: float = 0.15  # session drift: weight of <state, video topic>
     drift_memory: float = 0.9  # AR(1) coefficient of the session state per view
     binge_strength: float = 2.0  # how much a watched topic pushes the state toward itself
     zero_rate: float = 0.0065  # plays of 0 ms
-    skip_rate: float = 0.035  # quick swipes at average appeal
+    skip_rate: float = 0.028  # quick swipes at average appeal
     skip_slope: float = 1.5  # swipes fall with affinity (logit per log-second)
     skip_max_seconds: float = 1.6
     exit_rate: float = 0.0  # views left at a uniformly random point of the would-be play time
@@ -150,6 +156,12 @@ class TasteModel:
             self._appeal_matrix = self.appeal(slice(None), slice(None)).astype(np.float32)
         return self._appeal_matrix
 
+    def mean_appeal(self) -> float:
+        """Average static appeal over every (user, video) cell, without the dense matrix."""
+        users = self.user_features.mean(0, dtype=np.float64)
+        videos = self.video_features.mean(0, dtype=np.float64)
+        return float(users @ videos + self.user_bias.mean() + self.quality.mean())
+
     def pair_appeal(
         self, users: np.ndarray, videos: np.ndarray, chunk: int = 1 << 20
     ) -> np.ndarray:
@@ -224,14 +236,16 @@ class TasteModel:
         drift: np.ndarray,
         rng: np.random.Generator,
         context: ViewContext | None = None,
+        appeal_offset: float = 0.0,
     ) -> np.ndarray:
         """Observed play_duration (ms) of each view: noisy, with zeros, swipes and replays.
         `context` overrides the event noise for a logging context other than the fully
-        observed one (big_matrix's production feed)."""
+        observed one (big_matrix's production feed); `appeal_offset` is added to every appeal
+        (big_matrix uses it to take out the average appeal its taste-driven exposure selects)."""
         p = self.params
         c = context or ViewContext()
         n = len(users)
-        appeal = self.pair_appeal(users, videos)
+        appeal = self.pair_appeal(users, videos) + appeal_offset
         log_s = p.base_log_seconds + c.log_shift + appeal + self._length_log_seconds(videos) + drift
         play_s = np.exp(log_s + (c.noise_sd or p.noise_sd) * rng.standard_normal(n))
         replay = rng.random(n) < (c.replay_rate or p.replay_rate)
