@@ -64,9 +64,9 @@ def load_data(path: str | Path) -> KuaiRecData:
     """A prepared KuaiRec release directory, or a SASRec-format text file (`user item` lines)."""
     path = Path(path)
     if path.suffix == ".txt":
-        from shortrec.data.sasrec_text import read_sasrec_text
+        from shortrec.data.sasrec_text import load_sasrec_text
 
-        return read_sasrec_text(path)
+        return load_sasrec_text(path)
     return load_prepared(path)
 
 

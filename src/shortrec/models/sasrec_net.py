@@ -1,0 +1,207 @@
+"""The SASRec network (Kang & McAuley, ICDM 2018) as one small PyTorch module.
+
+A user's viewing sequence (dense item ids, 1-based, 0 = padding) goes through item plus
+learned positional embeddings, `num_blocks` causal self-attention blocks and a final layer
+norm; the hidden state at position t predicts the item at t + 1 by a dot product with the
+(shared) item embedding table.
+
+Sequences are RIGHT-padded: real items first, padding after. With causal attention a real
+position never sees the padding that follows it, so no padding mask is needed, the fused
+`is_causal` attention path applies, and a sequence scores the same alone or batched with
+longer ones. Positions are counted from the END of each sequence (the newest item is
+position 0), like the reference implementation, whose left-padded windows always put the
+newest item in the last slot.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NORMS = ("original", "pre", "post")
+
+
+@dataclass
+class SASRecConfig:
+    n_items: int
+    maxlen: int = 50
+    hidden_size: int = 50
+    num_blocks: int = 2
+    num_heads: int = 1
+    dropout: float = 0.2
+    # "original": the paper's block, queries normalised, keys and values not, residual from
+    # the normalised queries, layer norm before the feed-forward (q = LN(x);
+    # x = LN(q + attn(q, x)); x + ffn(x)). "pre": x + f(LN(x)). "post": LN(x + f(x)).
+    norm: str = "original"
+    # Emulate the reference port's unmasked left padding: every query also attends to a
+    # "null" key (the projection of a zero vector) counted maxlen - length times.
+    attention_sink: bool = True
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by num_heads "
+                f"({self.num_heads})"
+            )
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {', '.join(NORMS)}; got {self.norm!r}")
+
+
+class FastDropout(nn.Module):
+    """Inverted dropout from a uniform draw: on the CPU, torch's bernoulli-based dropout is
+    about 4x slower than `rand` plus a comparison, and dropout runs five times per block."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        return x * (torch.rand_like(x) >= self.p) * (1.0 / (1.0 - self.p))
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: SASRecConfig):
+        super().__init__()
+        self.num_heads = config.num_heads
+        self.dropout = config.dropout
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
+        self.out = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        keys_values: torch.Tensor | None = None,
+        sink: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Self-attention of `x`; queries from `x`, keys and values from `keys_values`
+        when given (the original SASRec block normalises only the queries)."""
+        batch, length, hidden = x.shape
+        if keys_values is None:
+            q, k, v = self.qkv(x).split(hidden, dim=2)
+        else:
+            weight, bias = self.qkv.weight, self.qkv.bias
+            q = F.linear(x, weight[:hidden], bias[:hidden])
+            k, v = F.linear(keys_values, weight[hidden:], bias[hidden:]).split(hidden, dim=2)
+        heads = (batch, length, self.num_heads, hidden // self.num_heads)
+        q, k, v = (t.view(heads).transpose(1, 2) for t in (q, k, v))
+        dropout = self.dropout if self.training else 0.0
+        if sink is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+        else:
+            null_k, null_v = self.qkv.bias[hidden:].view(2, 1, self.num_heads, 1, -1)
+            k = torch.cat([null_k.expand(batch, -1, 1, -1), k], dim=2)
+            v = torch.cat([null_v.expand(batch, -1, 1, -1), v], dim=2)
+            mask = _sink_and_causal_mask(sink.to(q.dtype), length)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        return self.out(y.transpose(1, 2).reshape(batch, length, hidden))
+
+
+def _sink_and_causal_mask(sink: torch.Tensor, length: int) -> torch.Tensor:
+    """Additive mask (batch, 1, length, 1 + length): column 0 is the null key, weighted by
+    `sink` (batch, 1, 1, 1) log-multiplicities; the rest is causal."""
+    blocked = torch.ones(length, length, dtype=torch.bool, device=sink.device).triu(1)
+    causal = torch.zeros(length, length, dtype=sink.dtype, device=sink.device)
+    causal = causal.masked_fill(blocked, float("-inf"))
+    batch = len(sink)
+    return torch.cat([sink.expand(-1, 1, length, 1), causal.expand(batch, 1, -1, -1)], dim=3)
+
+
+class PointWiseFeedForward(nn.Module):
+    """The paper's two position-wise layers, both of width hidden_size."""
+
+    def __init__(self, config: SASRecConfig):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(config.hidden_size, config.hidden_size),
+            nn.ReLU(),
+            FastDropout(config.dropout),
+            nn.Linear(config.hidden_size, config.hidden_size),
+            FastDropout(config.dropout),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Block(nn.Module):
+    def __init__(self, config: SASRecConfig):
+        super().__init__()
+        self.norm = config.norm
+        self.attention_norm = nn.LayerNorm(config.hidden_size, eps=1e-8)
+        self.attention = CausalSelfAttention(config)
+        self.feed_forward_norm = nn.LayerNorm(config.hidden_size, eps=1e-8)
+        self.feed_forward = PointWiseFeedForward(config)
+
+    def forward(self, x: torch.Tensor, sink: torch.Tensor | None = None) -> torch.Tensor:
+        if self.norm == "original":
+            queries = self.attention_norm(x)
+            x = self.feed_forward_norm(queries + self.attention(queries, x, sink))
+            return x + self.feed_forward(x)
+        if self.norm == "pre":
+            x = x + self.attention(self.attention_norm(x), sink=sink)
+            return x + self.feed_forward(self.feed_forward_norm(x))
+        x = self.attention_norm(x + self.attention(x, sink=sink))
+        return self.feed_forward_norm(x + self.feed_forward(x))
+
+
+class SASRecNet(nn.Module):
+    def __init__(self, config: SASRecConfig):
+        super().__init__()
+        self.config = config
+        self.item_embedding = nn.Embedding(config.n_items + 1, config.hidden_size, padding_idx=0)
+        self.position_embedding = nn.Embedding(config.maxlen, config.hidden_size)
+        self.embedding_dropout = FastDropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_blocks))
+        # Post-norm blocks already end in a layer norm.
+        self.final_norm = (
+            nn.Identity() if config.norm == "post" else nn.LayerNorm(config.hidden_size, eps=1e-8)
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Xavier-normal weights and zero biases, as the reference port initialises them."""
+        for name, parameter in self.named_parameters():
+            if parameter.dim() >= 2:
+                nn.init.xavier_normal_(parameter)
+            elif name.endswith("bias") and "norm" not in name:
+                nn.init.zeros_(parameter)
+        with torch.no_grad():
+            self.item_embedding.weight[0].zero_()
+
+    def forward(
+        self, items: torch.Tensor, lengths: torch.Tensor, item_vectors: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Hidden states (batch, length, hidden) for right-padded `items` (batch, length)
+        whose first `lengths` entries per row are real. `item_vectors` may carry their
+        embeddings already looked up (training gathers all of a batch's items at once)."""
+        length = items.shape[1]
+        offsets = torch.arange(length, device=items.device)
+        from_end = (lengths[:, None] - 1 - offsets[None, :]).clamp(0, self.config.maxlen - 1)
+        if item_vectors is None:
+            item_vectors = self.item_embedding(items)
+        x = item_vectors * math.sqrt(self.config.hidden_size)
+        x = self.embedding_dropout(x + self.position_embedding(from_end))
+        sink = None
+        if self.config.attention_sink and bool((lengths < self.config.maxlen).any()):
+            # log of the padding slots a maxlen window would hold: the port's multiplicity.
+            slots = (self.config.maxlen - lengths).clamp(min=0).to(x.dtype)
+            sink = torch.where(slots > 0, slots.log(), float("-inf"))[:, None, None, None]
+        for block in self.blocks:
+            x = block(x, sink)
+        return self.final_norm(x)
+
+    def last_hidden(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The hidden state after each sequence's newest item: (batch, hidden)."""
+        hidden = self.forward(items, lengths)
+        last = (lengths - 1).clamp(min=0)
+        return hidden[torch.arange(len(items), device=items.device), last]
+
+    def all_item_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Scores of items 1..n_items (column j is item j + 1) for hidden states (..., hidden)."""
+        return hidden @ self.item_embedding.weight[1:].T

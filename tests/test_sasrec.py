@@ -1,0 +1,292 @@
+"""SASRec: the network's masking, the objectives, dislikes, resumable training, raw-id scoring."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from shortrec.data.histories import Histories
+from shortrec.data.splits import leave_last_out_split
+from shortrec.models import model_class
+from shortrec.models.base import load_model
+from shortrec.models.sasrec import SASRec, paper_preset
+from shortrec.models.sasrec_net import SASRecConfig, SASRecNet
+from shortrec.training.device import make_generator
+from shortrec.training.objectives import batch_item_vectors, draw_negatives, next_item_loss
+
+N_ITEMS = 40
+
+
+def cyclic_views(n_users: int = 120, length: int = 16, seed: int = 0) -> pl.DataFrame:
+    """Every user walks the catalogue in order from a random start: item i is followed by
+    item i + 1 (mod N_ITEMS). Raw ids are offset so dense and raw ids differ."""
+    rng = np.random.default_rng(seed)
+    start = rng.integers(0, N_ITEMS, n_users)
+    items = (start[:, None] + np.arange(length)[None, :]) % N_ITEMS
+    return pl.DataFrame(
+        {
+            "user_id": np.repeat(np.arange(n_users), length) + 5000,
+            "video_id": items.ravel() + 100,
+            "timestamp": np.tile(np.arange(length), n_users).astype(float),
+            "watch_ratio": np.ones(n_users * length),
+            "video_duration": np.full(n_users * length, 10_000),
+        }
+    )
+
+
+def small_model(**overrides) -> SASRec:
+    params = dict(maxlen=8, hidden_size=16, num_blocks=2, num_heads=2, dropout=0.1,
+                  learning_rate=5e-3, batch_size=32, epochs=6, eval_every=2, patience=3,
+                  device="cpu", progress=False, n_negatives=16, num_threads=1)  # fmt: skip
+    params.update(overrides)
+    return SASRec(**params)
+
+
+def tiny_net(norm: str = "original", attention_sink: bool = True) -> SASRecNet:
+    torch.manual_seed(0)
+    config = SASRecConfig(n_items=20, maxlen=10, hidden_size=8, num_heads=2, norm=norm,
+                          attention_sink=attention_sink)  # fmt: skip
+    return SASRecNet(config).eval()
+
+
+@pytest.mark.parametrize("norm", ["original", "pre", "post"])
+@pytest.mark.parametrize("attention_sink", [True, False])
+def test_changing_a_future_item_leaves_earlier_outputs_alone(norm, attention_sink):
+    net = tiny_net(norm, attention_sink)
+    items = torch.tensor([[3, 5, 7, 9, 11, 13]])
+    lengths = torch.tensor([6])
+    changed = items.clone()
+    changed[0, 4] = 2
+    with torch.no_grad():
+        a, b = net(items, lengths), net(changed, lengths)
+    # Positions count from the end, so compare a fixed-length prefix: the hidden states
+    # before position 4 depend only on items before it.
+    assert torch.allclose(a[0, :4], b[0, :4], atol=1e-6)
+    assert not torch.allclose(a[0, 4:], b[0, 4:], atol=1e-4)
+
+
+@pytest.mark.parametrize("attention_sink", [True, False])
+def test_padding_does_not_change_a_sequence_output(attention_sink):
+    net = tiny_net(attention_sink=attention_sink)
+    alone = torch.tensor([[4, 8, 15]])
+    padded = torch.tensor([[4, 8, 15, 0, 0, 0, 0], [1, 2, 3, 4, 5, 6, 7]])
+    with torch.no_grad():
+        h_alone = net.last_hidden(alone, torch.tensor([3]))
+        h_padded = net.last_hidden(padded, torch.tensor([3, 7]))
+    assert torch.allclose(h_alone[0], h_padded[0], atol=1e-5)
+
+
+def test_scores_are_the_same_alone_or_batched_with_longer_users():
+    views = cyclic_views(n_users=40)
+    model = small_model(epochs=2).fit(views)
+    # User 5000 gets a short history, user 5001 a long one.
+    history = Histories.from_frame(
+        views.filter(
+            (pl.col("user_id") == 5001) | ((pl.col("user_id") == 5000) & (pl.col("timestamp") < 3))
+        )
+    )
+    videos = np.arange(100, 100 + N_ITEMS)
+    alone = model.score(np.array([5000]), videos, history)
+    batched = model.score(np.array([5001, 5000]), videos, history)
+    np.testing.assert_allclose(alone[0], batched[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["bce", "softmax", "sampled-softmax"])
+def test_each_objective_lowers_its_loss(loss):
+    model = small_model(loss=loss, epochs=8).fit(cyclic_views())
+    losses = [record["loss"] for record in model.history_]
+    assert np.isfinite(losses).all()
+    assert losses[-1] < 0.7 * losses[0]
+
+
+@pytest.mark.parametrize("loss", ["bce", "softmax", "sampled-softmax"])
+def test_a_disliked_target_is_pushed_down_not_up(loss):
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 3, 8)
+    embedding = torch.randn(11, 8, requires_grad=True)
+    targets = torch.tensor([[1, 2, 3], [4, 5, 0]])
+    disliked = torch.tensor([[False, True, False], [False, False, False]])
+
+    def loss_with(flags):
+        negatives = draw_negatives(loss, targets, 10, 4, make_generator(0))
+        target_vectors, negative_vectors = batch_item_vectors(embedding, targets, negatives)
+        return next_item_loss(loss, hidden, targets, target_vectors, negatives,
+                              negative_vectors, flags, 3.0, embedding)  # fmt: skip
+
+    value = loss_with(disliked)
+    value.backward()
+    # Gradient descent moves item 2's embedding by -grad; its score at (0, 1) must fall.
+    assert float(hidden[0, 1] @ -embedding.grad[2]) < 0
+    assert not torch.isclose(value, loss_with(torch.zeros_like(disliked)))
+
+
+def dislike_world(n_users: int = 150) -> pl.DataFrame:
+    """The cyclic world, but the video after raw video 100 is always watched and disliked
+    (watch_ratio 0.05)."""
+    views = cyclic_views(n_users=n_users, length=20, seed=1)
+    return views.with_columns(
+        pl.when(pl.col("video_id") == 101).then(0.05).otherwise(1.0).alias("watch_ratio")
+    )
+
+
+def test_explicit_negatives_lower_the_disliked_video_score():
+    views = dislike_world()
+    history = Histories.from_frame(
+        pl.DataFrame(
+            {
+                "user_id": [1] * 3,
+                "video_id": [137, 138, 100],
+                "watch_ratio": [1.0] * 3,
+                "timestamp": [0.0, 1.0, 2.0],
+            }
+        )  # fmt: skip
+    )
+    videos = np.arange(100, 100 + N_ITEMS)
+
+    def rank_of_disliked(**kwargs) -> int:
+        model = small_model(epochs=10, **kwargs).fit(views)
+        scores = model.score(np.array([1]), videos, history)[0]
+        return int((scores > scores[1]).sum())
+
+    plain = rank_of_disliked()
+    aware = rank_of_disliked(explicit_negatives=True, weighted_dislike=5.0)
+    assert plain <= 2  # learned as the likely next view
+    assert aware > plain + 5  # pushed down once dislikes count as negatives
+
+
+def test_random_training_windows_also_learn():
+    model = small_model(maxlen=4, epochs=10, train_window="random").fit(cyclic_views(length=30))
+    losses = [record["loss"] for record in model.history_]
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_weighted_dislike_other_than_one_implies_explicit_negatives():
+    assert SASRec(weighted_dislike=2.0).uses_explicit_negatives
+    assert not SASRec().uses_explicit_negatives
+    assert SASRec(explicit_negatives=True).uses_explicit_negatives
+
+
+def test_planted_sequence_is_learned_to_near_perfect_hit_rate():
+    split = leave_last_out_split(cyclic_views(n_users=200, length=16))
+    model = small_model(epochs=25, eval_every=5, patience=5, hidden_size=32).fit(
+        split.train, split.validation
+    )
+    users = split.test["user_id"].to_numpy()
+    scores = model.score(users, split.candidate_video_ids, Histories.from_frame(split.test_history))
+    top = split.candidate_video_ids[np.argsort(-scores, axis=1)[:, :10]]
+    hit_rate = (top == split.test["video_id"].to_numpy()[:, None]).any(axis=1).mean()
+    assert hit_rate >= 0.95
+    assert model.training_summary_["best_validation_ndcg@10"] > 0.5
+
+
+def test_resumed_training_matches_uninterrupted_training(tmp_path):
+    split = leave_last_out_split(cyclic_views(n_users=60))
+    full = small_model(epochs=4, eval_every=1, checkpoint_dir=str(tmp_path / "a"))
+    full.fit(split.train, split.validation)
+    first = small_model(epochs=2, eval_every=1, checkpoint_dir=str(tmp_path / "b"))
+    first.fit(split.train, split.validation)
+    resumed = small_model(epochs=4, eval_every=1, checkpoint_dir=str(tmp_path / "b"))
+    resumed.fit(split.train, split.validation)
+    assert resumed.training_summary_["epochs_this_run"] == 2
+    assert [r["epoch"] for r in resumed.history_] == [1, 2, 3, 4]
+    for (name, a), b in zip(full.net_.state_dict().items(), resumed.net_.state_dict().values(),
+                            strict=True):  # fmt: skip
+        assert torch.equal(a, b), name
+
+    def without_time(history):
+        return [{k: v for k, v in record.items() if "seconds" not in k} for record in history]
+
+    assert without_time(full.history_) == without_time(resumed.history_)
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path):
+    views = cyclic_views(n_users=30)
+    small_model(epochs=1, checkpoint_dir=str(tmp_path)).fit(views)
+    with pytest.raises(ValueError, match="hidden_size"):
+        small_model(epochs=2, hidden_size=8, checkpoint_dir=str(tmp_path)).fit(views)
+
+
+def test_training_is_deterministic_and_leaves_global_rng_alone():
+    views = cyclic_views(n_users=40)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    a = small_model(epochs=2).fit(views)
+    assert torch.equal(torch.get_rng_state(), before)
+    b = small_model(epochs=2).fit(views)
+    for x, y in zip(a.net_.parameters(), b.net_.parameters(), strict=True):
+        assert torch.equal(x, y)
+
+
+def test_cross_dataset_scoring_with_unknown_users_and_videos():
+    model = small_model(epochs=2).fit(cyclic_views(n_users=40))
+    history = Histories.from_frame(
+        pl.DataFrame(
+            {
+                "user_id": [7, 7, 7, 7, 8],
+                "video_id": [101, 102, 999_999, 103, 888_888],  # 999_999, 888_888: unknown
+                "watch_ratio": [1.0] * 5,
+                "timestamp": [0.0, 1.0, 2.0, 3.0, 0.0],
+            }
+        )
+    )
+    clean = Histories.from_frame(history.to_frame().filter(pl.col("video_id") < 1000))
+    videos = np.array([100, 101, 777_777, 104, 105])
+    scores = model.score(np.array([7, 8, 9]), videos, history)
+    assert scores.shape == (3, 5) and scores.dtype == np.float32
+    assert np.isfinite(scores).all()
+    # The unknown candidate ranks below every known one, for every user.
+    assert (scores[:, 2] < np.delete(scores, 2, axis=1).min(axis=1)).all()
+    # Unknown videos in a history are skipped, not fed as garbage.
+    np.testing.assert_allclose(scores[0], model.score(np.array([7]), videos, clean)[0], atol=1e-6)
+    # Users with no known history (8: only an unknown video; 9: none) get popularity.
+    np.testing.assert_allclose(scores[1], scores[2])
+
+
+def test_save_and_load_round_trip(tmp_path):
+    views = cyclic_views(n_users=40)
+    model = small_model(epochs=2).fit(views)
+    model.save(tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    assert isinstance(loaded, SASRec) and loaded.hidden_size == 16
+    history = Histories.from_frame(views)
+    users, videos = np.array([5000, 5003]), np.arange(100, 100 + N_ITEMS)
+    np.testing.assert_allclose(
+        model.score(users, videos, history), loaded.score(users, videos, history), atol=1e-6
+    )
+
+
+def test_registered_and_bad_settings_are_clear_errors():
+    assert model_class("sasrec") is SASRec
+    with pytest.raises(ValueError, match="loss must be one of"):
+        SASRec(loss="hinge", device="cpu").fit(cyclic_views(n_users=5))
+    with pytest.raises(ValueError, match="lack column"):
+        SASRec(device="cpu").fit(pl.DataFrame({"user_id": [1], "video_id": [2]}))
+
+
+def test_paper_presets_are_model_settings():
+    ml = paper_preset("paper-ml-1m")
+    assert (ml["maxlen"], ml["dropout"], ml["hidden_size"], ml["num_blocks"]) == (200, 0.2, 50, 2)
+    games = paper_preset("games")
+    assert (games["maxlen"], games["dropout"], games["learning_rate"]) == (50, 0.5, 0.001)
+    assert SASRec(**ml).maxlen == 200
+    with pytest.raises(ValueError, match="paper-ml-1m"):
+        paper_preset("paper-netflix")
+    assert SASRec.presets()["paper-beauty"]["dropout"] == 0.5
+
+
+def test_a_fixed_divisor_weighs_positions_equally_across_batches():
+    torch.manual_seed(0)
+    hidden, embedding = torch.randn(2, 4, 8), torch.randn(11, 8)
+    targets = torch.tensor([[1, 2, 0, 0], [3, 4, 5, 6]])
+    no_dislikes = torch.zeros_like(targets, dtype=torch.bool)
+
+    def loss(divisor):
+        negatives = draw_negatives("bce", targets, 10, 1, make_generator(0))
+        t, n = batch_item_vectors(embedding, targets, negatives)
+        return next_item_loss("bce", hidden, targets, t, negatives, n, no_dislikes, 1.0,
+                              embedding, divisor)  # fmt: skip
+
+    assert torch.isclose(loss(None) * 6, loss(1.0))  # own count: 6 real positions
+    assert torch.isclose(loss(3.0) * 3, loss(1.0))
