@@ -225,6 +225,10 @@ _COMMON_TRAIN_OPTIONS = {
             None, help="Paper mode: rank each positive against N sampled negatives (labelled)."
         ),
     ),
+    "label": (
+        str,
+        typer.Option("", help="Name of this variant on leaderboards (default: the model)."),
+    ),
     "preset": (
         str | None,
         typer.Option(None, help="Named hyperparameter preset (e.g. paper-ml-1m for sasrec)."),
@@ -254,7 +258,9 @@ def _make_train_command(name: str):
     return command
 
 
-def _train(name, cls, params, data, protocol, like_rule_text, runs_dir, test, sampled, preset):
+def _train(
+    name, cls, params, data, protocol, like_rule_text, runs_dir, test, sampled, label, preset
+):
     from shortrec.data.labels import LikeRule
     from shortrec.runs import RunConfig, read_metrics, train_run
 
@@ -276,6 +282,7 @@ def _train(name, cls, params, data, protocol, like_rule_text, runs_dir, test, sa
             like_rule=LikeRule.parse(like_rule_text).to_dict(),
             sampled=sampled,
             seed=params.get("seed", 0),
+            label=label,
         )
         evaluate_on = ("tune", "test") if test else ("tune",)
         run_dir = train_run(config, runs_dir, evaluate_on=evaluate_on)

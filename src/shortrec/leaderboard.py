@@ -35,7 +35,7 @@ def leaderboard_rows(runs_dir: str | Path, on: str, metric: str, baseline: str) 
         if on not in metrics:
             continue
         config = RunConfig.from_json((run_dir / "config.json").read_text())
-        latest[(config.model, config.data_dir, config.protocol)] = (run_dir, config, metrics)
+        latest[(config.display_name, config.data_dir, config.protocol)] = (run_dir, config, metrics)
     if not latest:
         raise ValueError(
             f"no run in {runs_dir} has a {on!r} evaluation; train with --test or run "

@@ -48,7 +48,12 @@ class RunConfig:
     ks: list[int] = field(default_factory=lambda: [10, 20, 50])
     sampled: int | None = None  # N negatives per positive: paper reproduction only
     seed: int = 0
+    label: str = ""  # names a variant on leaderboards (e.g. "sasrec-softmax"); default: model
     shortrec_version: str = shortrec.__version__
+
+    @property
+    def display_name(self) -> str:
+        return self.label or self.model
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, default=str)
