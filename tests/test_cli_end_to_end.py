@@ -74,8 +74,16 @@ def test_sampled_mode_is_labelled_and_refused_on_a_full_matrix(world: Path, tmp_
         "--protocol", "leave-last-out", "--sampled", "20",
     )  # fmt: skip
     assert "sampled-20" in result.output
-    metrics = json.loads((run_dir_of(result) / "metrics.json").read_text())
-    assert metrics["tune:sampled-20"]["mode"] == "sampled-20"
+    run = run_dir_of(result)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["tune:sampled-20"]["mode"] == "sampled-20" and "tune" not in metrics
+    invoke("evaluate", run, "--on", "tune", "--sampled", "0")  # the same model, full ranking
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["tune"]["mode"] == "full-ranking"
+    assert (
+        metrics["tune"]["summary"]["ndcg@10"]["mean"]
+        < metrics["tune:sampled-20"]["summary"]["ndcg@10"]["mean"]
+    )  # full ranking is the harder, honest number
 
 
 def test_user_mistakes_get_clean_errors(tmp_path: Path):

@@ -365,7 +365,7 @@ def evaluate(
     run_dir: Path = typer.Argument(..., help="A run folder."),
     on: str = typer.Option("tune", help="tune | test"),
     sampled: int | None = typer.Option(
-        None, help="Paper mode: N sampled negatives per positive (labelled)."
+        None, help="N sampled negatives per positive (labelled); 0 = full ranking."
     ),
 ) -> None:
     """Evaluate a trained run on its tune or test set (full ranking unless --sampled)."""

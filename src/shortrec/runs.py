@@ -208,6 +208,7 @@ def evaluate_run(
     split = split or split_for(load_data(config.data_dir), config.protocol)
     like_rule = LikeRule(**config.like_rule).fit(split.train)
     sampled = sampled if sampled is not None else config.sampled
+    sampled = sampled or None  # 0 forces full ranking for a run trained in sampled mode
     result = evaluate(
         loaded, split, which, like_rule, ks=tuple(config.ks), sampled=sampled,
         seed=config.seed, progress=progress,
