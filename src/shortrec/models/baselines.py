@@ -62,7 +62,9 @@ class PopularRecommender(_VideoScoreTable):
 
     def fit(self, train: pl.DataFrame, validation: pl.DataFrame | None = None):
         self._set_scores(
-            train.group_by("video_id").agg(pl.col("user_id").n_unique().cast(pl.Float64).alias("score"))
+            train.group_by("video_id").agg(
+                pl.col("user_id").n_unique().cast(pl.Float64).alias("score")
+            )
         )
         return self
 
