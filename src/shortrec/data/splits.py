@@ -100,8 +100,17 @@ def leave_last_out_split(interactions: pl.DataFrame) -> Split:
     train = ordered.filter(~evaluable | (pl.col("_from_end") >= 2))
     drop = ["_row", "_from_end", "_n"]
     train, validation, test = (f.drop(drop) for f in (train, validation, test))
+    return _held_out_split("leave-last-out", train, validation, test, interactions)
+
+
+def _held_out_split(
+    protocol: str, train: pl.DataFrame, validation: pl.DataFrame, test: pl.DataFrame,
+    interactions: pl.DataFrame,
+) -> Split:  # fmt: skip
+    """Validation doubles as the tune target; test users are scored with train + validation
+    as their history; every video of the data is a candidate."""
     return Split(
-        protocol="leave-last-out",
+        protocol=protocol,
         train=train,
         validation=validation,
         tune=validation,
@@ -123,16 +132,7 @@ def temporal_split(
     train = timed.filter(pl.col("timestamp") < t_val)
     validation = timed.filter((pl.col("timestamp") >= t_val) & (pl.col("timestamp") < t_test))
     test = timed.filter(pl.col("timestamp") >= t_test)
-    return Split(
-        protocol="temporal",
-        train=train,
-        validation=validation,
-        tune=validation,
-        test=test,
-        tune_history=train,
-        test_history=pl.concat([train, validation]),
-        candidate_video_ids=np.sort(timed["video_id"].unique().to_numpy()),
-    )
+    return _held_out_split("temporal", train, validation, test, timed)
 
 
 def make_split(data: KuaiRecData, protocol: str) -> Split:
