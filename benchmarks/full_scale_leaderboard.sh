@@ -26,3 +26,6 @@ train sasrec $SAS --loss bce --explicit-negatives --label sasrec-bce-explicit-ne
 train sasrec $SAS --loss bce --weighted-dislike 3 --label sasrec-bce-weighted-dislike-3
 train sasrec $SAS --loss softmax --label sasrec-softmax
 train sasrec $SAS --loss sampled-softmax --n-negatives 256 --label sasrec-sampled-softmax
+# Two-tower with a bounded epoch (500 steps of 1,024 views) so it fits a 2-core budget.
+train two-tower --epochs 6 --max-steps-per-epoch 500
+train two-stage

@@ -77,7 +77,7 @@ class TwoStageRecommender(Recommender):
 
     name: ClassVar[str] = "two-stage"
     data_dir: str = ""
-    retrievers: str = "ease,two-tower,popular"
+    retrievers: str = "ease,als,popular"  # the strongest retrievers on the leaderboard
     candidates_per_retriever: int = 100
     label_days: float = 3.0
     max_label_users: int = 3000
