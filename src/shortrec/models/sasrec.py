@@ -176,8 +176,14 @@ class SASRec(Recommender):
     # --- configuration ---------------------------------------------------------------------
     @classmethod
     def presets(cls) -> dict[str, dict[str, Any]]:
-        """Named settings for `--preset`: the paper's, per dataset."""
-        return {f"paper-{name}": paper_preset(name) for name in PAPER_PRESETS}
+        """Named settings for `--preset`: the paper's, per dataset, and the quickstart's."""
+        # "quickstart": the objective that won on the full-scale world's tune set
+        # (benchmarks/full_scale_leaderboard.sh): disliked views as 3x-weighted negatives.
+        quickstart = {"explicit_negatives": True, "weighted_dislike": 3.0,
+                      "train_window": "random", "epochs": 30, "eval_every": 2, "patience": 3,
+                      "progress": False}  # fmt: skip
+        return {"quickstart": quickstart,
+                **{f"paper-{name}": paper_preset(name) for name in PAPER_PRESETS}}  # fmt: skip
 
     @classmethod
     def search_space(cls, trial) -> dict[str, Any]:
