@@ -8,12 +8,13 @@ target user given that user's `*_history` (the views known at that time).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
 
 from shortrec.data.dataset import KuaiRecData
+from shortrec.data.histories import Histories
 
 PROTOCOLS = ("kuairec", "leave-last-out", "temporal")
 _DAY = 86_400.0
@@ -30,6 +31,8 @@ class Split:
     test_history: pl.DataFrame
     candidate_video_ids: np.ndarray
 
+    _histories: dict[str, Histories] = field(default_factory=dict, repr=False)
+
     def targets(self, which: str) -> tuple[pl.DataFrame, pl.DataFrame]:
         """(targets, history) for `which` in {"tune", "test"}."""
         if which == "tune":
@@ -37,6 +40,13 @@ class Split:
         if which == "test":
             return self.test, self.test_history
         raise ValueError(f"evaluation set must be 'tune' or 'test', got {which!r}")
+
+    def histories(self, which: str) -> Histories:
+        """The `which` history as a Histories table, built once per split: every evaluation
+        of the set (ranking, regression errors, candidate recall) shares it."""
+        if which not in self._histories:
+            self._histories[which] = Histories.from_frame(self.targets(which)[1])
+        return self._histories[which]
 
     def summary(self) -> dict[str, int]:
         return {

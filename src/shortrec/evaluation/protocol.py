@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
-from shortrec.data.histories import Histories, IdMap
+from shortrec.data.histories import IdMap
 from shortrec.data.labels import LikeRule
 from shortrec.data.splits import Split
 from shortrec.evaluation.metrics import catalogue_coverage, full_ranking_metrics, sampled_metrics
@@ -85,8 +85,8 @@ def evaluate(
 ) -> Evaluation:
     """Score `model` on the tune or test targets of `split`. `like_rule` must be fitted on
     `split.train` (the caller does it once, so every model sees the same labels)."""
-    targets, history_frame = split.targets(which)
-    histories = Histories.from_frame(history_frame)
+    targets, _ = split.targets(which)
+    histories = split.histories(which)
     targets = like_rule.label(targets)
     candidates = IdMap(np.asarray(split.candidate_video_ids, dtype=np.int64))
     users = IdMap.from_ids(targets["user_id"])

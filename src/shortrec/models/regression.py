@@ -55,7 +55,7 @@ def evaluate_regression(
     if not hasattr(model, "predict_watch_ratio"):
         raise ValueError(f"model {model.name!r} does not predict watch ratios")
     targets, history_frame = split.targets(which)
-    histories = Histories.from_frame(history_frame)
+    histories = split.histories(which)
     seen = (
         history_frame.select("user_id", "video_id")
         .unique()

@@ -323,8 +323,8 @@ def candidate_recall(
     bootstrap interval."""
     from shortrec.evaluation.statistics import bootstrap_interval
 
-    targets, history_frame = split.targets(which)
-    histories = Histories.from_frame(history_frame)
+    targets, _ = split.targets(which)
+    histories = split.histories(which)
     catalog = IdMap(np.asarray(split.candidate_video_ids, dtype=np.int64))
     liked = like_rule.label(targets).filter(pl.col("liked")).select("user_id", "video_id")
     liked = liked.filter(pl.col("video_id").is_in(catalog.raw_ids)).unique()
