@@ -351,12 +351,11 @@ def _best_run(run_dirs: list[Path]) -> Path | None:
     """The run with the best tune-set NDCG@10 (never chosen on test), oracle excluded."""
     from shortrec.runs import RunConfig, read_metrics
 
-    scored = [
-        (read_metrics(r)["tune"]["summary"]["ndcg@10"]["mean"], r)
-        for r in run_dirs
-        if RunConfig.from_json((r / "config.json").read_text()).model != "oracle"
-        and "tune" in read_metrics(r)
-    ]
+    scored = []
+    for run_dir in run_dirs:
+        tune = read_metrics(run_dir).get("tune")
+        if tune and RunConfig.from_json((run_dir / "config.json").read_text()).model != "oracle":
+            scored.append((tune["summary"]["ndcg@10"]["mean"], run_dir))
     return max(scored)[1] if scored else None
 
 

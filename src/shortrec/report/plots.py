@@ -46,21 +46,26 @@ def _errors(estimates: Sequence[Estimate]) -> np.ndarray | None:
     ).clip(min=0)
 
 
+def _interval_bars(axes, estimates: list[Estimate], color: str) -> None:
+    """One horizontal bar per estimate, its 95% interval as an error bar, labelled."""
+    positions = np.arange(len(estimates))
+    axes.barh(
+        positions,
+        [e.mean for e in estimates],
+        xerr=_errors(estimates),
+        capsize=3,
+        color=color,
+        ecolor="#222222",
+    )
+    axes.set_yticks(positions, [e.label for e in estimates])
+
+
 def leaderboard_figure(estimates: Sequence[Estimate], metric: str, title: str) -> Figure:
     """Horizontal bars, best on top, with 95% intervals as error bars."""
     ordered = sorted(estimates, key=lambda e: e.mean)
     figure = Figure(figsize=(WIDTH, 0.45 * len(ordered) + 1.2))
     axes = figure.add_subplot()
-    positions = np.arange(len(ordered))
-    axes.barh(
-        positions,
-        [e.mean for e in ordered],
-        xerr=_errors(ordered),
-        capsize=3,
-        color="#4C72B0",
-        ecolor="#222222",
-    )
-    axes.set_yticks(positions, [e.label for e in ordered])
+    _interval_bars(axes, ordered, "#4C72B0")
     axes.set_xlabel(f"{metric} (mean, 95% interval)")
     axes.set_title(title)
     axes.grid(axis="x", alpha=0.3)
@@ -141,16 +146,7 @@ def regression_errors_figure(
     for axes, estimates, name in zip(
         figure.subplots(1, 2), (mae, rmse), ("MAE", "RMSE"), strict=True
     ):
-        positions = np.arange(len(estimates))
-        axes.barh(
-            positions,
-            [e.mean for e in estimates],
-            xerr=_errors(estimates),
-            capsize=3,
-            color="#DD8452",
-            ecolor="#222222",
-        )
-        axes.set_yticks(positions, [e.label for e in estimates])
+        _interval_bars(axes, estimates, "#DD8452")
         axes.set_xlabel(f"{name} (lower is better)")
         axes.grid(axis="x", alpha=0.3)
     figure.suptitle(title)
