@@ -64,3 +64,43 @@ def write_table(table, target: str | Path) -> None:
             for name in lists
         ]
         table.with_columns(as_text).write_csv(tmp)
+
+
+def atomic_replace_dir(staging: str | Path, target: str | Path) -> None:
+    """Put the finished folder `staging` in place of `target` (which may not exist).
+
+    POSIX has no atomic swap of two non-empty folders, so the old folder is first renamed
+    aside, then `staging` renamed in, then the old one removed. A crash between the two
+    renames leaves `target` missing and `.<name>.old` beside it: `recover_replaced_dir`
+    (called at the start of every replace) puts it back. `staging` must be on the same
+    filesystem as `target` (make it with `staging_dir_for(target)`).
+    """
+    import shutil
+
+    staging, target = Path(staging), Path(target)
+    recover_replaced_dir(target)
+    old = target.parent / f".{target.name}.old"
+    if target.exists():
+        os.replace(target, old)
+    os.replace(staging, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_replaced_dir(target: str | Path) -> None:
+    """Undo a replace that stopped between its two renames (see `atomic_replace_dir`)."""
+    import shutil
+
+    target = Path(target)
+    old = target.parent / f".{target.name}.old"
+    if old.exists():
+        if target.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(old, target)
+
+
+def staging_dir_for(target: str | Path) -> Path:
+    """A fresh, empty folder beside `target`, for building its replacement."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
