@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -96,52 +92,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _postgres_bin() -> Path | None:
-    initdb = shutil.which("initdb")
-    if initdb:
-        return Path(initdb).resolve().parent
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    return found[-1].parent if found else None
-
-
-@pytest.fixture(scope="module")
-def postgres_url():
-    """SHORTREC_TEST_POSTGRES_URL if set, else a temporary cluster (skipped without one)."""
-    if url := os.environ.get("SHORTREC_TEST_POSTGRES_URL"):
-        yield url
-        return
-    pytest.importorskip("psycopg", reason="PostgreSQL tests need psycopg (shortrec[postgres])")
-    bin_dir = _postgres_bin()
-    if bin_dir is None:
-        pytest.skip("no PostgreSQL server binaries (initdb) on this machine")
-    # PostgreSQL refuses to run as root: run it as the `postgres` user when we are root.
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        if shutil.which("runuser") is None:
-            pytest.skip("running as root and no runuser to start PostgreSQL as another user")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    base = Path(tempfile.mkdtemp(prefix="shortrec-pg-"))
-    os.chmod(base, 0o777)
-    data_dir = base / "data"
-    port = _free_port()
-    try:
-        subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data_dir), "-U", "postgres",
-                        "--auth=trust", "--no-sync"], check=True, capture_output=True)  # fmt: skip
-        subprocess.run(
-            [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data_dir), "-l", str(base / "log"),
-             "-w", "-t", "30", "-o", f"-p {port} -k {base} -c listen_addresses=127.0.0.1",
-             "start"], check=True, capture_output=True)  # fmt: skip
-    except (subprocess.CalledProcessError, OSError) as error:
-        shutil.rmtree(base, ignore_errors=True)
-        pytest.skip(f"could not start a temporary PostgreSQL: {error}")
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data_dir), "-m", "immediate",
-                        "stop"], capture_output=True)  # fmt: skip
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_postgres_events_survive_a_restart(release, postgres_url):
