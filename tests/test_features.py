@@ -1,4 +1,4 @@
-"""Feature tables: shapes, finiteness, leak-freedom, caching, and the real KuaiRec side files."""
+"""Feature tables: shapes, finiteness, leak-freedom, and the real KuaiRec side files."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from shortrec.data.features import (
     video_features,
 )
 from shortrec.data.histories import Histories
+from shortrec.data.labels import LikeRule
 from shortrec.data.splits import kuairec_split
 
 
@@ -36,9 +37,17 @@ def world(tmp_path_factory):
     return directory, kuairec_split(load_prepared(directory))
 
 
+FIXED = LikeRule(kind="threshold")  # needs no fitting
+
+
+def side_features(directory: Path, train: pl.DataFrame):
+    data = load_prepared(directory)
+    return build_features(train, data.videos, data.users, data.item_daily_features, like_rule=FIXED)
+
+
 def test_feature_set_shapes_and_finite(world):
     directory, split = world
-    features = build_features(directory, split.train)
+    features = side_features(directory, split.train)
     assert features.users.values.shape == (80, len(features.users.names))
     # every video of the side tables, cold ones included
     assert features.videos.ids.tolist() == list(range(150))
@@ -61,7 +70,7 @@ def test_features_ignore_everything_after_training(world):
     data = load_prepared(directory)
     last_date = int(split.train["date"].max())
     daily = data.item_daily_features
-    before = video_features(data.videos, split.train, daily)
+    before = video_features(data.videos, split.train, daily, like_rule=FIXED)
     # Changing every daily row after the last training date, or adding validation-period
     # views to the release, must change no feature.
     tampered = daily.with_columns(
@@ -70,28 +79,19 @@ def test_features_ignore_everything_after_training(world):
         .otherwise(pl.col("show_cnt"))
         .alias("show_cnt")
     )
-    after = video_features(data.videos, split.train, tampered)
+    after = video_features(data.videos, split.train, tampered, like_rule=FIXED)
     np.testing.assert_array_equal(before.values, after.values)
     assert (daily["date"] > last_date).any()  # the tampering did touch rows
-    built = build_features(directory, split.train)
-    np.testing.assert_array_equal(built.history.values, history_features(split.train).values)
-    with_validation = video_features(data.videos, pl.concat([split.train, split.validation]))
-    assert not np.array_equal(
-        with_validation.values, video_features(data.videos, split.train).values
+    built = side_features(directory, split.train)
+    np.testing.assert_array_equal(
+        built.history.values, history_features(split.train, like_rule=FIXED).values
     )
-
-
-def test_cache_is_reused_and_keyed_by_training_data(world):
-    directory, split = world
-    first = build_features(directory, split.train)
-    cached = list((directory / "features").iterdir())
-    second = build_features(directory, split.train)
-    np.testing.assert_array_equal(first.videos.values, second.videos.values)
-    assert second.videos.names == first.videos.names
-    assert list((directory / "features").iterdir()) == cached
-    smaller = build_features(directory, split.train.head(1000))
-    assert len(list((directory / "features").iterdir())) == len(cached) + 1
-    assert not np.array_equal(smaller.videos.values, first.videos.values)
+    with_validation = video_features(
+        data.videos, pl.concat([split.train, split.validation]), like_rule=FIXED
+    )
+    assert not np.array_equal(
+        with_validation.values, video_features(data.videos, split.train, like_rule=FIXED).values
+    )
 
 
 def test_user_features_nan_and_null_are_their_own_level():
@@ -118,15 +118,17 @@ def test_user_features_nan_and_null_are_their_own_level():
 
 def test_history_views_match_histories_and_features_agree(world):
     directory, split = world
-    videos_table = build_features(directory, split.train).videos
+    videos_table = side_features(directory, split.train).videos
     histories = Histories.from_frame(split.train)
     users = np.array([5, 7, 12345])
     views = history_views(histories, users)
     videos, ratios = histories.views_of(7)
     np.testing.assert_array_equal(views.filter(pl.col("user_id") == 7)["video_id"], videos)
     assert set(views["user_id"].unique().to_list()) == {5, 7}
-    from_histories = history_features(views, video_durations=videos_table)
-    from_frame = history_features(split.train.filter(pl.col("user_id").is_in([5, 7])))
+    from_histories = history_features(views, video_durations=videos_table, like_rule=FIXED)
+    from_frame = history_features(
+        split.train.filter(pl.col("user_id").is_in([5, 7])), like_rule=FIXED
+    )
     assert from_histories.names == from_frame.names
     # durations from the video table (a median per video) equal the per-view ones here
     np.testing.assert_allclose(from_histories.values, from_frame.values, rtol=1e-4, atol=1e-4)
@@ -134,10 +136,10 @@ def test_history_views_match_histories_and_features_agree(world):
 
 def test_affinity_reflects_the_users_category(world):
     directory, split = world
-    features = build_features(directory, split.train)
+    features = side_features(directory, split.train)
     views = pl.DataFrame({"user_id": [1, 1, 1], "video_id": [0, 5, 10],
                           "watch_ratio": [1.0, 1.0, 1.0]})  # fmt: skip
-    users = user_table(np.array([1]), features.users, views, features.videos)
+    users = user_table(np.array([1]), features.users, views, features.videos, FIXED)
     x, names = pair_features(users, features.videos, np.array([1, 1]), np.array([15, 16]))
     assert x.shape == (2, len(names))
     affinity = x[:, names.index("cat1_affinity")]
@@ -151,37 +153,3 @@ def test_time_holdout_splits_by_time_and_rejects_bad_windows(world):
     assert early["timestamp"].max() < late["timestamp"].min()
     with pytest.raises(ValueError, match="holdout"):
         time_holdout(split.train, days=1000)
-
-
-def test_build_features_needs_a_prepared_release(tmp_path, world):
-    _, split = world
-    with pytest.raises(FileNotFoundError, match="not a prepared KuaiRec release"):
-        build_features(tmp_path, split.train)
-
-
-@pytest.mark.skipif(not _side_dir().exists(), reason="real KuaiRec side files not in ../shared")
-def test_real_side_files():
-    side = _side_dir()
-    users = pl.read_csv(side / "user_features.csv")
-    table = user_features(users)
-    assert table.values.shape[0] == 7176
-    assert np.isfinite(table.values).all()
-    assert table.values[:, table.names.index("onehot_feat4=missing")].sum() == 201
-    assert table.values[:, table.names.index("active=UNKNOWN")].sum() > 0
-    categories = pl.read_csv(side / "item_categories.csv").select(
-        "video_id", pl.col("feat").str.json_decode(pl.List(pl.Int64)).alias("tags")
-    )
-    captions = pl.read_csv(side / "kuairec_caption_category.csv")
-    videos = categories.join(captions, on="video_id", how="left")
-    train = pl.DataFrame(
-        {"user_id": [0, 1], "video_id": [0, 1], "video_duration": [10_000, 5_000],
-         "watch_ratio": [1.2, 0.2], "date": [20200705, 20200705],
-         "timestamp": [1.0, 2.0]}
-    )  # fmt: skip
-    vf = video_features(videos, train)
-    assert vf.values.shape[0] == 10728
-    assert np.isfinite(vf.values).all()
-    assert len([n for n in vf.names if n.startswith("tag=")]) == 31
-    unknown_first = int((captions["first_level_category_id"] == -124).sum())
-    assert vf.values[:, vf.names.index("cat1=missing")].sum() == unknown_first
-    assert vf.values[:, vf.names.index("seen_in_train")].sum() == 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
+from fitting import training
 
 from shortrec.data.histories import Histories, IdMap
 from shortrec.models import REGISTRY, model_class
@@ -70,7 +71,7 @@ CF_MODELS = list(FAST)
 @pytest.fixture(scope="module")
 def fitted(world):
     train, _, _ = world
-    return {name: model_class(name)(**FAST[name]).fit(train) for name in CF_MODELS}
+    return {name: model_class(name)(**FAST[name]).fit(training(train)) for name in CF_MODELS}
 
 
 def group_auc(scores: np.ndarray, user_ids: np.ndarray, video_ids: np.ndarray) -> float:
@@ -158,9 +159,10 @@ def test_autoencoder_early_stopping_uses_validation(world):
     validation = planted_views(np.arange(200), views_per_user=4, seed=3)
     model = model_class("autoencoder")(
         hidden_sizes="32,16", epochs=200, batch_size=32, patience=2, device="cpu"
-    ).fit(train, validation)
-    ndcg = [record["validation_ndcg@10"] for record in model.history_]
-    assert len(model.history_) < 200  # stopped early
+    ).fit(training(train, validation))
+    history = model.fit_report_["history"]
+    ndcg = [record["validation_ndcg@10"] for record in history]
+    assert len(history) < 200  # stopped early
     assert max(ndcg) > 0.2  # a random ranking scores about 0.11 here
     assert ndcg.index(max(ndcg)) == len(ndcg) - 1 - 2  # best epoch is `patience` from the end
 
@@ -168,13 +170,13 @@ def test_autoencoder_early_stopping_uses_validation(world):
 def test_bad_hyperparameters_raise_clear_errors(world):
     train, _, _ = world
     with pytest.raises(ValueError, match="weighting must be one of"):
-        model_class("als")(weighting="squared").fit(train)
+        model_class("als")(weighting="squared").fit(training(train))
     with pytest.raises(ValueError, match="hidden_sizes"):
-        model_class("autoencoder")(hidden_sizes="wide", device="cpu").fit(train)
+        model_class("autoencoder")(hidden_sizes="wide", device="cpu").fit(training(train))
     with pytest.raises(ValueError, match="l2 must be > 0"):
-        model_class("ease")(l2=0.0).fit(train)
+        model_class("ease")(l2=0.0).fit(training(train))
     with pytest.raises(ValueError, match="no views"):
-        model_class("ease")().fit(train.head(0))
+        model_class("ease")().fit(training(train.head(0)))
 
 
 # --- the confidence matrix ------------------------------------------------------------------

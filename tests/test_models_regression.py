@@ -7,6 +7,7 @@ import json
 import numpy as np
 import polars as pl
 import pytest
+from fitting import release_training, training
 from test_features_world import write_planted_world
 from typer.testing import CliRunner
 
@@ -14,14 +15,13 @@ from shortrec.data.dataset import load_prepared
 from shortrec.data.histories import Histories
 from shortrec.data.labels import LikeRule
 from shortrec.data.splits import kuairec_split
+from shortrec.evaluation.extras import regression_errors, regression_metrics
 from shortrec.evaluation.protocol import evaluate
 from shortrec.models.base import load_model
 from shortrec.models.baselines import RandomRecommender
 from shortrec.models.regression import (
     LinearRegressionRecommender,
     MeanRegressor,
-    evaluate_regression,
-    regression_metrics,
     ridge_fit,
 )
 
@@ -44,12 +44,12 @@ def test_mean_regressor_means_and_fallbacks(tmp_path):
     train = pl.DataFrame({"user_id": [1, 1, 2, 2], "video_id": [10, 11, 10, 11],
                           "watch_ratio": [1.0, 3.0, 1.0, 99.0]})  # fmt: skip
     # 99 is capped at 5: global mean (1 + 3 + 1 + 5) / 4 = 2.5
-    model = MeanRegressor(by="video", shrinkage=0.0).fit(train)
+    model = MeanRegressor(by="video", shrinkage=0.0).fit(training(train))
     assert model.global_mean_ == pytest.approx(2.5)
     predicted = model.predict_watch_ratio(np.array([1, 1, 7]), np.array([10, 11, 12]), None)
     assert predicted == pytest.approx([1.0, 4.0, 2.5])  # unknown video: the global mean
     assert model.score(np.array([1, 2]), np.array([10, 11]), None)[0].argmax() == 1
-    by_user = MeanRegressor(by="user", shrinkage=2.0).fit(train)
+    by_user = MeanRegressor(by="user", shrinkage=2.0).fit(training(train))
     # user 1 residuals (-1.5, 0.5) summed over 2 views + 2 shrinkage views -> -0.25
     assert by_user.predict_watch_ratio(np.array([1]), np.array([10]), None)[0] == pytest.approx(
         2.25
@@ -61,7 +61,7 @@ def test_mean_regressor_means_and_fallbacks(tmp_path):
         model.predict_watch_ratio(np.array([1, 7]), np.array([11, 10]), None),
     )
     with pytest.raises(ValueError, match="must be one of"):
-        MeanRegressor(by="median").fit(train)
+        MeanRegressor(by="median").fit(training(train))
 
 
 def test_ridge_fit_recovers_a_linear_function():
@@ -77,10 +77,10 @@ def test_ridge_fit_recovers_a_linear_function():
 
 def test_linear_regression_beats_means_and_ranks(world, tmp_path):
     directory, split = world
-    model = LinearRegressionRecommender(data_dir=str(directory)).fit(split.train, split.validation)
-    ours = evaluate_regression(model, split, "test", n_resamples=100)
-    global_mean = evaluate_regression(MeanRegressor(by="global").fit(split.train), split, "test",
-                                      n_resamples=100)  # fmt: skip
+    model = LinearRegressionRecommender().fit(release_training(directory, split))
+    ours = regression_errors(model.predict_watch_ratio, split, "test", n_resamples=100)
+    means = MeanRegressor(by="global").fit(release_training(directory, split))
+    global_mean = regression_errors(means.predict_watch_ratio, split, "test", n_resamples=100)
     assert ours["mae"] < 0.7 * global_mean["mae"]
     assert ours["rmse"] < global_mean["rmse"]
     low, high = ours["mae_interval"]

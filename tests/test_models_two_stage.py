@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from fitting import release_training, training
 from test_features_world import write_planted_world
 from typer.testing import CliRunner
 
@@ -13,19 +14,20 @@ from shortrec.data.dataset import load_prepared
 from shortrec.data.histories import Histories
 from shortrec.data.labels import LikeRule
 from shortrec.data.splits import kuairec_split
+from shortrec.evaluation.extras import candidate_recall
 from shortrec.evaluation.protocol import evaluate
 from shortrec.models.base import load_model
 from shortrec.models.baselines import PopularRecommender
-from shortrec.models.two_stage import TwoStageRecommender, candidate_recall
+from shortrec.models.two_stage import TwoStageRecommender
 
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     directory = write_planted_world(tmp_path_factory.mktemp("two_stage") / "world")
     split = kuairec_split(load_prepared(directory))
-    model = TwoStageRecommender(
-        data_dir=str(directory), retrievers="ease,popular", candidates_per_retriever=20
-    ).fit(split.train, split.validation)
+    model = TwoStageRecommender(retrievers="ease,popular", candidates_per_retriever=20).fit(
+        release_training(directory, split)
+    )
     return directory, split, model
 
 
@@ -56,10 +58,10 @@ def test_beats_popularity_and_reports_candidate_recall(fitted):
     _, split, model = fitted
     rule = LikeRule().fit(split.train)
     ours = evaluate(model, split, "test", rule, progress=False, n_resamples=100)
-    popular = PopularRecommender().fit(split.train)
+    popular = PopularRecommender().fit(training(split.train))
     base = evaluate(popular, split, "test", rule, progress=False, n_resamples=100)
     assert ours.summary["ndcg@10"].mean > base.summary["ndcg@10"].mean + 0.1
-    recall = candidate_recall(model, split, "test", rule, n_resamples=100)
+    recall = candidate_recall(model.candidate_mask, split, "test", rule, n_resamples=100)
     assert 0.0 < recall["candidate_recall"] <= 1.0
     low, high = recall["candidate_recall_interval"]
     assert low <= recall["candidate_recall"] <= high
@@ -81,7 +83,7 @@ def test_save_load_round_trip(fitted, tmp_path):
 def test_unknown_retriever_is_a_clear_error(fitted):
     directory, split, _ = fitted
     with pytest.raises(ValueError, match="not usable models"):
-        TwoStageRecommender(data_dir=str(directory), retrievers="ease,nope").fit(split.train)
+        TwoStageRecommender(retrievers="ease,nope").fit(release_training(directory, split))
 
 
 def test_cli_trains_two_stage(fitted, tmp_path):
@@ -96,5 +98,5 @@ def test_cli_trains_two_stage(fitted, tmp_path):
     assert result.exit_code == 0, result.output
     run_dir = next(tmp_path.iterdir())
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert 0.0 < metrics["label_candidate_recall"] <= 1.0
+    assert 0.0 < metrics["fit"]["label_candidate_recall"] <= 1.0
     assert metrics["tune"]["summary"]["ndcg@10"]["mean"] > 0

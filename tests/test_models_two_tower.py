@@ -8,6 +8,7 @@ import json
 import numpy as np
 import polars as pl
 import pytest
+from fitting import release_training, training
 from test_features_world import category_of, preference_of, write_planted_world
 from typer.testing import CliRunner
 
@@ -15,10 +16,11 @@ from shortrec.data.dataset import load_prepared
 from shortrec.data.histories import Histories
 from shortrec.data.labels import LikeRule
 from shortrec.data.splits import kuairec_split
+from shortrec.evaluation.extras import regression_errors
 from shortrec.evaluation.protocol import evaluate
 from shortrec.models.base import load_model
 from shortrec.models.baselines import RandomRecommender
-from shortrec.models.regression import MeanRegressor, evaluate_regression
+from shortrec.models.regression import MeanRegressor
 from shortrec.models.two_tower import TwoTowerRecommender
 
 COLD = np.arange(130, 150)
@@ -29,9 +31,9 @@ def fitted(tmp_path_factory):
     directory = write_planted_world(tmp_path_factory.mktemp("two_tower") / "world")
     split = kuairec_split(load_prepared(directory))
     model = TwoTowerRecommender(
-        data_dir=str(directory), embedding_dim=32, hidden_dim=64, batch_size=512, epochs=8,
+        embedding_dim=32, hidden_dim=64, batch_size=512, epochs=8,
         learning_rate=5e-3, regression_weight=1.0, patience=3,
-    ).fit(split.train, split.validation)  # fmt: skip
+    ).fit(release_training(directory, split))  # fmt: skip
     return directory, split, model
 
 
@@ -41,7 +43,8 @@ def test_beats_random_on_planted_preferences(fitted):
     ours = evaluate(model, split, "test", rule, progress=False, n_resamples=100)
     chance = evaluate(RandomRecommender(), split, "test", rule, progress=False, n_resamples=100)
     assert ours.summary["ndcg@10"].mean > chance.summary["ndcg@10"].mean + 0.3
-    assert model.history_ and "validation_loss" in model.history_[0]
+    history = model.fit_report_["history"]
+    assert history and "validation_loss" in history[0]
 
 
 def test_cold_videos_rank_by_content(fitted):
@@ -71,8 +74,9 @@ def test_new_users_fall_back_to_features_and_history(fitted):
 
 def test_regression_head_beats_the_global_mean(fitted):
     _, split, model = fitted
-    ours = evaluate_regression(model, split, "test", n_resamples=100)
-    mean = evaluate_regression(MeanRegressor(by="global").fit(split.train), split, "test", 100)
+    ours = regression_errors(model.predict_watch_ratio, split, "test", n_resamples=100)
+    means = MeanRegressor(by="global").fit(training(split.train))
+    mean = regression_errors(means.predict_watch_ratio, split, "test", 100)
     assert ours["mae"] < 0.8 * mean["mae"]
     assert ours["rmse"] < mean["rmse"]
     predicted = model.predict_watch_ratio(np.array([0, 0]), np.array([0, 1]), Histories.empty())
@@ -93,13 +97,6 @@ def test_save_load_round_trip(fitted, tmp_path):
         model.predict_watch_ratio(users, videos[:10], histories),
         atol=1e-6,
     )
-
-
-def test_needs_a_release():
-    frame = pl.DataFrame({"user_id": [1], "video_id": [1], "watch_ratio": [1.0],
-                          "timestamp": [1.0]})  # fmt: skip
-    with pytest.raises(ValueError, match="data_dir"):
-        TwoTowerRecommender().fit(frame)
 
 
 def test_cli_trains_and_evaluates_two_tower(fitted, tmp_path):

@@ -39,9 +39,11 @@ def runs(tmp_path_factory):
     }
     # As an epoch-trained model and a watch-ratio regressor would record them.
     metrics = read_metrics(trained["ease"])
-    metrics["history"] = [
-        {"epoch": e, "loss": 1.0 / e, "validation_ndcg@10": 0.1 * e} for e in range(1, 6)
-    ]
+    metrics["fit"] = {
+        "history": [
+            {"epoch": e, "loss": 1.0 / e, "validation_ndcg@10": 0.1 * e} for e in range(1, 6)
+        ]
+    }
     (trained["ease"] / "metrics.json").write_text(json.dumps(metrics))
     metrics = read_metrics(trained["random"])
     metrics["regression_test"] = {

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import pytest
 import torch
+from fitting import training
 
 from shortrec.data.histories import Histories
+from shortrec.data.labels import LikeRule
 from shortrec.data.splits import leave_last_out_split
 from shortrec.models import model_class
-from shortrec.models.base import load_model
+from shortrec.models.base import FitContext, load_model
 from shortrec.models.sasrec import SASRec, paper_preset
 from shortrec.models.sasrec_net import SASRecConfig, SASRecNet
 from shortrec.training.device import make_generator
@@ -36,10 +40,17 @@ def cyclic_views(n_users: int = 120, length: int = 16, seed: int = 0) -> pl.Data
     )
 
 
+THRESHOLD = LikeRule(kind="threshold")
+
+
+def quiet(checkpoint_dir: Path) -> FitContext:
+    return FitContext(checkpoint_dir=checkpoint_dir, progress=False)
+
+
 def small_model(**overrides) -> SASRec:
     params = dict(maxlen=8, hidden_size=16, num_blocks=2, num_heads=2, dropout=0.1,
                   learning_rate=5e-3, batch_size=32, epochs=6, eval_every=2, patience=3,
-                  device="cpu", progress=False, n_negatives=16, num_threads=1)  # fmt: skip
+                  device="cpu", n_negatives=16, num_threads=1)  # fmt: skip
     params.update(overrides)
     return SASRec(**params)
 
@@ -80,7 +91,7 @@ def test_padding_does_not_change_a_sequence_output(attention_sink):
 
 def test_scores_are_the_same_alone_or_batched_with_longer_users():
     views = cyclic_views(n_users=40)
-    model = small_model(epochs=2).fit(views)
+    model = small_model(epochs=2).fit(training(views))
     # User 5000 gets a short history, user 5001 a long one.
     history = Histories.from_frame(
         views.filter(
@@ -95,8 +106,8 @@ def test_scores_are_the_same_alone_or_batched_with_longer_users():
 
 @pytest.mark.parametrize("loss", ["bce", "softmax", "sampled-softmax"])
 def test_each_objective_lowers_its_loss(loss):
-    model = small_model(loss=loss, epochs=8).fit(cyclic_views())
-    losses = [record["loss"] for record in model.history_]
+    model = small_model(loss=loss, epochs=8).fit(training(cyclic_views()))
+    losses = [record["loss"] for record in model.fit_report_["history"]]
     assert np.isfinite(losses).all()
     assert losses[-1] < 0.7 * losses[0]
 
@@ -146,7 +157,7 @@ def test_explicit_negatives_lower_the_disliked_video_score():
     videos = np.arange(100, 100 + N_ITEMS)
 
     def rank_of_disliked(**kwargs) -> int:
-        model = small_model(epochs=10, **kwargs).fit(views)
+        model = small_model(epochs=10, **kwargs).fit(training(views, like_rule=THRESHOLD))
         scores = model.score(np.array([1]), videos, history)[0]
         return int((scores > scores[1]).sum())
 
@@ -157,8 +168,10 @@ def test_explicit_negatives_lower_the_disliked_video_score():
 
 
 def test_random_training_windows_also_learn():
-    model = small_model(maxlen=4, epochs=10, train_window="random").fit(cyclic_views(length=30))
-    losses = [record["loss"] for record in model.history_]
+    model = small_model(maxlen=4, epochs=10, train_window="random").fit(
+        training(cyclic_views(length=30))
+    )
+    losses = [record["loss"] for record in model.fit_report_["history"]]
     assert losses[-1] < 0.7 * losses[0]
 
 
@@ -171,26 +184,24 @@ def test_weighted_dislike_other_than_one_implies_explicit_negatives():
 def test_planted_sequence_is_learned_to_near_perfect_hit_rate():
     split = leave_last_out_split(cyclic_views(n_users=200, length=16))
     model = small_model(epochs=25, eval_every=5, patience=5, hidden_size=32).fit(
-        split.train, split.validation
+        training(split.train, split.validation)
     )
     users = split.test["user_id"].to_numpy()
     scores = model.score(users, split.candidate_video_ids, Histories.from_frame(split.test_history))
     top = split.candidate_video_ids[np.argsort(-scores, axis=1)[:, :10]]
     hit_rate = (top == split.test["video_id"].to_numpy()[:, None]).any(axis=1).mean()
     assert hit_rate >= 0.95
-    assert model.training_summary_["best_validation_ndcg@10"] > 0.5
+    assert model.fit_report_["best_validation_ndcg@10"] > 0.5
 
 
 def test_resumed_training_matches_uninterrupted_training(tmp_path):
     split = leave_last_out_split(cyclic_views(n_users=60))
-    full = small_model(epochs=4, eval_every=1, checkpoint_dir=str(tmp_path / "a"))
-    full.fit(split.train, split.validation)
-    first = small_model(epochs=2, eval_every=1, checkpoint_dir=str(tmp_path / "b"))
-    first.fit(split.train, split.validation)
-    resumed = small_model(epochs=4, eval_every=1, checkpoint_dir=str(tmp_path / "b"))
-    resumed.fit(split.train, split.validation)
-    assert resumed.training_summary_["epochs_this_run"] == 2
-    assert [r["epoch"] for r in resumed.history_] == [1, 2, 3, 4]
+    data = training(split.train, split.validation)
+    full = small_model(epochs=4, eval_every=1).fit(data, quiet(tmp_path / "a"))
+    small_model(epochs=2, eval_every=1).fit(data, quiet(tmp_path / "b"))
+    resumed = small_model(epochs=4, eval_every=1).fit(data, quiet(tmp_path / "b"))
+    assert resumed.fit_report_["epochs_this_run"] == 2
+    assert [r["epoch"] for r in resumed.fit_report_["history"]] == [1, 2, 3, 4]
     for (name, a), b in zip(full.net_.state_dict().items(), resumed.net_.state_dict().values(),
                             strict=True):  # fmt: skip
         assert torch.equal(a, b), name
@@ -198,29 +209,29 @@ def test_resumed_training_matches_uninterrupted_training(tmp_path):
     def without_time(history):
         return [{k: v for k, v in record.items() if "seconds" not in k} for record in history]
 
-    assert without_time(full.history_) == without_time(resumed.history_)
+    assert without_time(full.fit_report_["history"]) == without_time(resumed.fit_report_["history"])
 
 
 def test_resuming_with_other_settings_is_refused(tmp_path):
     views = cyclic_views(n_users=30)
-    small_model(epochs=1, checkpoint_dir=str(tmp_path)).fit(views)
+    small_model(epochs=1).fit(training(views), quiet(tmp_path))
     with pytest.raises(ValueError, match="hidden_size"):
-        small_model(epochs=2, hidden_size=8, checkpoint_dir=str(tmp_path)).fit(views)
+        small_model(epochs=2, hidden_size=8).fit(training(views), quiet(tmp_path))
 
 
 def test_training_is_deterministic_and_leaves_global_rng_alone():
     views = cyclic_views(n_users=40)
     torch.manual_seed(123)
     before = torch.get_rng_state()
-    a = small_model(epochs=2).fit(views)
+    a = small_model(epochs=2).fit(training(views))
     assert torch.equal(torch.get_rng_state(), before)
-    b = small_model(epochs=2).fit(views)
+    b = small_model(epochs=2).fit(training(views))
     for x, y in zip(a.net_.parameters(), b.net_.parameters(), strict=True):
         assert torch.equal(x, y)
 
 
 def test_cross_dataset_scoring_with_unknown_users_and_videos():
-    model = small_model(epochs=2).fit(cyclic_views(n_users=40))
+    model = small_model(epochs=2).fit(training(cyclic_views(n_users=40)))
     history = Histories.from_frame(
         pl.DataFrame(
             {
@@ -246,7 +257,7 @@ def test_cross_dataset_scoring_with_unknown_users_and_videos():
 
 def test_save_and_load_round_trip(tmp_path):
     views = cyclic_views(n_users=40)
-    model = small_model(epochs=2).fit(views)
+    model = small_model(epochs=2).fit(training(views))
     model.save(tmp_path / "m")
     loaded = load_model(tmp_path / "m")
     assert isinstance(loaded, SASRec) and loaded.hidden_size == 16
@@ -260,9 +271,9 @@ def test_save_and_load_round_trip(tmp_path):
 def test_registered_and_bad_settings_are_clear_errors():
     assert model_class("sasrec") is SASRec
     with pytest.raises(ValueError, match="loss must be one of"):
-        SASRec(loss="hinge", device="cpu").fit(cyclic_views(n_users=5))
+        SASRec(loss="hinge", device="cpu").fit(training(cyclic_views(n_users=5)))
     with pytest.raises(ValueError, match="lack column"):
-        SASRec(device="cpu").fit(pl.DataFrame({"user_id": [1], "video_id": [2]}))
+        SASRec(device="cpu").fit(training(pl.DataFrame({"user_id": [1], "video_id": [2]})))
 
 
 def test_paper_presets_are_model_settings():

@@ -35,8 +35,7 @@ def test_train_sasrec_with_explicit_negatives_on_a_release(tmp_path):
     (run,) = run_dirs(runs)
     params = json.loads(next(run.rglob("model.json")).read_text())["params"]
     assert params["explicit_negatives"] is True and params["weighted_dislike"] == 3.0
-    assert params["checkpoint_dir"]  # the run gave the model a checkpoint folder
-    assert list(run.rglob("checkpoint.pt"))
+    assert list((run / "checkpoints").rglob("checkpoint.pt"))  # the run's checkpoint folder
 
 
 def test_paper_setup_from_a_sasrec_text_file(tmp_path):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from fitting import training
 
 from shortrec.data.dataset import load_prepared
 from shortrec.models.baselines import PopularRecommender
@@ -26,7 +27,7 @@ def release(tmp_path_factory) -> Path:
 def new_app(release: Path, db: str):
     """A fresh app over the same database: what a restarted server is."""
     data = load_prepared(release)
-    model = PopularRecommender().fit(data.big_matrix)
+    model = PopularRecommender().fit(training(data.big_matrix))
     feed = Feed(ServedModel(model, name="popular"), data.videos, data.big_matrix)
     return create_app(feed, open_store(db))
 

@@ -8,7 +8,6 @@ import time
 from typing import ClassVar
 
 import optuna
-import polars as pl
 import pytest
 from tiny_release import write_tiny_release
 from typer.testing import CliRunner
@@ -152,18 +151,17 @@ class EpochModel(PopularRecommender):
     """A popularity model that reports a fixed validation score per epoch (for the tuner)."""
 
     name: ClassVar[str] = "epoch-test"
-    on_epoch_end: ClassVar = None
+    reports_epochs: ClassVar[bool] = True
     quality: float = 0.5
 
     @classmethod
     def search_space(cls, trial):
         return {"quality": trial.suggest_float("quality", 0.0, 1.0)}
 
-    def fit(self, train: pl.DataFrame, validation: pl.DataFrame | None = None):
+    def fit(self, data, context=None):
         for epoch in range(4):
-            if self.on_epoch_end is not None:
-                self.on_epoch_end(epoch, self.quality)
-        return super().fit(train, validation)
+            self.report_epoch(context, epoch, self.quality)
+        return super().fit(data, context)
 
 
 def test_models_reporting_epochs_are_pruned(world, tmp_path, monkeypatch):
@@ -203,7 +201,7 @@ def test_every_declared_search_space_names_real_hyperparameters():
     declared = 0
     for name in REGISTRY:
         cls = model_class(name)
-        if not hasattr(cls, "search_space"):
+        if not cls.is_tunable():
             continue
         study = optuna.create_study()
         params = search_space(cls, study.ask())  # raises on a name that is not a field

@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 from rich.table import Table
 
-from shortrec.data.labels import DEFAULT_LIKE_RULE, LikeRule
+from shortrec.data.labels import LikeRule
 from shortrec.evaluation.statistics import Interval, bootstrap_interval, paired_comparison
 from shortrec.io import atomic_write_text
 from shortrec.models import REGISTRY
@@ -42,7 +42,7 @@ class BenchmarkConfig:
     data_dir: str
     models: list[str] = field(default_factory=default_models)
     protocol: str = "kuairec"
-    like_rule: dict = field(default_factory=lambda: LikeRule.parse(DEFAULT_LIKE_RULE).to_dict())
+    like_rule: LikeRule = field(default_factory=LikeRule)
     seeds: int = 3
     metric: str = "ndcg@10"
     runs_dir: str = "runs"

@@ -10,7 +10,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from shortrec.data.labels import DEFAULT_LIKE_RULE
+from shortrec.data.labels import LikeRule
 
 app = typer.Typer(
     help="Honest, fast short-video recommenders on KuaiRec 2.0.",
@@ -21,6 +21,15 @@ data_app = typer.Typer(
     help="Download, prepare and synthesise KuaiRec releases.", no_args_is_help=True
 )
 app.add_typer(data_app, name="data")
+
+
+def like_rule_option() -> typer.models.OptionInfo:
+    """`--like-rule`, parsed once into the `LikeRule` every later step uses."""
+    return typer.Option(
+        str(LikeRule()), "--like-rule", parser=LikeRule.parse,
+        help="duration[:Q] (liked: top 1-Q of watch ratios within duration buckets; the "
+        "default), threshold[:X] (the seed project: threshold:0.7) or all (every view liked)",
+    )  # fmt: skip
 
 
 def fail(message: str) -> None:
@@ -206,14 +215,7 @@ _COMMON_TRAIN_OPTIONS = {
         ),
     ),
     "protocol": (str, typer.Option("kuairec", help="kuairec | leave-last-out | temporal")),
-    "like_rule_text": (
-        str,
-        typer.Option(
-            DEFAULT_LIKE_RULE, "--like-rule",
-            help="duration[:Q] (top 1-Q of watch ratios within duration buckets) or "
-            "threshold[:X] (the seed project: threshold:0.7)",
-        ),
-    ),
+    "like_rule": (LikeRule, like_rule_option()),
     "runs_dir": (Path, typer.Option(Path("runs"), help="Where run folders go.")),
     "test": (
         bool,
@@ -229,6 +231,10 @@ _COMMON_TRAIN_OPTIONS = {
         str,
         typer.Option("", help="Name of this variant on leaderboards (default: the model)."),
     ),
+    "progress": (
+        bool,
+        typer.Option(True, "--progress/--no-progress", help="Progress bars while training."),
+    ),
     "preset": (
         str | None,
         typer.Option(None, help="Named hyperparameter preset (e.g. paper-ml-1m for sasrec)."),
@@ -238,18 +244,23 @@ _COMMON_TRAIN_OPTIONS = {
 
 def _make_train_command(name: str):
     from shortrec.models import model_class
-    from shortrec.runs import RUN_FILLED_FIELDS
 
     cls = model_class(name)
-    model_fields = [
-        f for f in dataclasses.fields(cls) if f.name not in RUN_FILLED_FIELDS and f.init
-    ]
+    model_fields = [f for f in dataclasses.fields(cls) if f.init]
 
-    def command(**kwargs):
+    def command(ctx: typer.Context, **kwargs):
         common = {k: kwargs.pop(k) for k in _COMMON_TRAIN_OPTIONS}
-        _train(name, cls, kwargs, **common)
+        explicit = {
+            key
+            for key in kwargs
+            if ctx.get_parameter_source(key) is not click.core.ParameterSource.DEFAULT
+        }
+        _train(name, cls, kwargs, explicit, **common)
 
     params = [
+        inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
+    ]
+    params += [
         inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=ann)
         for k, (ann, opt) in _COMMON_TRAIN_OPTIONS.items()
     ] + [_option_for(f) for f in model_fields]
@@ -259,19 +270,18 @@ def _make_train_command(name: str):
 
 
 def _train(
-    name, cls, params, data, protocol, like_rule_text, runs_dir, test, sampled, label, preset
-):
-    from shortrec.data.labels import LikeRule
+    name, cls, params, explicit, data, protocol, like_rule, runs_dir, test, sampled, label,
+    progress, preset,
+):  # fmt: skip
     from shortrec.runs import RunConfig, read_metrics, train_run
 
     if preset:
-        presets = getattr(cls, "presets", None)
-        if presets is None or preset not in presets():
-            fail(f"model {name!r} has no preset {preset!r}")
-        # Flags given explicitly on the command line win over the preset.
-        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
-        for key, value in presets()[preset].items():
-            if params.get(key) == defaults.get(key):
+        if preset not in cls.presets():
+            known = ", ".join(sorted(cls.presets())) or "none"
+            fail(f"model {name!r} has no preset {preset!r} (presets: {known})")
+        # Flags given on the command line win over the preset, whatever their value.
+        for key, value in cls.presets()[preset].items():
+            if key not in explicit:
                 params[key] = value
     try:
         config = RunConfig(
@@ -279,13 +289,13 @@ def _train(
             params=params,
             data_dir=str(data),
             protocol=protocol,
-            like_rule=LikeRule.parse(like_rule_text).to_dict(),
+            like_rule=like_rule,
             sampled=sampled,
             seed=params.get("seed", 0),
             label=label,
         )
         evaluate_on = ("tune", "test") if test else ("tune",)
-        run_dir = train_run(config, runs_dir, evaluate_on=evaluate_on)
+        run_dir = train_run(config, runs_dir, evaluate_on=evaluate_on, progress=progress)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
     typer.echo(f"run: {run_dir}")
@@ -524,11 +534,7 @@ def tune_command(
         Path("data/prepared"), "--data", help="Prepared release dir, or a SASRec-format .txt file."
     ),
     protocol: str = typer.Option("kuairec", help="kuairec | leave-last-out | temporal"),
-    like_rule_text: str = typer.Option(
-        DEFAULT_LIKE_RULE,
-        "--like-rule",
-        help="duration[:Q] or threshold[:X] (the seed: threshold:0.7)",
-    ),
+    like_rule: LikeRule = like_rule_option(),
     trials: int = typer.Option(
         20, help="Budget: finished trials per model study, over all workers and restarts."
     ),
@@ -551,7 +557,6 @@ def tune_command(
 ) -> None:
     """Search hyperparameters on the tune set with Optuna; rerun the same command to resume."""
     from shortrec.benchmark import default_models
-    from shortrec.data.labels import LikeRule
     from shortrec.runs import load_data
     from shortrec.tuning import TuneConfig, best_hyperparameters, finished_trials, tune
 
@@ -559,7 +564,6 @@ def tune_command(
     if study_name and len(names) > 1:
         fail("--study-name needs a single model (each model has its own study)")
     try:
-        like_rule = LikeRule.parse(like_rule_text).to_dict()
         loaded = load_data(data)  # once for every model
         for name in names:
             config = TuneConfig(
@@ -596,11 +600,7 @@ def benchmark_command(
     ),
     seeds: int = typer.Option(3, help="Runs per model, seeds 0..N-1."),
     protocol: str = typer.Option("kuairec", help="kuairec | leave-last-out | temporal"),
-    like_rule_text: str = typer.Option(
-        DEFAULT_LIKE_RULE,
-        "--like-rule",
-        help="duration[:Q] or threshold[:X] (the seed: threshold:0.7)",
-    ),
+    like_rule: LikeRule = like_rule_option(),
     metric: str = typer.Option("ndcg@10", help="Metric to rank by and pair on."),
     runs_dir: Path = typer.Option(Path("runs"), help="Where runs go."),
     out: Path = typer.Option(Path("benchmark"), help="Folder for benchmark.md and benchmark.json."),
@@ -628,14 +628,13 @@ def benchmark_command(
     from rich.console import Console
 
     from shortrec.benchmark import BenchmarkConfig, benchmark_table, default_models, run_benchmark
-    from shortrec.data.labels import LikeRule
 
     try:
         config = BenchmarkConfig(
             data_dir=str(data),
             models=[m.strip() for m in (models or "").split(",") if m.strip()] or default_models(),
             protocol=protocol,
-            like_rule=LikeRule.parse(like_rule_text).to_dict(),
+            like_rule=like_rule,
             seeds=seeds,
             metric=metric,
             runs_dir=str(runs_dir),

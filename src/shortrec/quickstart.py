@@ -3,14 +3,13 @@ print the leaderboard and one user's feed. No download; a few minutes on 2 cores
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
 
-from shortrec.data.labels import DEFAULT_LIKE_RULE, LikeRule
+from shortrec.data.labels import LikeRule
 from shortrec.models import REGISTRY, model_class
-from shortrec.runs import RunConfig, load_data, split_for, train_run
+from shortrec.runs import RunConfig, load_data, split_for, train_run, training_data
 
 # Baselines first, then every model; models missing from the registry are skipped.
 QUICKSTART_MODELS = (
@@ -21,8 +20,7 @@ QUICKSTART_MODELS = (
 
 def quickstart_params(name: str) -> dict:
     """A model's `quickstart` preset (smaller budgets) when it has one, else its defaults."""
-    presets = getattr(model_class(name), "presets", None)
-    return dict(presets().get("quickstart", {})) if presets else {}
+    return dict(model_class(name).presets().get("quickstart", {}))
 
 
 def ensure_world(workdir: Path, scale: str, seed: int, log: Callable[[str], None]) -> Path:
@@ -49,12 +47,14 @@ def run_quickstart(
     scale: str = "small",
     seed: int = 0,
     models: tuple[str, ...] = QUICKSTART_MODELS,
-    like_rule: str = DEFAULT_LIKE_RULE,
+    like_rule: LikeRule | None = None,
     log: Callable[[str], None] = print,
 ) -> list[Path]:
     prepared = ensure_world(workdir, scale, seed, log)
     data = load_data(prepared)
     split = split_for(data, "kuairec")
+    like_rule = like_rule or LikeRule()
+    training = training_data(data, split, like_rule)
     run_dirs = []
     for name in models:
         if name not in REGISTRY:
@@ -65,10 +65,12 @@ def run_quickstart(
             model=name,
             params=quickstart_params(name),
             data_dir=str(prepared),
-            like_rule=dataclasses.asdict(LikeRule.parse(like_rule)),
+            like_rule=like_rule,
             seed=seed,
         )
         run_dirs.append(
-            train_run(config, runs_dir, evaluate_on=("tune", "test"), data=data, split=split)
+            train_run(
+                config, runs_dir, evaluate_on=("tune", "test"), split=split, training=training
+            )
         )
     return run_dirs

@@ -3,7 +3,8 @@
     runs/<time>-<model>-<id>/
         config.json          RunConfig: model, hyperparameters, data, protocol, like rule
         log.txt              what happened, with timings
-        metrics.json         {"tune": ..., "test": ..., "train_seconds": ..., "peak_rss_mb": ...}
+        metrics.json         {"tune": ..., "test": ..., "fit": the model's fit_report_,
+                              "train_seconds": ..., "peak_rss_mb": ...}
         per_user_<set>.parquet   per-user metrics, for paired comparisons
         model/               the saved Recommender (load with `load_run`)
 
@@ -27,15 +28,20 @@ import polars as pl
 
 import shortrec
 from shortrec.data.dataset import KuaiRecData, load_prepared
-from shortrec.data.labels import DEFAULT_LIKE_RULE, LikeRule
+from shortrec.data.labels import LikeRule
 from shortrec.data.splits import Split, leave_last_out_split, make_split, temporal_split
+from shortrec.evaluation.extras import candidate_recall, regression_errors
 from shortrec.evaluation.protocol import Evaluation, evaluate
 from shortrec.io import atomic_write_text
 from shortrec.models import model_class
-from shortrec.models.base import Recommender, load_model
-
-# Hyperparameters the run fills in for any model that declares them.
-RUN_FILLED_FIELDS = ("data_dir", "checkpoint_dir", "like_rule")
+from shortrec.models.base import (
+    CandidateGenerator,
+    FitContext,
+    Recommender,
+    TrainingData,
+    WatchRatioPredictor,
+    load_model,
+)
 
 
 @dataclass
@@ -44,7 +50,7 @@ class RunConfig:
     params: dict
     data_dir: str
     protocol: str = "kuairec"
-    like_rule: dict = field(default_factory=lambda: LikeRule.parse(DEFAULT_LIKE_RULE).to_dict())
+    like_rule: LikeRule = field(default_factory=LikeRule)
     ks: list[int] = field(default_factory=lambda: [10, 20, 50])
     sampled: int | None = None  # N negatives per positive: paper reproduction only
     seed: int = 0
@@ -58,11 +64,19 @@ class RunConfig:
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, default=str)
 
+    @property
+    def comparable_key(self) -> tuple[str, str, str]:
+        """Runs are comparable only on the same data, protocol and like rule."""
+        return (str(Path(self.data_dir).resolve()), self.protocol, str(self.like_rule))
+
     @classmethod
     def from_json(cls, text: str) -> RunConfig:
         raw = json.loads(text)
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in known})
+        config = cls(**{k: v for k, v in raw.items() if k in known})
+        if isinstance(config.like_rule, dict):
+            config.like_rule = LikeRule(**config.like_rule).unfitted()
+        return config
 
 
 def load_data(path: str | Path) -> KuaiRecData:
@@ -109,25 +123,27 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def build_model(config: RunConfig, run_dir: Path) -> Recommender:
+def build_model(config: RunConfig) -> Recommender:
     cls = model_class(config.model)
     fields = {f.name for f in dataclasses.fields(cls)}
-    params = dict(config.params)
-    filled = {
-        "data_dir": str(Path(config.data_dir).resolve()),
-        "checkpoint_dir": str(run_dir / "checkpoints"),
-        "like_rule": _like_rule_text(config.like_rule),
-    }
-    params.update({k: v for k, v in filled.items() if k in fields and not params.get(k)})
-    if "seed" in fields:
-        params["seed"] = config.seed
-    return cls(**{k: v for k, v in params.items() if k in fields})
+    unknown = sorted(set(config.params) - fields)
+    if unknown:
+        raise ValueError(f"{config.model} has no hyperparameter(s) {', '.join(unknown)}")
+    return cls(**{**config.params, "seed": config.seed})
 
 
-def _like_rule_text(rule: dict) -> str:
-    if rule["kind"] == "threshold":
-        return f"threshold:{rule['threshold']}"
-    return f"duration:{rule['quantile']}"
+def training_data(data: KuaiRecData, split: Split, like_rule: LikeRule) -> TrainingData:
+    """The one object a model learns from: the split's train and validation views labelled
+    by `like_rule` (fitted on train here, once), with the release's side tables."""
+    return TrainingData.build(
+        split.train,
+        split.validation,
+        like_rule.unfitted(),
+        videos=data.videos,
+        users=data.users,
+        item_daily_features=data.item_daily_features,
+        ground_truth=data.ground_truth,
+    )
 
 
 def train_run(
@@ -139,37 +155,38 @@ def train_run(
     progress: bool = True,
     run_dir: Path | None = None,
     on_epoch_end: Callable[[int, float], None] | None = None,
+    training: TrainingData | None = None,
 ) -> Path:
     """Fit the configured model on the protocol's train split, save it, evaluate it.
 
-    `data`/`split` may be passed in when training many models on the same release;
-    `on_epoch_end(epoch, validation_score)` reaches models that report per-epoch validation
-    scores (the tuner uses it to prune)."""
-    if split is None:
+    `data`/`split`/`training` may be passed in when training many models on the same
+    release; `on_epoch_end(epoch, validation_score)` reaches models that report per-epoch
+    validation scores (the tuner uses it to prune)."""
+    if training is None:
         data = data if data is not None else load_data(config.data_dir)
-        split = split_for(data, config.protocol)
+        split = split if split is not None else split_for(data, config.protocol)
+        training = training_data(data, split, config.like_rule)
+    elif split is None:
+        raise ValueError("train_run: a prebuilt `training` needs its `split`")
     run_dir = run_dir or new_run_dir(runs_dir, config.model)
     log = _logger(run_dir)
-    model = build_model(config, run_dir)
+    model = build_model(config)
     config.params = model.params()
     atomic_write_text(run_dir / "config.json", config.to_json())
     log.info("split %s: %s", config.protocol, split.summary())
-    if on_epoch_end is not None and hasattr(model, "on_epoch_end"):
-        model.on_epoch_end = on_epoch_end
+    context = FitContext(
+        checkpoint_dir=run_dir / "checkpoints", progress=progress, on_epoch_end=on_epoch_end
+    )
     started = time.perf_counter()
-    try:
-        model.fit(split.train, split.validation)
-    finally:
-        if hasattr(model, "on_epoch_end"):
-            model.on_epoch_end = None
+    model.fit(training, context)
     train_seconds = time.perf_counter() - started
     log.info("fit %s in %.1f s", config.model, train_seconds)
     model.save(run_dir / "model")
-    metrics = {"train_seconds": train_seconds, "peak_rss_mb": peak_rss_mb()}
-    report = dict(getattr(model, "fit_report_", {}) or {})
-    if "history" not in report and getattr(model, "history_", None):
-        report["history"] = model.history_
-    metrics.update(report)
+    metrics = {
+        "train_seconds": train_seconds,
+        "peak_rss_mb": peak_rss_mb(),
+        "fit": getattr(model, "fit_report_", {}),
+    }
     _write_metrics(run_dir, metrics)
     for which in evaluate_on:
         evaluate_run(run_dir, which, model=model, split=split, progress=progress)
@@ -206,7 +223,7 @@ def evaluate_run(
     loaded, config = load_run(run_dir) if model is None else (model, None)
     config = config or RunConfig.from_json((run_dir / "config.json").read_text())
     split = split or split_for(load_data(config.data_dir), config.protocol)
-    like_rule = LikeRule(**config.like_rule).fit(split.train)
+    like_rule = config.like_rule.unfitted().fit(split.train)
     sampled = sampled if sampled is not None else config.sampled
     sampled = sampled or None  # 0 forces full ranking for a run trained in sampled mode
     result = evaluate(
@@ -229,14 +246,12 @@ def _extra_metrics(model: Recommender, split: Split, which: str, like_rule: Like
     """What some models measure beyond ranking: watch-ratio regression errors (models that
     predict watch ratios) and candidate recall (retrieve-then-rerank models)."""
     extras = {}
-    if hasattr(model, "predict_watch_ratio"):
-        from shortrec.models.regression import evaluate_regression
-
-        extras[f"regression_{which}"] = evaluate_regression(model, split, which)
-    if hasattr(model, "candidate_mask"):
-        from shortrec.models.two_stage import candidate_recall
-
-        extras[f"candidate_recall_{which}"] = candidate_recall(model, split, which, like_rule)
+    if isinstance(model, WatchRatioPredictor):
+        extras[f"regression_{which}"] = regression_errors(model.predict_watch_ratio, split, which)
+    if isinstance(model, CandidateGenerator):
+        extras[f"candidate_recall_{which}"] = candidate_recall(
+            model.candidate_mask, split, which, like_rule
+        )
     return extras
 
 

@@ -8,13 +8,12 @@ several machines can work on one study; a trial whose worker died is noticed by 
 heartbeat, marked failed and retried with the same hyperparameters.
 
 Conventions for models:
-- Search space: a classmethod `search_space(cls, trial: optuna.Trial) -> dict` returning
-  hyperparameters (dataclass field names -> values). A model without one has nothing to
-  tune: its study gets a single trial.
-- Pruning: a model may declare a class attribute `on_epoch_end: ClassVar = None` (not a
-  dataclass field, so it is never saved). The tuner sets it on the instance before `fit`;
-  the model calls it as `on_epoch_end(epoch, validation_score)` after each epoch, and the
-  call raises `optuna.TrialPruned` when the trial is hopeless.
+- Search space: `Recommender.search_space(trial) -> dict` returns hyperparameters (dataclass
+  field names -> values). A model that does not override it has nothing to tune: its study
+  gets a single trial.
+- Pruning: the tuner passes `FitContext(on_epoch_end=...)` to `fit`; a model that declares
+  `reports_epochs` calls `report_epoch` after each epoch, which raises `optuna.TrialPruned`
+  when the trial is hopeless.
 """
 
 from __future__ import annotations
@@ -41,11 +40,11 @@ except ImportError:  # optuna < 4.9 names it differently
     STALE_CALLBACK_ARGUMENT = "failed_trial_callback"
 
 from shortrec.data.dataset import KuaiRecData
-from shortrec.data.labels import DEFAULT_LIKE_RULE, LikeRule
+from shortrec.data.labels import LikeRule
 from shortrec.data.splits import Split
 from shortrec.io import atomic_write_text
 from shortrec.models import model_class
-from shortrec.models.base import Recommender
+from shortrec.models.base import Recommender, TrainingData
 from shortrec.runs import (
     RunConfig,
     load_data,
@@ -53,6 +52,7 @@ from shortrec.runs import (
     read_metrics,
     split_for,
     train_run,
+    training_data,
 )
 
 TRIAL_FILE = "trial.json"
@@ -68,7 +68,7 @@ class TuneConfig:
     model: str
     data_dir: str
     protocol: str = "kuairec"
-    like_rule: dict = field(default_factory=lambda: LikeRule.parse(DEFAULT_LIKE_RULE).to_dict())
+    like_rule: LikeRule = field(default_factory=LikeRule)
     trials: int = 20  # finished trials of the whole study, over every worker and restart
     timeout: float | None = None  # seconds for this invocation
     storage: str | None = None  # database URL; None -> sqlite:///<runs_dir>/tuning.db
@@ -127,10 +127,7 @@ def redacted(url: str) -> str:
 
 def search_space(cls: type[Recommender], trial: optuna.Trial) -> dict:
     """The hyperparameters `cls` proposes for `trial` ({} for a model with nothing to tune)."""
-    propose = getattr(cls, "search_space", None)
-    if propose is None:
-        return {}
-    params = propose(trial)
+    params = cls.search_space(trial)
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(params) - fields)
     if unknown:
@@ -184,6 +181,7 @@ def tune(config: TuneConfig, data: KuaiRecData | None = None) -> optuna.Study:
     cls = model_class(config.model)
     data = data if data is not None else load_data(config.data_dir)
     split = split_for(data, config.protocol)
+    training = training_data(data, split, config.like_rule)
     storage = open_storage(config.resolved_storage, config.heartbeat_interval, config.grace_period)
     study = optuna.create_study(
         study_name=config.resolved_study_name,
@@ -195,12 +193,12 @@ def tune(config: TuneConfig, data: KuaiRecData | None = None) -> optuna.Study:
     _check_same_study(study, config)
     # Seeded by the trials already held, so a resumed study does not repeat its first draws.
     study.sampler = optuna.samplers.TPESampler(seed=config.seed + len(study.trials))
-    budget = config.trials if hasattr(cls, "search_space") else min(config.trials, 1)
+    budget = config.trials if cls.is_tunable() else min(config.trials, 1)
     remaining = budget - finished_trials(study)
     if remaining <= 0:
         return study
     study.optimize(
-        lambda trial: _objective(trial, config, cls, split),
+        lambda trial: _objective(trial, config, cls, split, training),
         n_trials=remaining,
         timeout=config.timeout,
         catch=TRIAL_ERRORS,
@@ -217,7 +215,7 @@ def _check_same_study(study: optuna.Study, config: TuneConfig) -> None:
         "data": Path(config.data_dir).name,
         "protocol": config.protocol,
         "metric": config.metric,
-        "like_rule": json.dumps(config.like_rule, sort_keys=True),
+        "like_rule": str(config.like_rule),
     }
     recorded = study.user_attrs
     if not recorded:
@@ -233,8 +231,9 @@ def _check_same_study(study: optuna.Study, config: TuneConfig) -> None:
 
 
 def _objective(
-    trial: optuna.Trial, config: TuneConfig, cls: type[Recommender], split: Split
-) -> float:
+    trial: optuna.Trial, config: TuneConfig, cls: type[Recommender], split: Split,
+    training: TrainingData,
+) -> float:  # fmt: skip
     params = search_space(cls, trial)
     trial.set_user_attr("hyperparameters", params)
     run_config = RunConfig(
@@ -255,7 +254,7 @@ def _objective(
     }
     _write_trial_tag(run_dir, tag, "RUNNING")
     try:
-        value = _train_trial_run(run_config, run_dir, split, trial, config.metric)
+        value = _train_trial_run(run_config, run_dir, split, training, trial, config.metric)
     except optuna.TrialPruned:
         _write_trial_tag(run_dir, tag, "PRUNED")
         raise
@@ -271,12 +270,13 @@ def _write_trial_tag(run_dir: Path, tag: dict, state: str, value: float | None =
 
 
 def _train_trial_run(
-    config: RunConfig, run_dir: Path, split: Split, trial: optuna.Trial, metric: str
-) -> float:
+    config: RunConfig, run_dir: Path, split: Split, training: TrainingData, trial: optuna.Trial,
+    metric: str,
+) -> float:  # fmt: skip
     """`runs.train_run` for one trial on the study's split, with the pruning hook set."""
     train_run(
-        config, split=split, run_dir=run_dir, on_epoch_end=pruning_callback(trial),
-        progress=False,
+        config, split=split, training=training, run_dir=run_dir,
+        on_epoch_end=pruning_callback(trial), progress=False,
     )  # fmt: skip
     summary = read_metrics(run_dir)["tune"]["summary"]
     if metric not in summary:

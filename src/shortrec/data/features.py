@@ -9,10 +9,7 @@ up as zeros with `found=False`, which models turn into their own fallback.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -21,7 +18,6 @@ import scipy.sparse as sp
 from shortrec.data.histories import Histories, IdMap
 from shortrec.data.labels import LikeRule
 from shortrec.data.schema import UNKNOWN_CATEGORY_ID
-from shortrec.io import atomic_path
 
 FEATURE_VERSION = 1
 WATCH_RATIO_CAP = 5.0  # replays of very short videos; means beyond this say nothing about taste
@@ -152,10 +148,10 @@ def _feat_number(name: str) -> int:
     return int(name.removeprefix("onehot_feat"))
 
 
-def training_popularity(train: pl.DataFrame, like_rule: LikeRule | None = None) -> pl.DataFrame:
+def training_popularity(train: pl.DataFrame, like_rule: LikeRule) -> pl.DataFrame:
     """Per video over training views: views, distinct users, and shrunk means of the capped
-    watch ratio and of the like rate (rare videos are pulled towards the global mean)."""
-    like_rule = like_rule or LikeRule()
+    watch ratio and of the like rate (rare videos are pulled towards the global mean).
+    `like_rule` is the run's fitted rule."""
     views = train.select("user_id", "video_id", "watch_ratio").with_columns(
         pl.col("watch_ratio").clip(0, WATCH_RATIO_CAP).alias("wr"),
         pl.Series("liked", like_rule.liked(train)).cast(pl.Float64),
@@ -205,7 +201,8 @@ def video_features(
     videos: pl.DataFrame,
     train: pl.DataFrame,
     daily: pl.DataFrame | None = None,
-    like_rule: LikeRule | None = None,
+    *,
+    like_rule: LikeRule,
     max_levels: int = 48,
 ) -> FeatureTable:
     """Content (multi-hot tags, three category levels with -124 as its own `unknown` level,
@@ -287,14 +284,12 @@ def video_features(
 
 
 def history_features(
-    views: pl.DataFrame, video_durations: FeatureTable | None = None,
-    like_rule: LikeRule | None = None,
+    views: pl.DataFrame, video_durations: FeatureTable | None = None, *, like_rule: LikeRule,
 ) -> FeatureTable:  # fmt: skip
     """Per user aggregates of their views: volume, capped watch-ratio mean/std/median, like rate,
     mean log duration watched, active days. `views` needs user_id, video_id, watch_ratio;
     video_duration and timestamp are used when present (durations may come from `video_durations`,
-    a table with a `log_duration_s` column, e.g. the video features)."""
-    like_rule = like_rule or LikeRule()
+    a table with a `log_duration_s` column, e.g. the video features); `like_rule` is fitted."""
     views = views.with_columns(pl.col("watch_ratio").cast(pl.Float64).fill_null(0.0))
     if "video_duration" in views.columns:
         log_duration = (views["video_duration"].cast(pl.Float64).fill_null(0) / 1000).log1p()
@@ -410,101 +405,24 @@ class FeatureSet:
     history: FeatureTable
 
 
-def frame_fingerprint(frame: pl.DataFrame) -> str:
-    """A content hash of a frame that ignores row order."""
-    hashes = frame.hash_rows(seed=7).to_numpy()
-    digest = hashlib.sha256()
-    digest.update(json.dumps([frame.columns, frame.height]).encode())
-    digest.update(np.sum(hashes, dtype=np.uint64).tobytes())
-    digest.update(np.bitwise_xor.reduce(hashes).tobytes() if len(hashes) else b"")
-    return digest.hexdigest()
-
-
-def _release_fingerprint(data_dir: Path) -> str:
-    from shortrec.data.dataset import MANIFEST_FILE
-
-    manifest = data_dir / MANIFEST_FILE
-    if not manifest.exists():
-        raise FileNotFoundError(
-            f"{data_dir} is not a prepared KuaiRec release (no {MANIFEST_FILE}); "
-            "models with features need `data_dir` set to one"
-        )
-    return hashlib.sha256(manifest.read_bytes()).hexdigest()
-
-
-def load_side_tables(data_dir: str | Path) -> tuple[pl.DataFrame, pl.DataFrame | None,
-                                                     pl.DataFrame | None]:  # fmt: skip
-    """(videos, users or None, item_daily_features or None) of a prepared release, without
-    reading the big interaction tables (video durations come from the side tables or train)."""
-    directory = Path(data_dir)
-    _release_fingerprint(directory)
-
-    def optional(name: str) -> pl.DataFrame | None:
-        path = directory / f"{name}.parquet"
-        return pl.read_parquet(path) if path.exists() else None
-
-    categories = optional("item_categories")
-    if categories is None:
-        raise FileNotFoundError(f"{directory} has no item_categories.parquet")
-    captions = optional("kuairec_caption_category")
-    videos = categories if captions is None else categories.join(captions, "video_id", "left")
-    # Duration is a static attribute of a video: its median over every logged view.
-    durations = (
-        pl.concat(
-            [pl.scan_parquet(directory / f"{m}.parquet").select("video_id", "video_duration")
-             for m in ("big_matrix", "small_matrix") if (directory / f"{m}.parquet").exists()]
-        )
-        .group_by("video_id")
-        .agg(pl.col("video_duration").median())
-        .collect()
-    )  # fmt: skip
-    videos = videos.join(durations, on="video_id", how="full", coalesce=True)
-    return videos, optional("user_features"), optional("item_daily_features")
-
-
 def build_features(
-    data_dir: str | Path,
     train: pl.DataFrame,
-    like_rule: LikeRule | None = None,
-    cache: bool = True,
+    videos: pl.DataFrame,
+    users: pl.DataFrame | None = None,
+    item_daily_features: pl.DataFrame | None = None,
+    *,
+    like_rule: LikeRule,
 ) -> FeatureSet:
-    """User, video and history features for `train` on a prepared release, cached under
-    `data_dir/features/<key>/` where the key hashes the release manifest, the training
-    frame's content and the like rule: the same inputs never rebuild, other inputs never
-    reuse a stale table."""
-    directory = Path(data_dir)
-    like_rule = like_rule or LikeRule()
-    key = hashlib.sha256(
-        json.dumps(
-            [FEATURE_VERSION, pl.__version__, _release_fingerprint(directory),
-             frame_fingerprint(train), like_rule.to_dict()],
-            sort_keys=True,
-        ).encode()
-    ).hexdigest()[:24]  # fmt: skip
-    cache_dir = directory / "features" / key
-    names = {"users": "user_id", "videos": "video_id", "history": "user_id"}
-    if cache and all((cache_dir / f"{n}.parquet").exists() for n in names):
-        tables = {
-            n: FeatureTable.from_frame(pl.read_parquet(cache_dir / f"{n}.parquet"), col)
-            for n, col in names.items()
-        }
-        return FeatureSet(**tables)
-    videos, users, daily = load_side_tables(directory)
+    """User, video and history features learned from `train`, with the release's side tables
+    (`videos`: one row per video with tags, categories and video_duration; `users`:
+    user_features; `item_daily_features`): what a `TrainingData` carries, with its fitted
+    like rule."""
     empty_users = FeatureTable(np.zeros(0, np.int64), np.zeros((0, 0), np.float32), [])
-    video_table = video_features(videos, train, daily, like_rule)
-    features = FeatureSet(
+    return FeatureSet(
         users=user_features(users) if users is not None else empty_users,
-        videos=video_table,
+        videos=video_features(videos, train, item_daily_features, like_rule=like_rule),
         history=history_features(train, like_rule=like_rule),
     )
-    if cache:
-        try:
-            for n, col in names.items():
-                with atomic_path(cache_dir / f"{n}.parquet") as tmp:
-                    getattr(features, n).to_frame(col).write_parquet(tmp)
-        except OSError:
-            pass  # a read-only release still works, only slower
-    return features
 
 
 # --- rows of (user, video) pairs ------------------------------------------------------------
@@ -517,7 +435,7 @@ def user_table(
     static: FeatureTable,
     views: pl.DataFrame,
     videos: FeatureTable,
-    like_rule: LikeRule | None = None,
+    like_rule: LikeRule,
 ) -> FeatureTable:
     """Everything known about each of `user_ids`: static attributes (with a `user_found`
     flag), aggregates and content profile of their `views` (with `has_history`)."""

@@ -4,6 +4,10 @@ Raw watch_ratio mostly reflects video length: people watch ~7-12 s whatever the 
 fixed threshold calls most short videos liked and most long ones disliked. The duration-aware
 rule learns, on training data only, the q-th quantile of watch_ratio inside log-spaced duration
 buckets and calls a view liked when it beats its bucket's threshold.
+
+One `LikeRule` object travels from the command line (parsed once, by `LikeRule.parse`) through
+the run config to the labels every model trains on and the evaluation judges by; `LikeRule()`
+is the project's one default.
 """
 
 from __future__ import annotations
@@ -13,20 +17,20 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import polars as pl
 
-# The project's default for evaluation and training: the fixed 0.7 threshold mostly rewards
-# short videos (a per-video mean nearly matches the oracle), the duration-aware rule rewards
-# personalisation. `threshold:0.7` reproduces the seed project.
-DEFAULT_LIKE_RULE = "duration:0.8"
+KINDS = ("duration", "threshold", "all")
 
 
 @dataclass
 class LikeRule:
-    """`kind="threshold"`: liked iff watch_ratio >= threshold (the seed's 0.7);
+    """`kind="duration"` (the default): liked iff watch_ratio >= the `quantile` of its duration
+    bucket, disliked iff below the `dislike_quantile` of its bucket. The fixed 0.7 threshold
+    mostly rewards short videos (a per-video mean nearly matches the oracle); the
+    duration-aware rule rewards personalisation.
+    `kind="threshold"`: liked iff watch_ratio >= threshold (the seed project's 0.7);
     disliked iff watch_ratio < dislike_threshold.
-    `kind="duration"`: liked iff watch_ratio >= the `quantile` of its duration bucket,
-    disliked iff below the `dislike_quantile` of its bucket."""
+    `kind="all"`: every view is liked, none disliked: logs without a watch ratio."""
 
-    kind: str = "threshold"
+    kind: str = "duration"
     threshold: float = 0.7
     dislike_threshold: float = 0.3
     quantile: float = 0.8
@@ -37,26 +41,52 @@ class LikeRule:
     dislike_thresholds: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.kind not in ("threshold", "duration"):
-            raise ValueError(f"like rule kind must be 'threshold' or 'duration', got {self.kind!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"like rule kind must be one of {KINDS}, got {self.kind!r}")
 
     @classmethod
     def parse(cls, text: str) -> LikeRule:
-        """`threshold`, `threshold:0.7`, `duration` or `duration:0.8` (the like quantile)."""
+        """`duration`, `duration:0.8` (the like quantile), `threshold`, `threshold:0.7`, `all`."""
         kind, _, value = text.partition(":")
-        if kind == "threshold":
-            return cls(kind=kind, threshold=float(value) if value else 0.7)
-        if kind == "duration":
-            return cls(kind=kind, quantile=float(value) if value else 0.8)
-        raise ValueError(f"--like-rule must be 'threshold[:X]' or 'duration[:Q]', got {text!r}")
+        try:
+            if kind == "threshold":
+                return cls(kind=kind, threshold=float(value) if value else 0.7)
+            if kind == "duration":
+                rule = cls(kind=kind, quantile=float(value) if value else 0.8)
+                if not 0.0 < rule.quantile < 1.0:
+                    raise ValueError
+                return rule
+            if kind == "all" and not value:
+                return cls(kind=kind)
+        except ValueError:
+            pass
+        raise ValueError(
+            f"--like-rule must be 'duration[:Q]' (0<Q<1), 'threshold[:X]' or 'all', got {text!r}"
+        )
+
+    def __str__(self) -> str:
+        """The text `parse` reads back: what leaderboards show."""
+        if self.kind == "threshold":
+            return f"threshold:{self.threshold:g}"
+        if self.kind == "duration":
+            return f"duration:{self.quantile:g}"
+        return "all"
 
     @property
     def is_fitted(self) -> bool:
-        return self.kind == "threshold" or bool(self.like_thresholds)
+        return self.kind != "duration" or bool(self.like_thresholds)
+
+    def unfitted(self) -> LikeRule:
+        """The same rule without learned thresholds (what a run config records)."""
+        return LikeRule(
+            kind=self.kind, threshold=self.threshold, dislike_threshold=self.dislike_threshold,
+            quantile=self.quantile, dislike_quantile=self.dislike_quantile,
+            n_buckets=self.n_buckets,
+        )  # fmt: skip
 
     def fit(self, train: pl.DataFrame) -> LikeRule:
-        """Learn bucket thresholds from training views (a no-op for the fixed threshold)."""
-        if self.kind == "threshold":
+        """Learn bucket thresholds from training views (a no-op for the other kinds)."""
+        if self.kind != "duration":
             return self
         duration = train["video_duration"].to_numpy().astype(np.float64)
         ratio = train["watch_ratio"].to_numpy().astype(np.float64)
@@ -80,8 +110,10 @@ class LikeRule:
         return self
 
     def _thresholds(self, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        n = frame.height
+        if self.kind == "all":
+            return np.full(n, -np.inf), np.full(n, -np.inf)
         if self.kind == "threshold":
-            n = frame.height
             return np.full(n, self.threshold), np.full(n, self.dislike_threshold)
         if not self.is_fitted:
             raise RuntimeError("the duration-aware like rule must be fitted on training data")
@@ -91,13 +123,18 @@ class LikeRule:
         )
         return np.asarray(self.like_thresholds)[bucket], np.asarray(self.dislike_thresholds)[bucket]
 
+    def _ratios(self, frame: pl.DataFrame) -> np.ndarray:
+        if self.kind == "all":
+            return np.zeros(frame.height)
+        return frame["watch_ratio"].fill_null(np.nan).to_numpy().astype(np.float64)
+
     def liked(self, frame: pl.DataFrame) -> np.ndarray:
         like_at, _ = self._thresholds(frame)
-        return frame["watch_ratio"].to_numpy() >= like_at
+        return self._ratios(frame) >= like_at
 
     def disliked(self, frame: pl.DataFrame) -> np.ndarray:
         _, dislike_at = self._thresholds(frame)
-        return frame["watch_ratio"].to_numpy() < dislike_at
+        return self._ratios(frame) < dislike_at
 
     def label(self, frame: pl.DataFrame) -> pl.DataFrame:
         """`frame` with boolean `liked` and `disliked` columns added."""

@@ -9,17 +9,26 @@ never-seen videos per positive) exists only to reproduce papers and labels every
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
-from shortrec.data.histories import IdMap
+from shortrec.data.histories import Histories, IdMap
 from shortrec.data.labels import LikeRule
 from shortrec.data.splits import Split
 from shortrec.evaluation.metrics import catalogue_coverage, full_ranking_metrics, sampled_metrics
 from shortrec.evaluation.statistics import Interval, bootstrap_intervals
-from shortrec.models.base import Recommender
+
+
+class Scorer(Protocol):
+    """What evaluation needs of a model (every `Recommender` is one)."""
+
+    def score(
+        self, user_ids: np.ndarray, video_ids: np.ndarray, histories: Histories
+    ) -> np.ndarray: ...
+
 
 GRADED_GAIN_CAP = 5.0  # watch ratios beyond 5 are replays of very short videos, not 5x taste
 
@@ -72,7 +81,7 @@ def _target_matrices(
 
 
 def evaluate(
-    model: Recommender,
+    model: Scorer,
     split: Split,
     which: str,
     like_rule: LikeRule,

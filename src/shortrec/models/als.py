@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -25,16 +24,13 @@ from implicit.cpu.bpr import BayesianPersonalizedRanking
 from threadpoolctl import threadpool_limits
 
 from shortrec.data.histories import Histories, IdMap
-from shortrec.io import atomic_path
-from shortrec.models.base import Recommender
+from shortrec.models.base import FitContext, Recommender, TrainingData
 from shortrec.models.interactions import (
     WEIGHTING_HELP,
     ViewWeighting,
     hyperparameter,
     unknown_videos_last,
 )
-
-STATE_FILE = "factors.npz"
 
 
 def _threads(num_threads: int) -> int:
@@ -53,9 +49,12 @@ def _check_device(device: str) -> None:
 
 @dataclasses.dataclass
 class _FactorModel(Recommender, ViewWeighting):
-    """Shared state of the two factor models: id maps, factors, save/load."""
+    """Shared state of the two factor models: id maps and factors."""
+
+    devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
 
     def _fit_maps(self, train: pl.DataFrame) -> sp.csr_matrix:
+        """The training matrix, with the id maps it is indexed by."""
         if train.height == 0:
             raise ValueError(f"{self.name}: the training frame has no views")
         self.check_weighting()
@@ -64,27 +63,10 @@ class _FactorModel(Recommender, ViewWeighting):
         return self.views_matrix(train, self.user_map_, self.video_map_)
 
     def _store(self, model) -> None:
-        if hasattr(model, "to_cpu"):  # an implicit.gpu model
+        if self.device == "cuda":  # an implicit.gpu model keeps its factors on the device
             model = model.to_cpu()
         self.user_factors_ = np.asarray(model.user_factors, dtype=np.float32)
         self.item_factors_ = np.asarray(model.item_factors, dtype=np.float32)
-
-    def save_state(self, directory: Path) -> None:
-        with atomic_path(directory / STATE_FILE) as tmp, open(tmp, "wb") as handle:
-            np.savez(
-                handle,
-                user_ids=self.user_map_.raw_ids,
-                video_ids=self.video_map_.raw_ids,
-                user_factors=self.user_factors_,
-                item_factors=self.item_factors_,
-            )
-
-    def load_state(self, directory: Path) -> None:
-        with np.load(directory / STATE_FILE) as state:
-            self.user_map_ = IdMap(state["user_ids"])
-            self.video_map_ = IdMap(state["video_ids"])
-            self.user_factors_ = state["user_factors"]
-            self.item_factors_ = state["item_factors"]
 
     def _scores(self, user_factors: np.ndarray, video_ids: np.ndarray) -> np.ndarray:
         columns = self.video_map_.index(video_ids)
@@ -130,9 +112,9 @@ class ALSRecommender(_FactorModel):
             random_state=self.seed,
         )
 
-    def fit(self, train: pl.DataFrame, validation: pl.DataFrame | None = None):
+    def fit(self, data: TrainingData, context: FitContext | None = None) -> ALSRecommender:
         _check_device(self.device)
-        confidence = self.confidences(self._fit_maps(train))
+        confidence = self.confidences(self._fit_maps(data.views))
         # implicit runs its own thread pool; a multi-threaded BLAS underneath it oversubscribes
         # the cores (implicit warns it can be 10x slower), so BLAS gets one thread here.
         with threadpool_limits(1, "blas"):
@@ -191,9 +173,9 @@ class BPRRecommender(_FactorModel):
             "iterations": trial.suggest_int("iterations", 50, 300, step=50),
         }
 
-    def fit(self, train: pl.DataFrame, validation: pl.DataFrame | None = None):
+    def fit(self, data: TrainingData, context: FitContext | None = None) -> BPRRecommender:
         _check_device(self.device)
-        views = self._fit_maps(train)
+        views = self._fit_maps(data.views)
         views.data[:] = 1.0  # BPR only asks whether a view happened
         settings = dict(
             factors=self.factors,

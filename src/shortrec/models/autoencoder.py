@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import io
 import math
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -28,8 +26,7 @@ from torch.nn import functional as F
 
 from shortrec.data.histories import Histories, IdMap
 from shortrec.evaluation.metrics import full_ranking_metrics
-from shortrec.io import atomic_write_bytes
-from shortrec.models.base import Recommender
+from shortrec.models.base import FitContext, Recommender, TrainingData
 from shortrec.models.interactions import (
     WEIGHTING_HELP,
     ViewWeighting,
@@ -38,7 +35,6 @@ from shortrec.models.interactions import (
     unknown_videos_last,
 )
 
-STATE_FILE = "network.pt"
 LOSSES = ("multinomial", "bce", "mse")
 
 
@@ -93,6 +89,8 @@ class RowAutoencoder(Recommender, ViewWeighting):
     Subclasses set `name` and implement `build_network(n_videos)`; the network's
     `forward(rows)` returns logits over videos and `loss(rows, step)` the training loss."""
 
+    reports_epochs: ClassVar[bool] = True
+    devices: ClassVar[tuple[str, ...]] = ("auto", "cpu", "cuda")
     weighting: str = hyperparameter("binary", WEIGHTING_HELP)
     dropout: float = hyperparameter(0.5, "Input dropout: share of a history hidden per step.")
     learning_rate: float = 1e-3
@@ -107,7 +105,8 @@ class RowAutoencoder(Recommender, ViewWeighting):
         raise NotImplementedError
 
     # --- training ------------------------------------------------------------------------
-    def fit(self, train: pl.DataFrame, validation: pl.DataFrame | None = None):
+    def fit(self, data: TrainingData, context: FitContext | None = None) -> RowAutoencoder:
+        train, validation = data.views, data.validation
         if train.height == 0:
             raise ValueError(f"{self.name}: the training frame has no views")
         if self.epochs < 1 or self.batch_size < 1:
@@ -129,7 +128,7 @@ class RowAutoencoder(Recommender, ViewWeighting):
                 network.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay
             )
             best_ndcg, best_state, stale, step = -np.inf, None, 0, 0
-            self.history_: list[dict[str, float]] = []
+            history: list[dict[str, float]] = []
             for epoch in range(self.epochs):
                 network.train()
                 total = 0.0
@@ -145,17 +144,18 @@ class RowAutoencoder(Recommender, ViewWeighting):
                 record = {"epoch": epoch + 1, "loss": total / max(len(trainable), 1)}
                 if check is not None:
                     record["validation_ndcg@10"] = ndcg = self._validation_ndcg(network, *check)
-                    self.report_epoch(epoch + 1, ndcg)
+                    self.report_epoch(context, epoch + 1, ndcg)
                     if ndcg > best_ndcg:
                         best_ndcg, best_state, stale = ndcg, copy.deepcopy(network.state_dict()), 0
                     else:
                         stale += 1
-                self.history_.append(record)
+                history.append(record)
                 if check is not None and stale >= self.patience:
                     break
             if best_state is not None:
                 network.load_state_dict(best_state)
         self.network_ = network.cpu().eval()
+        self.fit_report_ = {"history": history}
         return self
 
     def _validation_set(
@@ -204,25 +204,8 @@ class RowAutoencoder(Recommender, ViewWeighting):
         scores[empty] = self.popularity_[known_columns]
         return unknown_videos_last(scores, columns >= 0)
 
-    def save_state(self, directory: Path) -> None:
-        buffer = io.BytesIO()
-        torch.save(
-            {
-                "video_ids": torch.from_numpy(self.video_map_.raw_ids),
-                "popularity": torch.from_numpy(self.popularity_),
-                "network": self.network_.state_dict(),
-            },
-            buffer,
-        )
-        atomic_write_bytes(directory / STATE_FILE, buffer.getvalue())
-
-    def load_state(self, directory: Path) -> None:
-        state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
-        self.video_map_ = IdMap(state["video_ids"].numpy())
-        self.popularity_ = state["popularity"].numpy()
-        self.network_ = self.build_network(len(self.video_map_))
-        self.network_.load_state_dict(state["network"])
-        self.network_.eval()
+    def new_module(self, attribute: str) -> nn.Module:
+        return self.build_network(len(self.video_map_))
 
 
 @dataclasses.dataclass

@@ -1,29 +1,157 @@
-"""The one interface every recommender implements.
+"""The whole contract between a recommender and the rest of shortrec.
 
 Conventions (scikit-learn's): hyperparameters are plain dataclass fields set in the
-constructor; `fit` learns and returns self; learned state lives in attributes ending in `_`.
-Scoring speaks raw KuaiRec ids: the model keeps its own `IdMap`s, so it can score users and
-videos of another matrix, and videos or users it never saw get a defined fallback score.
+constructor (each becomes a `shortrec train MODEL` flag); `fit` learns and returns self;
+learned state lives in attributes ending in `_`. Scoring speaks raw KuaiRec ids: the model
+keeps its own `IdMap`s, so it can score users and videos of another matrix, and videos or
+users it never saw get a defined fallback score.
 
-A model is saved as a directory: `model.json` ({"model": name, "params": {...}}) plus whatever
-`save_state` writes. `load_model(dir)` rebuilds any registered model from that.
+What a model receives:
+- `fit(data: TrainingData, context: FitContext)`. `TrainingData` is everything a model may
+  learn from, built once per run: the training views labelled by the run's fitted like rule
+  (`liked` / `disliked` columns beside `watch_ratio`), the validation views, the rule itself,
+  side features of users and videos, and id maps. Models never read files.
+  `FitContext` is what the run offers besides data: a checkpoint folder, progress display,
+  and the tuner's per-epoch hook (`report_epoch`).
+- `score(user_ids, video_ids, histories)`: a (users x videos) float32 matrix.
+
+What a model may declare (nothing is discovered with `hasattr`):
+- `WatchRatioPredictor`: also predicts watch ratios (runs record MAE/RMSE);
+- `CandidateGenerator`: retrieves candidates before ranking (runs record candidate recall);
+- `reports_epochs`: calls `report_epoch` with a validation score each epoch (the tuner
+  prunes with it); `devices`: where it can train (`device` hyperparameter);
+- `presets()` and `search_space(trial)`: named hyperparameter sets and the tuner's space.
+
+What a model writes: `fit_report_` (one dict: per-epoch `history`, and anything else worth
+recording), which runs always copy into `metrics.json` under "fit". Persistence has a default
+(`save_state`/`load_state` store every learned attribute by its type); a model overrides it
+only when it must, and torch models say how to rebuild their networks (`new_module`).
+
+Adding a model = one module with a `Recommender` subclass + one line in `models.REGISTRY`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import sys
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import polars as pl
 
-from shortrec.data.histories import Histories
-from shortrec.io import atomic_write_text
+from shortrec.data.histories import Histories, IdMap
+from shortrec.data.labels import LikeRule
+from shortrec.io import atomic_path, atomic_write_text
 
 MODEL_FILE = "model.json"
+STATE_ARRAYS = "state.npz"
+STATE_JSON = "state.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingData:
+    """What every model learns from. Build it with `TrainingData.build`.
+
+    `views` and `validation` carry at least user_id, video_id, watch_ratio, timestamp and the
+    boolean `liked` / `disliked` labels of `like_rule` (fitted on `views` only). When the log
+    has no watch ratio (`has_watch_ratio` False), every view is liked and none disliked:
+    models fall back to treating views as positives, and say so in their fit report.
+    """
+
+    views: pl.DataFrame
+    validation: pl.DataFrame
+    like_rule: LikeRule
+    videos: pl.DataFrame  # one row per video: tags, caption, categories, video_duration
+    users: pl.DataFrame | None = None  # user_features, when the release has them
+    item_daily_features: pl.DataFrame | None = None
+    ground_truth: pl.DataFrame | None = None  # synthetic worlds: expected watch ratios
+    has_watch_ratio: bool = True
+    user_map: IdMap = dataclasses.field(init=False)
+    video_map: IdMap = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        for name in ("liked", "disliked"):
+            if name not in self.views.columns or name not in self.validation.columns:
+                raise ValueError(f"training views lack the {name!r} label; use TrainingData.build")
+        object.__setattr__(self, "user_map", IdMap.from_ids(self.views["user_id"]))
+        object.__setattr__(self, "video_map", IdMap.from_ids(self.views["video_id"]))
+
+    @classmethod
+    def build(
+        cls,
+        views: pl.DataFrame,
+        validation: pl.DataFrame | None = None,
+        like_rule: LikeRule | None = None,
+        videos: pl.DataFrame | None = None,
+        users: pl.DataFrame | None = None,
+        item_daily_features: pl.DataFrame | None = None,
+        ground_truth: pl.DataFrame | None = None,
+    ) -> TrainingData:
+        """Fit `like_rule` (default `LikeRule()`) on `views`, label views and validation."""
+        has_watch_ratio = "watch_ratio" in views.columns and views[
+            "watch_ratio"
+        ].null_count() < max(views.height, 1)
+        rule = LikeRule(kind="all") if not has_watch_ratio else (like_rule or LikeRule())
+        if rule.kind == "duration" and "video_duration" not in views.columns:
+            raise ValueError(
+                "the duration-aware like rule needs video_duration, which this log lacks; "
+                "use --like-rule threshold:X"
+            )
+        views = _with_watch_ratio(views)
+        validation = _with_watch_ratio(validation if validation is not None else views.clear())
+        rule = rule if rule.is_fitted else rule.fit(views)
+        if videos is None:
+            videos = views.select("video_id").unique().sort("video_id")
+        return cls(
+            views=rule.label(views),
+            validation=rule.label(validation),
+            like_rule=rule,
+            videos=videos,
+            users=users,
+            item_daily_features=item_daily_features,
+            ground_truth=ground_truth,
+            has_watch_ratio=has_watch_ratio,
+        )
+
+    def with_views(self, views: pl.DataFrame, validation: pl.DataFrame | None = None) -> Self:
+        """The same data with other training views (e.g. an earlier slice of them), labelled by
+        the same fitted rule: for models that train inner models on part of the data."""
+        validation = validation if validation is not None else views.clear()
+        return dataclasses.replace(
+            self,
+            views=self.like_rule.label(_with_watch_ratio(views)),
+            validation=self.like_rule.label(_with_watch_ratio(validation)),
+        )
+
+    @property
+    def liked(self) -> np.ndarray:
+        return self.views["liked"].to_numpy()
+
+    @property
+    def disliked(self) -> np.ndarray:
+        return self.views["disliked"].to_numpy()
+
+    def liked_views(self) -> pl.DataFrame:
+        return self.views.filter(pl.col("liked"))
+
+
+def _with_watch_ratio(frame: pl.DataFrame) -> pl.DataFrame:
+    if "watch_ratio" not in frame.columns:
+        return frame.with_columns(pl.lit(1.0).alias("watch_ratio"))
+    return frame.with_columns(pl.col("watch_ratio").fill_null(1.0))
+
+
+@dataclasses.dataclass
+class FitContext:
+    """What a run offers a model besides data."""
+
+    checkpoint_dir: Path | None = None  # resumable models keep their checkpoints here
+    progress: bool = True  # show progress bars
+    on_epoch_end: Callable[[int, float], None] | None = None  # the tuner's pruning hook
 
 
 @dataclasses.dataclass
@@ -31,17 +159,13 @@ class Recommender:
     """Base class: subclasses are dataclasses whose fields are their hyperparameters."""
 
     name: ClassVar[str] = "base"
-    # Set by a tuner before `fit`; models with an epoch loop report through `report_epoch`.
-    on_epoch_end: ClassVar[Callable[[int, float], None] | None] = None
+    reports_epochs: ClassVar[bool] = False  # calls `report_epoch` once per epoch
+    devices: ClassVar[tuple[str, ...]] = ("cpu",)  # what its `device` hyperparameter accepts
     seed: int = 0
 
-    def report_epoch(self, epoch: int, validation_score: float) -> None:
-        """Let a tuner watch, and prune, training (higher validation scores are better)."""
-        if self.on_epoch_end is not None:
-            self.on_epoch_end(epoch, validation_score)
-
-    def fit(self, train: pl.DataFrame, validation: pl.DataFrame | None = None) -> Recommender:
-        """Learn from `train` views; `validation` views may drive early stopping."""
+    # --- learning ----------------------------------------------------------------------------
+    def fit(self, data: TrainingData, context: FitContext | None = None) -> Self:
+        """Learn from `data`; `data.validation` may drive early stopping."""
         raise NotImplementedError
 
     def score(
@@ -54,6 +178,25 @@ class Recommender:
         do not use histories ignore it. Unknown users and videos must still get finite scores.
         """
         raise NotImplementedError
+
+    def report_epoch(self, context: FitContext | None, epoch: int, validation_score: float) -> None:
+        """Let a tuner watch, and prune, training (higher validation scores are better)."""
+        if context is not None and context.on_epoch_end is not None:
+            context.on_epoch_end(epoch, validation_score)
+
+    @classmethod
+    def presets(cls) -> dict[str, dict[str, Any]]:
+        """Named hyperparameter sets (`--preset NAME`); explicit flags win over them."""
+        return {}
+
+    @classmethod
+    def search_space(cls, trial) -> dict[str, Any]:
+        """Hyperparameters an Optuna `trial` suggests; a model without one has nothing to tune."""
+        return {}
+
+    @classmethod
+    def is_tunable(cls) -> bool:
+        return cls.search_space.__func__ is not Recommender.search_space.__func__
 
     # --- persistence -------------------------------------------------------------------------
     def params(self) -> dict[str, Any]:
@@ -69,11 +212,121 @@ class Recommender:
         )
         return directory
 
+    def learned_state(self) -> dict[str, Any]:
+        """Every learned attribute: public names ending in `_`."""
+        return {k: v for k, v in vars(self).items() if k.endswith("_") and not k.startswith("_")}
+
     def save_state(self, directory: Path) -> None:
-        """Write learned state into `directory` (atomically per file)."""
+        """Write every learned attribute by its type: arrays and id maps into one `.npz`,
+        frames as Parquet, sparse matrices as `.npz`, torch modules as state dicts, like rules
+        and JSON values into `state.json`. Anything else needs an override."""
+        arrays: dict[str, np.ndarray] = {}
+        plain: dict[str, Any] = {}
+        for key, value in self.learned_state().items():
+            if isinstance(value, IdMap):
+                arrays[f"idmap:{key}"] = value.raw_ids
+            elif isinstance(value, np.ndarray):
+                arrays[key] = value
+            elif isinstance(value, LikeRule):
+                plain[key] = {"__like_rule__": value.to_dict()}
+            elif isinstance(value, pl.DataFrame):
+                with atomic_path(directory / f"{key}.parquet") as tmp:
+                    value.write_parquet(tmp)
+                plain[key] = {"__parquet__": f"{key}.parquet"}
+            elif _is_sparse(value):
+                import scipy.sparse as sp
+
+                with atomic_path(directory / f"{key}.sparse.npz") as tmp, open(tmp, "wb") as fh:
+                    sp.save_npz(fh, value.tocsr())
+                plain[key] = {"__sparse__": f"{key}.sparse.npz"}
+            elif _is_torch_module(value):
+                import io
+
+                import torch
+
+                buffer = io.BytesIO()
+                torch.save(value.state_dict(), buffer)
+                with atomic_path(directory / f"{key}.pt") as tmp:
+                    tmp.write_bytes(buffer.getvalue())
+                plain[key] = {"__torch__": f"{key}.pt"}
+            else:
+                try:
+                    json.dumps(value, allow_nan=True)
+                except TypeError as error:
+                    raise TypeError(
+                        f"{self.name}: learned attribute {key} ({type(value).__name__}) has no "
+                        "default persistence; override save_state/load_state"
+                    ) from error
+                plain[key] = value
+        with atomic_path(directory / STATE_ARRAYS) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+        atomic_write_text(directory / STATE_JSON, json.dumps(plain, default=float))
 
     def load_state(self, directory: Path) -> None:
-        """Read what `save_state` wrote."""
+        """Read what `save_state` wrote; torch modules are rebuilt with `new_module` after
+        every other attribute is back (their shapes usually depend on the id maps)."""
+        with np.load(directory / STATE_ARRAYS, allow_pickle=False) as arrays:
+            for key in arrays.files:
+                if key.startswith("idmap:"):
+                    setattr(self, key.removeprefix("idmap:"), IdMap(arrays[key]))
+                else:
+                    setattr(self, key, arrays[key])
+        modules = []
+        for key, value in json.loads((directory / STATE_JSON).read_text()).items():
+            if isinstance(value, dict) and "__like_rule__" in value:
+                setattr(self, key, LikeRule(**value["__like_rule__"]))
+            elif isinstance(value, dict) and "__parquet__" in value:
+                setattr(self, key, pl.read_parquet(directory / value["__parquet__"]))
+            elif isinstance(value, dict) and "__sparse__" in value:
+                import scipy.sparse as sp
+
+                setattr(self, key, sp.load_npz(directory / value["__sparse__"]).tocsr())
+            elif isinstance(value, dict) and "__torch__" in value:
+                modules.append((key, directory / value["__torch__"]))
+            else:
+                setattr(self, key, value)
+        for key, path in modules:
+            import torch
+
+            module = self.new_module(key)
+            module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            module.eval()
+            setattr(self, key, module)
+
+    def new_module(self, attribute: str):
+        """An untrained torch module for the learned attribute `attribute`, shaped like the
+        saved one (torch models override this)."""
+        raise NotImplementedError(f"{self.name} cannot rebuild its torch module {attribute}")
+
+
+class WatchRatioPredictor(ABC):
+    """A model that also predicts watch ratios; runs record MAE/RMSE on the evaluation set."""
+
+    @abstractmethod
+    def predict_watch_ratio(
+        self, user_ids: np.ndarray, video_ids: np.ndarray, histories: Histories
+    ) -> np.ndarray:
+        """Predicted watch ratio of each aligned (user, video) pair."""
+
+
+class CandidateGenerator(ABC):
+    """A retrieve-then-rank model; runs record the recall of its candidate stage."""
+
+    @abstractmethod
+    def candidate_mask(
+        self, user_ids: np.ndarray, video_ids: np.ndarray, histories: Histories
+    ) -> np.ndarray:
+        """Boolean (users x videos): which videos the first stage retrieved for each user."""
+
+
+def _is_sparse(value: Any) -> bool:
+    scipy_sparse = sys.modules.get("scipy.sparse")
+    return scipy_sparse is not None and scipy_sparse.issparse(value)
+
+
+def _is_torch_module(value: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.nn.Module)
 
 
 def load_model(directory: str | Path) -> Recommender:
@@ -95,8 +348,6 @@ def popularity_fallback(
     video_ids: np.ndarray, known_video_ids: np.ndarray, known_scores: np.ndarray
 ) -> np.ndarray:
     """Per-video scores for `video_ids`, from (known ids, scores); unknown videos rank last."""
-    from shortrec.data.histories import IdMap
-
     idx = IdMap(known_video_ids).index(video_ids)
     floor = float(np.min(known_scores)) - 1.0 if len(known_scores) else 0.0
     return np.where(idx >= 0, known_scores[np.maximum(idx, 0)], floor).astype(np.float32)

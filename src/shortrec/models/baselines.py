@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 import polars as pl
 
 from shortrec.data.histories import Histories, IdMap
-from shortrec.io import atomic_write_text
-from shortrec.models.base import Recommender, popularity_fallback
+from shortrec.models.base import FitContext, Recommender, TrainingData, popularity_fallback
 
 
 @dataclasses.dataclass
@@ -21,7 +18,7 @@ class RandomRecommender(Recommender):
 
     name: ClassVar[str] = "random"
 
-    def fit(self, train: pl.DataFrame, validation: pl.DataFrame | None = None):
+    def fit(self, data: TrainingData, context: FitContext | None = None) -> RandomRecommender:
         return self
 
     def score(self, user_ids, video_ids, histories: Histories) -> np.ndarray:
@@ -34,15 +31,6 @@ class RandomRecommender(Recommender):
 @dataclasses.dataclass
 class _VideoScoreTable(Recommender):
     """A model whose score depends on the video only: one learned score per known video."""
-
-    def save_state(self, directory: Path) -> None:
-        state = {"video_ids": self.video_ids_.tolist(), "scores": self.scores_.tolist()}
-        atomic_write_text(directory / "video_scores.json", json.dumps(state))
-
-    def load_state(self, directory: Path) -> None:
-        state = json.loads((directory / "video_scores.json").read_text())
-        self.video_ids_ = np.asarray(state["video_ids"], dtype=np.int64)
-        self.scores_ = np.asarray(state["scores"], dtype=np.float64)
 
     def score(self, user_ids, video_ids, histories: Histories) -> np.ndarray:
         row = popularity_fallback(np.asarray(video_ids), self.video_ids_, self.scores_)
@@ -60,9 +48,9 @@ class PopularRecommender(_VideoScoreTable):
 
     name: ClassVar[str] = "popular"
 
-    def fit(self, train: pl.DataFrame, validation: pl.DataFrame | None = None):
+    def fit(self, data: TrainingData, context: FitContext | None = None) -> PopularRecommender:
         self._set_scores(
-            train.group_by("video_id").agg(
+            data.views.group_by("video_id").agg(
                 pl.col("user_id").n_unique().cast(pl.Float64).alias("score")
             )
         )
@@ -80,8 +68,10 @@ class RecentPopularRecommender(_VideoScoreTable):
     def search_space(cls, trial) -> dict:
         return {"half_life_days": trial.suggest_float("half_life_days", 0.25, 30.0, log=True)}
 
-    def fit(self, train: pl.DataFrame, validation: pl.DataFrame | None = None):
-        timed = train.filter(pl.col("timestamp").is_not_null())
+    def fit(
+        self, data: TrainingData, context: FitContext | None = None
+    ) -> RecentPopularRecommender:
+        timed = data.views.filter(pl.col("timestamp").is_not_null())
         end = timed["timestamp"].max()
         weight = (0.5 ** ((end - pl.col("timestamp")) / (86_400.0 * self.half_life_days))).alias(
             "w"
@@ -100,24 +90,12 @@ class OracleRecommender(Recommender):
     ground truth score lowest."""
 
     name: ClassVar[str] = "oracle"
-    data_dir: str = ""
 
-    def fit(self, train: pl.DataFrame, validation: pl.DataFrame | None = None):
-        from shortrec.data.dataset import load_prepared
-
-        truth = load_prepared(self.data_dir).ground_truth
-        if truth is None:
-            raise ValueError(
-                f"the oracle needs a synthetic world with ground truth; {self.data_dir} has none"
-            )
-        self.truth_ = truth
+    def fit(self, data: TrainingData, context: FitContext | None = None) -> OracleRecommender:
+        if data.ground_truth is None:
+            raise ValueError("the oracle needs a synthetic world with ground truth; this has none")
+        self.truth_ = data.ground_truth.select("user_id", "video_id", "expected_watch_ratio")
         return self
-
-    def save_state(self, directory: Path) -> None:
-        pass  # the ground truth stays in the world directory
-
-    def load_state(self, directory: Path) -> None:
-        self.fit(pl.DataFrame())
 
     def score(self, user_ids, video_ids, histories: Histories) -> np.ndarray:
         user_ids, video_ids = np.asarray(user_ids), np.asarray(video_ids)

@@ -13,19 +13,16 @@ kept in float32, which scoring needs no more than.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
-import polars as pl
 import scipy.linalg
 import scipy.linalg.blas
 import scipy.linalg.lapack
 import scipy.sparse as sp
 
 from shortrec.data.histories import Histories, IdMap
-from shortrec.io import atomic_path
-from shortrec.models.base import Recommender
+from shortrec.models.base import FitContext, Recommender, TrainingData
 from shortrec.models.interactions import (
     WEIGHTING_HELP,
     ViewWeighting,
@@ -34,7 +31,6 @@ from shortrec.models.interactions import (
     unknown_videos_last,
 )
 
-STATE_FILE = "ease.npz"
 _GRAM_BLOCK_CELLS = 50_000_000  # users per dense block x videos: ~200 MB of float32
 _SCORE_BLOCK_USERS = 2048
 
@@ -86,7 +82,8 @@ class EASERecommender(Recommender, ViewWeighting):
             "l2": trial.suggest_float("l2", 1.0, 1e4, log=True),
         }
 
-    def fit(self, train: pl.DataFrame, validation: pl.DataFrame | None = None):
+    def fit(self, data: TrainingData, context: FitContext | None = None) -> EASERecommender:
+        train = data.views
         if train.height == 0:
             raise ValueError("ease: the training frame has no views")
         if self.l2 <= 0:
@@ -113,18 +110,3 @@ class EASERecommender(Recommender, ViewWeighting):
         empty = np.diff(history.indptr) == 0
         scores[empty] = self.popularity_[known_columns]
         return unknown_videos_last(scores, columns >= 0)
-
-    def save_state(self, directory: Path) -> None:
-        with atomic_path(directory / STATE_FILE) as tmp, open(tmp, "wb") as handle:
-            np.savez(
-                handle,
-                video_ids=self.video_map_.raw_ids,
-                popularity=self.popularity_,
-                weights=self.weights_,
-            )
-
-    def load_state(self, directory: Path) -> None:
-        with np.load(directory / STATE_FILE) as state:
-            self.video_map_ = IdMap(state["video_ids"])
-            self.popularity_ = state["popularity"]
-            self.weights_ = state["weights"]

@@ -26,65 +26,11 @@ from shortrec.data.features import (
     user_table,
 )
 from shortrec.data.histories import Histories, IdMap
-from shortrec.data.splits import Split
+from shortrec.data.labels import LikeRule
 from shortrec.io import atomic_path, atomic_write_text
-from shortrec.models.base import Recommender
+from shortrec.models.base import FitContext, Recommender, TrainingData, WatchRatioPredictor
 
 MEAN_KINDS = ("global", "user", "video", "user+video")
-
-
-def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    """Mean absolute and root mean squared error."""
-    y_true, y_pred = np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64)
-    if y_true.shape != y_pred.shape:
-        raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} differ in shape")
-    error = y_pred - y_true
-    return {"mae": float(np.abs(error).mean()), "rmse": float(np.sqrt((error**2).mean()))}
-
-
-def evaluate_regression(
-    model: Recommender, split: Split, which: str, n_resamples: int = 1000, seed: int = 0
-) -> dict:
-    """MAE and RMSE of `model.predict_watch_ratio` on the tune or test targets, on the raw
-    watch ratio and on the ratio capped at WATCH_RATIO_CAP (a few replays of very short
-    videos reach ratios in the hundreds and would otherwise decide RMSE alone). Targets
-    already in the user's history are left out, as in the ranking evaluation. Intervals are
-    bootstraps over users of the per-user mean error (RMSE: over per-user squared error)."""
-    from shortrec.evaluation.statistics import bootstrap_interval
-
-    if not hasattr(model, "predict_watch_ratio"):
-        raise ValueError(f"model {model.name!r} does not predict watch ratios")
-    targets, history_frame = split.targets(which)
-    histories = split.histories(which)
-    seen = (
-        history_frame.select("user_id", "video_id")
-        .unique()
-        .with_columns(pl.lit(True).alias("_seen"))
-    )
-    targets = targets.join(seen, on=["user_id", "video_id"], how="left").filter(
-        pl.col("_seen").is_null()
-    )
-    if targets.height == 0:
-        raise ValueError(f"no {which} targets left to evaluate the regression on")
-    y_pred = model.predict_watch_ratio(
-        targets["user_id"].to_numpy(), targets["video_id"].to_numpy(), histories
-    )
-    y_true = targets["watch_ratio"].fill_null(0).to_numpy().astype(np.float64)
-    out: dict = {"which": which, "pairs": int(targets.height),
-                 "users": int(targets["user_id"].n_unique())}  # fmt: skip
-    for suffix, truth in (("", y_true), ("_capped", np.clip(y_true, 0, WATCH_RATIO_CAP))):
-        metrics = regression_metrics(truth, y_pred)
-        per_user = pl.DataFrame(
-            {"user_id": targets["user_id"], "abs": np.abs(y_pred - truth),
-             "sq": (y_pred - truth) ** 2}
-        ).group_by("user_id").agg(pl.col("abs").mean(), pl.col("sq").mean())  # fmt: skip
-        mae = bootstrap_interval(per_user["abs"].to_numpy(), n_resamples, seed=seed)
-        mse = bootstrap_interval(per_user["sq"].to_numpy(), n_resamples, seed=seed)
-        out[f"mae{suffix}"] = metrics["mae"]
-        out[f"rmse{suffix}"] = metrics["rmse"]
-        out[f"mae{suffix}_interval"] = [mae.low, mae.high]
-        out[f"rmse{suffix}_interval"] = [float(np.sqrt(mse.low)), float(np.sqrt(mse.high))]
-    return out
 
 
 def _capped(frame: pl.DataFrame) -> np.ndarray:
@@ -92,7 +38,7 @@ def _capped(frame: pl.DataFrame) -> np.ndarray:
 
 
 @dataclasses.dataclass
-class MeanRegressor(Recommender):
+class MeanRegressor(Recommender, WatchRatioPredictor):
     """Predicts the capped watch ratio by a mean: global, per user, per video, or global +
     user bias + video bias. Means are shrunk towards the global mean by `shrinkage` views."""
 
@@ -107,7 +53,8 @@ class MeanRegressor(Recommender):
             "shrinkage": trial.suggest_float("shrinkage", 0.5, 100.0, log=True),
         }
 
-    def fit(self, train: pl.DataFrame, validation: pl.DataFrame | None = None):
+    def fit(self, data: TrainingData, context: FitContext | None = None) -> MeanRegressor:
+        train = data.views
         if self.by not in MEAN_KINDS:
             raise ValueError(f"mean-regression `by` must be one of {MEAN_KINDS}, got {self.by!r}")
         if train.height == 0:
@@ -156,24 +103,6 @@ class MeanRegressor(Recommender):
         video = self._bias(video_ids, self.video_ids_, self.video_bias_)
         return (self.global_mean_ + user[:, None] + video[None, :]).astype(np.float32)
 
-    def save_state(self, directory: Path) -> None:
-        state = {
-            "global_mean": self.global_mean_,
-            "user_ids": self.user_ids_.tolist(),
-            "user_bias": self.user_bias_.tolist(),
-            "video_ids": self.video_ids_.tolist(),
-            "video_bias": self.video_bias_.tolist(),
-        }
-        atomic_write_text(directory / "mean_regression.json", json.dumps(state))
-
-    def load_state(self, directory: Path) -> None:
-        state = json.loads((directory / "mean_regression.json").read_text())
-        self.global_mean_ = float(state["global_mean"])
-        self.user_ids_ = np.asarray(state["user_ids"], dtype=np.int64)
-        self.user_bias_ = np.asarray(state["user_bias"], dtype=np.float64)
-        self.video_ids_ = np.asarray(state["video_ids"], dtype=np.int64)
-        self.video_bias_ = np.asarray(state["video_bias"], dtype=np.float64)
-
 
 def ridge_fit(chunks, ridge: float) -> tuple[np.ndarray, float, int]:
     """Ridge regression on standardised columns from (X, y) chunks, in one pass over the
@@ -208,13 +137,12 @@ def ridge_fit(chunks, ridge: float) -> tuple[np.ndarray, float, int]:
 
 
 @dataclasses.dataclass
-class LinearRegressionRecommender(Recommender):
+class LinearRegressionRecommender(Recommender, WatchRatioPredictor):
     """Ridge regression of the capped watch ratio on user, history, video and user-video
     affinity features. Trained leak-free: features come from all but the last `label_days`
     of training, targets from those last days; then features are rebuilt on all of train."""
 
     name: ClassVar[str] = "linear-regression"
-    data_dir: str = ""
     ridge: float = 1e-3  # on standardised columns, per row
     label_days: float = 3.0
 
@@ -228,20 +156,24 @@ class LinearRegressionRecommender(Recommender):
     max_rows: int = 2_000_000
     chunk_rows: int = 100_000
 
-    def fit(self, train: pl.DataFrame, validation: pl.DataFrame | None = None):
-        if not self.data_dir:
-            raise ValueError("linear-regression needs `data_dir` (a prepared release)")
+    def fit(
+        self, data: TrainingData, context: FitContext | None = None
+    ) -> LinearRegressionRecommender:
+        train = data.views
         early, late = time_holdout(train, self.label_days)
         if late.height > self.max_rows:
             late = late.sample(self.max_rows, seed=self.seed)
-        features = build_features(self.data_dir, early)
-        users = user_table(late["user_id"].to_numpy(), features.users, early, features.videos)
+        side = (data.videos, data.users, data.item_daily_features)
+        rule = data.like_rule
+        features = build_features(early, *side, like_rule=rule)
+        users = user_table(late["user_id"].to_numpy(), features.users, early, features.videos, rule)
         self.coef_, self.intercept_, self.rows_ = ridge_fit(
             self._chunks(users, features.videos, late), self.ridge
         )
         self.feature_names_ = pair_features(users, features.videos, late["user_id"][:1].to_numpy(),
                                             late["video_id"][:1].to_numpy())[1]  # fmt: skip
-        full = build_features(self.data_dir, train)
+        full = build_features(train, *side, like_rule=rule)
+        self.like_rule_ = rule
         self.static_users_, self.videos_ = full.users, full.videos
         return self
 
@@ -255,7 +187,7 @@ class LinearRegressionRecommender(Recommender):
         """The linear predictor split into a user part, a video part and affinity terms,
         with coefficients matched to columns by name (a column the model never saw gets 0)."""
         views = history_views(histories, user_ids)
-        users = user_table(user_ids, self.static_users_, views, self.videos_)
+        users = user_table(user_ids, self.static_users_, views, self.videos_, self.like_rule_)
         coef = dict(zip(self.feature_names_, self.coef_, strict=True))
         user_cols = [n for n in users.names if not n.startswith(PROFILE_PREFIX)]
         user_rows, _ = users.select(user_cols).lookup(user_ids)
@@ -299,7 +231,8 @@ class LinearRegressionRecommender(Recommender):
             with atomic_path(directory / f"linear_{name}.parquet") as tmp:
                 table.to_frame(id_column).write_parquet(tmp)
         state = {"coef": self.coef_.tolist(), "intercept": self.intercept_,
-                 "feature_names": self.feature_names_, "rows": self.rows_}  # fmt: skip
+                 "feature_names": self.feature_names_, "rows": self.rows_,
+                 "like_rule": self.like_rule_.to_dict()}  # fmt: skip
         atomic_write_text(directory / "linear_regression.json", json.dumps(state))
 
     def load_state(self, directory: Path) -> None:
@@ -308,6 +241,7 @@ class LinearRegressionRecommender(Recommender):
         self.intercept_ = float(state["intercept"])
         self.feature_names_ = state["feature_names"]
         self.rows_ = int(state["rows"])
+        self.like_rule_ = LikeRule(**state["like_rule"])
         self.static_users_ = FeatureTable.from_frame(
             pl.read_parquet(directory / "linear_users.parquet"), "user_id"
         )

@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import io
-import json
 import math
 import time
 from pathlib import Path
@@ -41,9 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 from shortrec.data.histories import Histories, IdMap
-from shortrec.data.labels import LikeRule
-from shortrec.io import atomic_write_bytes, atomic_write_text
-from shortrec.models.base import Recommender
+from shortrec.models.base import FitContext, Recommender, TrainingData
 from shortrec.models.sasrec_net import NORMS, SASRecConfig, SASRecNet
 from shortrec.training.checkpoint import (
     check_compatible,
@@ -68,8 +64,6 @@ from shortrec.training.objectives import (
 )
 from shortrec.training.sequences import Sequences, epoch_batches
 
-WEIGHTS_FILE = "sasrec_weights.pt"
-STATE_FILE = "sasrec_state.json"
 TRAIN_WINDOWS = ("last", "random")
 SCORE_BATCH_USERS = 1024
 VALIDATION_BATCH_USERS = 512
@@ -106,7 +100,7 @@ PAPER_PRESETS: dict[str, dict[str, Any]] = {
 # Settings a checkpoint must share with the run that resumes it.
 _RESUME_KEYS = ("seed", "maxlen", "hidden_size", "num_blocks", "num_heads", "dropout",
                 "learning_rate", "l2_emb", "batch_size", "norm", "attention_sink", "loss",
-                "n_negatives", "explicit_negatives", "weighted_dislike", "like_rule",
+                "n_negatives", "explicit_negatives", "weighted_dislike",
                 "train_window")  # fmt: skip
 
 
@@ -139,7 +133,8 @@ class SASRec(Recommender):
     histories better. `amp` runs bfloat16 autocast on CUDA. `num_threads`: CPU threads;
     1 is fastest at SASRec's sizes (each op is too small to split, and OpenMP threads spin
     badly on a shared machine: 2 threads ran 10x slower under load); 0 keeps torch's own.
-    `checkpoint_dir` "" disables checkpoints; otherwise fit resumes from it. `norm`:
+    Given a `FitContext.checkpoint_dir`, fit checkpoints every epoch and resumes from it.
+    Likes and dislikes come from the run's like rule (`TrainingData`). `norm`:
     "original" (the paper's block), "pre" or "post". `attention_sink`: every position may
     also attend to a null key weighted by the padding a maxlen window would hold, as in the
     public PyTorch port (whose padding keys are unmasked); it is worth ~0.03 sampled-100
@@ -147,6 +142,8 @@ class SASRec(Recommender):
     """
 
     name: ClassVar[str] = "sasrec"
+    reports_epochs: ClassVar[bool] = True
+    devices: ClassVar[tuple[str, ...]] = ("auto", "cpu", "cuda")
     maxlen: int = 50
     hidden_size: int = 50
     num_blocks: int = 2
@@ -166,12 +163,9 @@ class SASRec(Recommender):
     n_negatives: int = 256
     explicit_negatives: bool = False
     weighted_dislike: float = 1.0
-    like_rule: str = "threshold:0.7"
     train_window: str = "last"
-    checkpoint_dir: str = ""
     amp: bool = False
     num_threads: int = 1
-    progress: bool = True
 
     # --- configuration ---------------------------------------------------------------------
     @classmethod
@@ -180,8 +174,8 @@ class SASRec(Recommender):
         # "quickstart": the objective that won on the full-scale world's tune set
         # (benchmarks/full_scale_leaderboard.sh): disliked views as 3x-weighted negatives.
         quickstart = {"explicit_negatives": True, "weighted_dislike": 3.0,
-                      "train_window": "random", "epochs": 30, "eval_every": 2, "patience": 3,
-                      "progress": False}  # fmt: skip
+                      "train_window": "random", "epochs": 30, "eval_every": 2,
+                      "patience": 3}  # fmt: skip
         return {"quickstart": quickstart,
                 **{f"paper-{name}": paper_preset(name) for name in PAPER_PRESETS}}  # fmt: skip
 
@@ -222,7 +216,6 @@ class SASRec(Recommender):
             problems.append(f"hidden_size {self.hidden_size} is not divisible by num_heads")
         if problems:
             raise ValueError("invalid SASRec settings: " + "; ".join(problems))
-        LikeRule.parse(self.like_rule)
 
     def _net_config(self, n_items: int) -> SASRecConfig:
         return SASRecConfig(
@@ -237,23 +230,21 @@ class SASRec(Recommender):
         )
 
     # --- training --------------------------------------------------------------------------
-    def fit(self, train: pl.DataFrame, validation: pl.DataFrame | None = None) -> SASRec:
-        """Train on `train` views; `validation` views (full-ranking NDCG@10 of each user's
+    def fit(self, data: TrainingData, context: FitContext | None = None) -> SASRec:
+        """Train on the training views; validation views (full-ranking NDCG@10 of each user's
         next views after their training sequence) choose the best epoch and stop early."""
         self._check_params()
-        _require_columns(train, ("user_id", "video_id", "watch_ratio", "timestamp"), "train")
+        _require_columns(data.views, ("user_id", "video_id", "timestamp"), "train")
         device = select_device(self.device)
         with torch_threads(self.num_threads):
-            return self._fit(train, validation, device)
+            return self._fit(data, context or FitContext(), device)
 
-    def _fit(self, train: pl.DataFrame, validation: pl.DataFrame | None, device) -> SASRec:
+    def _fit(self, data: TrainingData, context: FitContext, device) -> SASRec:
+        train, validation = data.views, data.validation
         dislikes = self.uses_explicit_negatives
-        rule = LikeRule.parse(self.like_rule)
-        if dislikes:  # a duration-aware rule learns its thresholds from training views only
-            rule.fit(train)
         self.video_map_ = IdMap.from_ids(train["video_id"])
         sequences = Sequences.from_frame(
-            train, self.video_map_, rule.disliked(train) if dislikes else None
+            train, self.video_map_, data.disliked if dislikes else None
         )
         n_items = len(self.video_map_)
         self.popularity_ = np.bincount(sequences.items, minlength=n_items + 1)[1:].astype(
@@ -262,7 +253,7 @@ class SASRec(Recommender):
         trainable = np.flatnonzero(sequences.lengths >= 2)
         if len(trainable) == 0:
             raise ValueError("train has no user with 2 or more views; SASRec learns next views")
-        targets = self._validation_targets(validation, sequences, rule, dislikes)
+        targets = self._validation_targets(validation, sequences, dislikes)
 
         with seeded_global_rng(self.seed, torch.device("cpu")):  # initial weights
             net = SASRecNet(self._net_config(n_items)).to(device)
@@ -272,11 +263,12 @@ class SASRec(Recommender):
         best_state: dict | None = None
         history: list[dict[str, float]] = []
         start_epoch = 0
-        config = {k: getattr(self, k) for k in _RESUME_KEYS}
-        if self.checkpoint_dir:
-            saved = load_checkpoint(self.checkpoint_dir)
+        config = {k: getattr(self, k) for k in _RESUME_KEYS} | {"like_rule": str(data.like_rule)}
+        checkpoint_dir = context.checkpoint_dir
+        if checkpoint_dir:
+            saved = load_checkpoint(checkpoint_dir)
             if saved is not None:
-                path = checkpoint_path(self.checkpoint_dir)
+                path = checkpoint_path(checkpoint_dir)
                 check_compatible(saved["config"], config, path)
                 _check_same_data(saved, self.video_map_, sequences, path)
                 net.load_state_dict(saved["model"])
@@ -289,7 +281,7 @@ class SASRec(Recommender):
 
         started = time.perf_counter()
         train_seconds, sequences_trained = 0.0, 0
-        bar = tqdm(range(start_epoch, self.epochs), desc="sasrec", disable=not self.progress,
+        bar = tqdm(range(start_epoch, self.epochs), desc="sasrec", disable=not context.progress,
                    initial=start_epoch, total=self.epochs, unit="epoch")  # fmt: skip
         for epoch in bar:
             if stopper.should_stop:
@@ -315,12 +307,12 @@ class SASRec(Recommender):
                 )
                 if stopper.update(record["validation_ndcg@10"], epoch + 1):
                     best_state = copy.deepcopy(net.state_dict())
-                self.report_epoch(epoch + 1, record["validation_ndcg@10"])
+                self.report_epoch(context, epoch + 1, record["validation_ndcg@10"])
             history.append(record)
             bar.set_postfix(loss=f"{mean_loss:.4f}", seq_s=f"{len(trainable) / seconds:.0f}",
                             best=f"{stopper.best_score:.4f}")  # fmt: skip
-            if self.checkpoint_dir:
-                save_checkpoint(self.checkpoint_dir, {
+            if checkpoint_dir:
+                save_checkpoint(checkpoint_dir, {
                     "config": config, "epoch": epoch + 1, "model": net.state_dict(),
                     "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
                     "early_stopping": stopper.state_dict(), "best_model": best_state,
@@ -332,9 +324,7 @@ class SASRec(Recommender):
             net.load_state_dict(best_state)
         net.eval()
         self.net_ = net
-        self.like_rule_ = rule
-        self.history_ = history
-        self.training_summary_ = {
+        summary = {
             "epochs": history[-1]["epoch"] if history else 0,
             "epochs_this_run": len(history) - start_epoch if history else 0,
             "best_epoch": stopper.best_epoch if best_state is not None else None,
@@ -345,11 +335,11 @@ class SASRec(Recommender):
             "peak_rss_mb": peak_rss_mb(),
             "peak_device_mb": peak_device_mb(device),
             "device": str(device),
+            "dislikes": "weighted negatives" if dislikes else "not used",
         }
-        if self.progress:
-            tqdm.write(
-                "sasrec: " + ", ".join(f"{k} {_fmt(v)}" for k, v in self.training_summary_.items())
-            )
+        self.fit_report_ = {**summary, "history": history}
+        if context.progress:
+            tqdm.write("sasrec: " + ", ".join(f"{k} {_fmt(v)}" for k, v in summary.items()))
         return self
 
     def _train_epoch(self, net, optimizer, generator, sequences, trainable, ends, batches, device):
@@ -392,17 +382,14 @@ class SASRec(Recommender):
         return float(torch.stack(losses).mean()) if losses else float("nan")
 
     # --- validation ------------------------------------------------------------------------
-    def _validation_targets(
-        self, validation, sequences, rule, dislikes
-    ) -> _ValidationTargets | None:
+    def _validation_targets(self, validation, sequences, dislikes) -> _ValidationTargets | None:
         """Each validation user's next views that count as relevant: all of them, or with
         explicit negatives only the ones not disliked. Users unknown to training or whose
         relevant videos are all unknown are left out."""
         if validation is None or validation.height == 0:
             return None
-        _require_columns(validation, ("user_id", "video_id", "watch_ratio"), "validation")
         if dislikes:
-            validation = validation.filter(pl.Series(~rule.disliked(validation)))
+            validation = validation.filter(~pl.col("disliked"))
         rows = IdMap(sequences.user_ids).index(validation["user_id"])
         items = self.video_map_.index(validation["video_id"])
         keep = (rows >= 0) & (items >= 0)
@@ -454,7 +441,7 @@ class SASRec(Recommender):
     ) -> np.ndarray:
         """Scores from each user's newest `maxlen` known videos in `histories`. Unknown
         videos score below every known one; users with no known video get popularity."""
-        if not hasattr(self, "net_"):
+        if getattr(self, "net_", None) is None:
             raise RuntimeError("SASRec must be fitted (or loaded) before scoring")
         user_ids = np.asarray(user_ids, dtype=np.int64)
         video_ids = np.asarray(video_ids, dtype=np.int64)
@@ -486,35 +473,12 @@ class SASRec(Recommender):
         return out
 
     # --- persistence -----------------------------------------------------------------------
-    def save_state(self, directory: Path) -> None:
-        buffer = io.BytesIO()
-        torch.save({k: v.cpu() for k, v in self.net_.state_dict().items()}, buffer)
-        atomic_write_bytes(directory / WEIGHTS_FILE, buffer.getvalue())
-        state = {
-            "n_items": len(self.video_map_),
-            "video_ids": self.video_map_.to_list(),
-            "popularity": self.popularity_.tolist(),
-            "like_rule": self.like_rule_.to_dict(),
-            "training_summary": self.training_summary_,
-            "history": self.history_,
-        }
-        atomic_write_text(directory / STATE_FILE, json.dumps(state, default=float))
+    def new_module(self, attribute: str) -> SASRecNet:
+        return SASRecNet(self._net_config(len(self.video_map_)))
 
     def load_state(self, directory: Path) -> None:
-        for name in (WEIGHTS_FILE, STATE_FILE):
-            if not (directory / name).exists():
-                raise FileNotFoundError(f"{directory} has no {name}: not a saved SASRec model")
-        state = json.loads((directory / STATE_FILE).read_text())
-        self.video_map_ = IdMap.from_list(state["video_ids"])
-        self.popularity_ = np.asarray(state["popularity"], dtype=np.float64)
-        self.like_rule_ = LikeRule(**state["like_rule"])
-        self.training_summary_ = state["training_summary"]
-        self.history_ = state["history"]
-        net = SASRecNet(self._net_config(state["n_items"]))
-        net.load_state_dict(
-            torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-        )
-        self.net_ = net.to(select_device(self.device)).eval()
+        super().load_state(directory)
+        self.net_ = self.net_.to(select_device(self.device)).eval()
 
 
 def _adam(net: torch.nn.Module, learning_rate: float) -> torch.optim.Adam:

@@ -28,9 +28,15 @@ from shortrec.data.features import (
 )
 from shortrec.data.histories import Histories, IdMap
 from shortrec.data.labels import LikeRule
-from shortrec.data.splits import Split, stable_user_fraction
+from shortrec.data.splits import stable_user_fraction
 from shortrec.io import atomic_path, atomic_write_text
-from shortrec.models.base import Recommender, load_model
+from shortrec.models.base import (
+    CandidateGenerator,
+    FitContext,
+    Recommender,
+    TrainingData,
+    load_model,
+)
 
 BOOSTER_FILE = "reranker.txt"
 # One-hot content columns reach the reranker through the affinities; alone they only add width.
@@ -70,18 +76,16 @@ class _Candidates:
 
 
 @dataclasses.dataclass
-class TwoStageRecommender(Recommender):
+class TwoStageRecommender(Recommender, CandidateGenerator):
     """Candidates from `retrievers` (top `candidates_per_retriever` each, unseen videos only),
     reranked by LightGBM LambdaRank; non-candidates rank below every candidate, in the order
     of the first retriever."""
 
     name: ClassVar[str] = "two-stage"
-    data_dir: str = ""
     retrievers: str = "ease,als,popular"  # the strongest retrievers on the leaderboard
     candidates_per_retriever: int = 100
     label_days: float = 3.0
     max_label_users: int = 3000
-    like_rule: str = ""  # "threshold[:X]" / "duration[:Q]"; runs fill in their own rule
     n_estimators: int = 300
     learning_rate: float = 0.05
     num_leaves: int = 31
@@ -106,25 +110,19 @@ class TwoStageRecommender(Recommender):
 
         models = []
         for name in _retriever_names(self.retrievers):
-            cls = model_class(name)
-            fields = {f.name for f in dataclasses.fields(cls)}
-            kwargs = {"seed": self.seed}
-            if "data_dir" in fields:
-                kwargs["data_dir"] = self.data_dir
-            models.append(cls(**kwargs))
+            models.append(model_class(name)(seed=self.seed))
         return models
 
     # --- fitting --------------------------------------------------------------------------
-    def fit(self, train: pl.DataFrame, validation: pl.DataFrame | None = None):
+    def fit(self, data: TrainingData, context: FitContext | None = None) -> TwoStageRecommender:
         import lightgbm
 
-        if not self.data_dir:
-            raise ValueError("two-stage needs `data_dir` (a prepared release) for its features")
+        train = data.views
         early, late = time_holdout(train, self.label_days)
-        rule = (LikeRule.parse(self.like_rule) if self.like_rule else LikeRule()).fit(early)
-        late = rule.label(late)
-        self.retrievers_ = [m.fit(early, None) for m in self._new_retrievers()]
-        features = build_features(self.data_dir, early, rule)
+        rule = data.like_rule
+        self.retrievers_ = [m.fit(data.with_views(early)) for m in self._new_retrievers()]
+        side = (data.videos, data.users, data.item_daily_features)
+        features = build_features(early, *side, like_rule=rule)
         self._set_tables(features.users, features.videos, rule)
         liked = late.filter(pl.col("liked")).select("user_id", "video_id").unique()
         users = np.sort(liked["user_id"].unique().to_numpy())
@@ -207,8 +205,8 @@ class TwoStageRecommender(Recommender):
             "best_iteration": int(self.booster_.best_iteration or self.n_estimators),
         }
         # Final retrievers and features on all of train.
-        self.retrievers_ = [m.fit(train, validation) for m in self._new_retrievers()]
-        full = build_features(self.data_dir, train, rule)
+        self.retrievers_ = [m.fit(data) for m in self._new_retrievers()]
+        full = build_features(train, *side, like_rule=rule)
         self._set_tables(full.users, full.videos, rule)
         return self
 
@@ -218,7 +216,7 @@ class TwoStageRecommender(Recommender):
         self.rule_ = rule
         self.history_names_ = history_features(pl.DataFrame(
             schema={"user_id": pl.Int64, "video_id": pl.Int64, "watch_ratio": pl.Float64}
-        )).names  # fmt: skip
+        ), like_rule=rule).names  # fmt: skip
 
     def _candidates(
         self, user_ids: np.ndarray, video_ids: np.ndarray, histories: Histories
@@ -312,41 +310,3 @@ class TwoStageRecommender(Recommender):
         )
         self._set_tables(users, videos, LikeRule(**state["like_rule"]))
         self.fit_report_ = state["fit_report"]
-
-
-def candidate_recall(
-    model: TwoStageRecommender, split: Split, which: str, like_rule: LikeRule,
-    n_resamples: int = 1000, seed: int = 0,
-) -> dict:  # fmt: skip
-    """Share of each target user's liked, not-yet-seen candidate videos that the retrievers
-    put in the candidate set: the ceiling of the reranker's recall. Mean over users with a
-    bootstrap interval."""
-    from shortrec.evaluation.statistics import bootstrap_interval
-
-    targets, _ = split.targets(which)
-    histories = split.histories(which)
-    catalog = IdMap(np.asarray(split.candidate_video_ids, dtype=np.int64))
-    liked = like_rule.label(targets).filter(pl.col("liked")).select("user_id", "video_id")
-    liked = liked.filter(pl.col("video_id").is_in(catalog.raw_ids)).unique()
-    users = IdMap.from_ids(targets["user_id"])
-    per_user = np.full(len(users), np.nan)
-    for start in range(0, len(users), model.batch_users):
-        batch = users.raw_ids[start : start + model.batch_users]
-        relevant = np.zeros((len(batch), len(catalog)), dtype=bool)
-        mine = liked.filter(pl.col("user_id").is_in(batch))
-        relevant[IdMap(batch).index(mine["user_id"]), catalog.index(mine["video_id"])] = True
-        relevant &= histories.seen_matrix(batch, catalog).toarray() == 0
-        mask = model.candidate_mask(batch, catalog.raw_ids, histories)
-        n = relevant.sum(1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            per_user[start : start + len(batch)] = np.where(
-                n > 0, (relevant & mask).sum(1) / n, np.nan
-            )
-    interval = bootstrap_interval(per_user, n_resamples=n_resamples, seed=seed)
-    return {
-        "which": which,
-        "candidate_recall": interval.mean,
-        "candidate_recall_interval": [interval.low, interval.high],
-        "users": interval.n,
-        "candidates_per_retriever": model.candidates_per_retriever,
-    }

@@ -25,7 +25,7 @@ from torch import nn
 from shortrec.data.features import WATCH_RATIO_CAP, FeatureTable, build_features
 from shortrec.data.histories import Histories, IdMap
 from shortrec.io import atomic_path, atomic_write_text
-from shortrec.models.base import Recommender
+from shortrec.models.base import FitContext, Recommender, TrainingData, WatchRatioPredictor
 
 STATE_FILE = "two_tower.pt"
 # Outcome means of a video would let the regression head read its own target back.
@@ -120,11 +120,11 @@ def _normalise(x: torch.Tensor) -> torch.Tensor:
 
 
 @dataclasses.dataclass
-class TwoTowerRecommender(Recommender):
+class TwoTowerRecommender(Recommender, WatchRatioPredictor):
     """Retrieval by cosine similarity of user and video vectors (see module docstring)."""
 
     name: ClassVar[str] = "two-tower"
-    data_dir: str = ""
+    reports_epochs: ClassVar[bool] = True
     embedding_dim: int = 64
     hidden_dim: int = 128
     history_length: int = 50
@@ -152,12 +152,13 @@ class TwoTowerRecommender(Recommender):
         }
 
     # --- fitting --------------------------------------------------------------------------
-    def fit(self, train: pl.DataFrame, validation: pl.DataFrame | None = None):
-        if not self.data_dir:
-            raise ValueError("two-tower needs `data_dir` (a prepared release) for its features")
+    def fit(self, data: TrainingData, context: FitContext | None = None) -> TwoTowerRecommender:
+        train, validation = data.views, data.validation
         if train.height == 0:
             raise ValueError("two-tower cannot be fitted on an empty training frame")
-        features = build_features(self.data_dir, train)
+        features = build_features(
+            train, data.videos, data.users, data.item_daily_features, like_rule=data.like_rule
+        )
         video_table = features.videos.select(
             [n for n in features.videos.names if n not in VIDEO_OUTCOME_COLUMNS]
         )
@@ -178,7 +179,7 @@ class TwoTowerRecommender(Recommender):
             self.network_.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay
         )
         best, best_state, stale = math.inf, None, 0
-        self.history_ = []
+        history = []
         for epoch in range(self.epochs):
             started = time.perf_counter()
             order = rng.permutation(train_rows)
@@ -198,18 +199,19 @@ class TwoTowerRecommender(Recommender):
                      "seconds": time.perf_counter() - started}  # fmt: skip
             if len(val_rows):
                 entry["validation_loss"] = self._validation_loss(sequence, val_rows)
-                self.report_epoch(epoch + 1, -entry["validation_loss"])
+                self.report_epoch(context, epoch + 1, -entry["validation_loss"])
                 if entry["validation_loss"] < best - 1e-4:
                     best, stale = entry["validation_loss"], 0
                     best_state = {k: v.clone() for k, v in self.network_.state_dict().items()}
                 else:
                     stale += 1
-            self.history_.append(entry)
+            history.append(entry)
             if len(val_rows) and stale >= self.patience:
                 break
         if best_state is not None:
             self.network_.load_state_dict(best_state)
         self.network_.eval()
+        self.fit_report_ = {"history": history}
         return self
 
     def _set_tables(self, videos: FeatureTable, users: FeatureTable, trained_ids: IdMap) -> None:
@@ -438,7 +440,7 @@ class TwoTowerRecommender(Recommender):
         atomic_write_text(
             directory / "two_tower.json",
             json.dumps({"content_names": self.content_names_, "user_names": self.user_names_,
-                        "history": getattr(self, "history_", [])}),
+                        "fit_report": self.fit_report_}),
         )  # fmt: skip
 
     def load_state(self, directory: Path) -> None:
@@ -449,7 +451,7 @@ class TwoTowerRecommender(Recommender):
         names = json.loads((directory / "two_tower.json").read_text())
         self.content_names_ = names["content_names"]
         self.user_names_ = names["user_names"]
-        self.history_ = names["history"]
+        self.fit_report_ = names["fit_report"]
         self.catalog_ids_ = state["catalog_ids"].numpy()
         self.content_ = state["content"].numpy()
         self.content_mean_ = state["content_mean"].numpy()

@@ -19,7 +19,7 @@ import optuna
 
 from shortrec.io import atomic_write_bytes, atomic_write_text
 from shortrec.report import plots
-from shortrec.runs import RunConfig, list_runs, load_run, read_metrics, recommend_from_run
+from shortrec.runs import RunConfig, list_runs, read_metrics, recommend_from_run
 
 SECTIONS = {
     "leaderboard": "Leaderboard",
@@ -188,17 +188,8 @@ def _interval_text(value: dict | None) -> str:
 
 
 def training_history(run_dir: Path) -> list[dict] | None:
-    """Per-epoch records ({epoch, loss, validation...}) from the run's metrics, or from the
-    saved model's `history_` for models that keep it there."""
-    history = read_metrics(run_dir).get("history")
-    if history:
-        return history
-    try:
-        model, _ = load_run(run_dir)
-    except (FileNotFoundError, ValueError):
-        return None
-    history = getattr(model, "history_", None)
-    return list(history) if history else None
+    """Per-epoch records ({epoch, loss, validation...}) of the model's fit report."""
+    return read_metrics(run_dir).get("fit", {}).get("history") or None
 
 
 def training_curves_section(results: list[ModelResult], figures) -> Section:

@@ -16,7 +16,7 @@ import polars as pl
 
 from shortrec.data.dataset import MANIFEST_FILE
 from shortrec.io import atomic_path, atomic_write_text
-from shortrec.models.base import Recommender
+from shortrec.models.base import Recommender, TrainingData
 from shortrec.models.baselines import PopularRecommender
 from shortrec.runs import RunConfig
 
@@ -117,7 +117,7 @@ def fabricate_run(
     directory = Path(directory)
     data_dir = Path(data_dir).resolve()
     model = model if model is not None else PopularRecommender()
-    model.fit(pl.read_parquet(data_dir / "big_matrix.parquet"))
+    model.fit(TrainingData.build(pl.read_parquet(data_dir / "big_matrix.parquet")))
     model.save(directory / "model")
     config = RunConfig(model=model.name, params=model.params(), data_dir=str(data_dir))
     atomic_write_text(directory / "config.json", config.to_json())
