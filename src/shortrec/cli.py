@@ -306,15 +306,19 @@ def _print_run_metrics(run_dir: Path, metrics: dict) -> None:
     for key, result in metrics.items():
         if not isinstance(result, dict) or "summary" not in result:
             continue
-        shown = {
-            m: result["summary"][m]
-            for m in ("ndcg@10", "graded_ndcg@10", "recall@20", "mrr")
-            if m in result["summary"]
-        }
+        names = ("ndcg@10", "graded_ndcg@10", "recall@20", "mrr")
+        if result["mode"] != "full-ranking":  # papers report HR@10 beside NDCG@10
+            names = ("ndcg@10", "hitrate@10", "mrr")
+        shown = {m: result["summary"][m] for m in names if m in result["summary"]}
         text = ", ".join(
             f"{m} {v['mean']:.4f} [{v['low']:.4f}, {v['high']:.4f}]" for m, v in shown.items()
         )
         typer.echo(f"{key} ({result['mode']}): {text}")
+        aggregate = result.get("aggregate", {})
+        if aggregate.get("liked_share") is not None:
+            typer.echo(f"  {aggregate['liked_share']:.1%} of the judged {key} views are liked")
+        if aggregate.get("nan_scores"):
+            typer.echo(f"  warning: {int(aggregate['nan_scores'])} NaN scores ranked last")
 
 
 @app.command()
@@ -350,7 +354,7 @@ def quickstart(
         config = RunConfig.from_json((best / "config.json").read_text())
         if user is None:
             user = int(split_for(load_data(config.data_dir), "kuairec").test["user_id"].min())
-        table = recommend_from_run(best, [user], 10, matrix="small")
+        table = recommend_from_run(best, [user], 10)
         console.print(
             f"top-10 small_matrix videos for user {user} from {config.model} ({best.name}):"
         )
@@ -437,8 +441,10 @@ def recommend(
     k: int = typer.Option(10, help="Videos per user."),
     out: Path | None = typer.Option(None, help="Write to .csv or .parquet instead of printing."),
     include_seen: bool = typer.Option(False, help="Allow already watched videos."),
-    matrix: str = typer.Option(
-        "big", help="Which videos to rank: big (all) | small (small_matrix videos)."
+    candidates: str = typer.Option(
+        "evaluation",
+        help="Which videos to rank: evaluation (what the run's evaluation ranked: small_matrix "
+        "videos under the KuaiRec protocol) | all (every video of the data).",
     ),
 ) -> None:
     """Top-k videos per user from a trained run, with captions and categories."""
@@ -446,7 +452,9 @@ def recommend(
 
     try:
         user_ids = [int(u) for u in users.split(",")] if users else None
-        table = recommend_from_run(run_dir, user_ids, k, include_seen=include_seen, matrix=matrix)
+        table = recommend_from_run(
+            run_dir, user_ids, k, include_seen=include_seen, candidates=candidates
+        )
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
     if out is None:

@@ -276,10 +276,11 @@ def recommend_from_run(
     user_ids: list[int] | None,
     k: int = 10,
     include_seen: bool = False,
-    matrix: str = "big",
+    candidates: str = "evaluation",
 ) -> pl.DataFrame:
-    """Top-k per user from a run's model, ranked over the big (all) or small_matrix videos,
-    with each user's whole big_matrix history as context, joined with video metadata."""
+    """Top-k per user from a run's model, joined with video metadata, with each user's whole
+    big_matrix history as context. `candidates="evaluation"` ranks what the run's evaluation
+    ranked (small_matrix videos under the KuaiRec protocol); `"all"` every video of the data."""
     import numpy as np
 
     from shortrec.data.histories import Histories
@@ -287,15 +288,16 @@ def recommend_from_run(
 
     model, config = load_run(run_dir)
     data = load_data(config.data_dir)
-    if matrix not in ("big", "small"):
-        raise ValueError(f"--matrix must be 'big' or 'small', got {matrix!r}")
-    source = (
-        data.big_matrix if matrix == "big" or data.small_matrix.height == 0 else data.small_matrix
-    )
-    candidates = np.sort(source["video_id"].unique().to_numpy())
+    if candidates == "evaluation":
+        candidate_ids = split_for(data, config.protocol).candidate_video_ids
+    elif candidates == "all":
+        every = [data.big_matrix["video_id"], data.small_matrix["video_id"]]
+        candidate_ids = np.unique(pl.concat(every).to_numpy())
+    else:
+        raise ValueError(f"--candidates must be 'evaluation' or 'all', got {candidates!r}")
     histories = Histories.from_frame(data.big_matrix)
     users = np.asarray(user_ids if user_ids is not None else histories.user_ids, dtype=np.int64)
-    table = recommend(model, users, histories, candidates, k, exclude_seen=not include_seen)
+    table = recommend(model, users, histories, candidate_ids, k, exclude_seen=not include_seen)
     meta = [
         c
         for c in ("video_id", "caption", "first_level_category_name", "tags")

@@ -31,6 +31,18 @@ class Scorer(Protocol):
 
 
 GRADED_GAIN_CAP = 5.0  # watch ratios beyond 5 are replays of very short videos, not 5x taste
+# Below every finite score but above -inf (which marks excluded, already seen candidates).
+_NAN_SCORE = np.float32(np.finfo(np.float32).min)
+
+
+def rank_nan_last(scores: np.ndarray) -> int:
+    """Give NaN scores the lowest finite score, in place, so they rank last (torch.topk would
+    rank them first); returns how many there were, which every evaluation reports."""
+    nan = np.isnan(scores)
+    count = int(nan.sum())
+    if count:
+        scores[nan] = _NAN_SCORE
+    return count
 
 
 @dataclass
@@ -97,6 +109,9 @@ def evaluate(
     targets, _ = split.targets(which)
     histories = split.histories(which)
     targets = like_rule.label(targets)
+    # What the rule calls liked among the judged views: threshold:0.7 on small_matrix, for
+    # example, calls most short videos liked whatever the user's taste.
+    liked_share = float(targets["liked"].mean()) if targets.height else float("nan")
     candidates = IdMap(np.asarray(split.candidate_video_ids, dtype=np.int64))
     users = IdMap.from_ids(targets["user_id"])
     rows, cols, liked, gain = _target_matrices(targets, users, candidates)
@@ -112,12 +127,13 @@ def evaluate(
     if sampled is not None:
         return _evaluate_sampled(
             model, which, users, candidates, histories, seen_all, rows, cols, liked, ks,
-            sampled, batch_size, n_resamples, seed,
+            sampled, batch_size, n_resamples, seed, liked_share,
         )  # fmt: skip
 
     bounds = np.searchsorted(rows, np.arange(len(users) + 1))
     per_user: dict[str, list[np.ndarray]] = {}
     tops = []
+    nan_scores = 0
     kmax = max(ks)
     batches = range(0, len(users), batch_size)
     for start in tqdm(batches, desc=f"evaluate {which}", disable=not progress, leave=False):
@@ -128,6 +144,7 @@ def evaluate(
         ).copy()
         if scores.shape != (stop - start, len(candidates)):
             raise ValueError(f"{model.name}.score returned shape {scores.shape}")
+        nan_scores += rank_nan_last(scores)
         seen = seen_all[start:stop]
         scores[seen.nonzero()] = -np.inf
         lo, hi = bounds[start], bounds[stop]
@@ -145,6 +162,8 @@ def evaluate(
     aggregate = {f"coverage@{k}": catalogue_coverage(top_all, k, len(candidates)) for k in ks}
     aggregate["users"] = float(len(users))
     aggregate["dropped_seen_targets"] = float(already_seen.sum())
+    aggregate["nan_scores"] = float(nan_scores)
+    aggregate["liked_share"] = liked_share
     return _finish("full-ranking", which, users, columns, aggregate, n_resamples, seed)
 
 
@@ -156,7 +175,7 @@ def _finish(mode, which, users, columns, aggregate, n_resamples, seed) -> Evalua
 
 def _evaluate_sampled(
     model, which, users, candidates, histories, seen_all, rows, cols, liked, ks,
-    n_negatives, batch_size, n_resamples, seed,
+    n_negatives, batch_size, n_resamples, seed, liked_share,
 ) -> Evaluation:  # fmt: skip
     """Each liked target ranked against `n_negatives` videos the user never interacted with
     (neither in history nor among the targets); metrics averaged per user."""
@@ -168,13 +187,17 @@ def _evaluate_sampled(
     rows, cols = rows[keep], cols[keep]
     bounds = np.searchsorted(rows, np.arange(len(users) + 1))
     sums: dict[str, np.ndarray] = {}
+    nan_scores = 0
     counts = np.bincount(rows, minlength=len(users)).astype(np.float64)
     for start in range(0, len(users), batch_size):
         stop = min(start + batch_size, len(users))
         lo, hi = bounds[start], bounds[stop]
         if lo == hi:
             continue
-        scores = np.asarray(model.score(users.raw_ids[start:stop], candidates.raw_ids, histories))
+        scores = np.asarray(
+            model.score(users.raw_ids[start:stop], candidates.raw_ids, histories), np.float32
+        ).copy()
+        nan_scores += rank_nan_last(scores)
         excluded = seen_all[start:stop].toarray().astype(bool)
         a_lo, a_hi = all_bounds[start], all_bounds[stop]
         excluded[all_rows[a_lo:a_hi] - start, all_cols[a_lo:a_hi]] = True
@@ -201,5 +224,6 @@ def _evaluate_sampled(
             np.add.at(acc, rows[lo:hi], values)
     with np.errstate(invalid="ignore"):
         columns = {name: acc / np.where(counts > 0, counts, np.nan) for name, acc in sums.items()}
-    aggregate = {"users": float((counts > 0).sum()), "negatives_per_positive": float(n_negatives)}
+    aggregate = {"users": float((counts > 0).sum()), "negatives_per_positive": float(n_negatives),
+                 "nan_scores": float(nan_scores), "liked_share": liked_share}  # fmt: skip
     return _finish(f"sampled-{n_negatives}", which, users, columns, aggregate, n_resamples, seed)

@@ -9,6 +9,7 @@ import polars as pl
 import torch
 
 from shortrec.data.histories import Histories, IdMap
+from shortrec.evaluation.protocol import rank_nan_last
 from shortrec.io import atomic_path
 from shortrec.models.base import Recommender
 from shortrec.training.sequences import fast_index, flat_ranges
@@ -45,10 +46,11 @@ def recommend(
     frames = []
     for start in range(0, len(user_ids), batch_size):
         batch = user_ids[start : start + batch_size]
-        scores = np.asarray(model.score(batch, candidates, histories), dtype=np.float32)
+        scores = np.asarray(model.score(batch, candidates, histories), dtype=np.float32).copy()
         if scores.shape != (len(batch), len(candidates)):
             raise ValueError(f"{model.name}.score returned shape {scores.shape}")
-        ranked = torch.from_numpy(scores.copy())
+        rank_nan_last(scores)
+        ranked = torch.from_numpy(scores)
         if exclude_seen:
             row, col = _seen_pairs(histories, batch, candidate_map, column_of_sorted)
             ranked[row, col] = -torch.inf

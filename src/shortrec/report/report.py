@@ -283,7 +283,7 @@ def examples_section(results: list[ModelResult], users: int, k: int) -> Section:
     user_ids = _example_users(runnable[0].run_dir, users)
     protocol = RunConfig.from_json((runnable[0].run_dir / "config.json").read_text()).protocol
     matrix = "small" if protocol == "kuairec" else "big"
-    tables = {r.model: recommend_from_run(r.run_dir, user_ids, k, matrix=matrix) for r in runnable}
+    tables = {r.model: recommend_from_run(r.run_dir, user_ids, k) for r in runnable}
     section.body.append(
         f'<p class="note">Top-{k} unseen videos from the {matrix} matrix for '
         f"{len(user_ids)} users, each model's representative run.</p>"
