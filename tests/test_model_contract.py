@@ -1,0 +1,207 @@
+"""The model contract: a new model plugs in with one module and one registry line; learned
+state persists by default; one like rule flows from the CLI to the labels; comparisons never
+mix like rules; NaN scores rank last; explicit flags win over presets."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import sys
+import types
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import polars as pl
+import pytest
+from fitting import training
+from tiny_release import write_tiny_release
+from typer.testing import CliRunner
+
+from shortrec.cli import app
+from shortrec.data.histories import Histories, IdMap
+from shortrec.data.labels import LikeRule
+from shortrec.evaluation.metrics import full_ranking_metrics
+from shortrec.evaluation.protocol import rank_nan_last
+from shortrec.models import REGISTRY
+from shortrec.models.base import FitContext, Recommender, TrainingData, load_model
+
+runner = CliRunner()
+
+
+@dataclasses.dataclass
+class LikedCount(Recommender):
+    """The README's "Adding a model" example: videos ranked by how many users liked them,
+    shrunk by a prior; disliked views count against a video."""
+
+    name: ClassVar[str] = "liked-count"
+    prior: float = 1.0
+
+    def fit(self, data: TrainingData, context: FitContext | None = None) -> LikedCount:
+        views = data.views.with_columns(
+            (pl.col("liked").cast(pl.Float64) - pl.col("disliked").cast(pl.Float64)).alias("s")
+        )
+        table = views.group_by("video_id").agg(pl.col("s").sum()).sort("video_id")
+        self.video_map_ = IdMap(table["video_id"].to_numpy())
+        self.scores_ = (table["s"].to_numpy() / (1.0 + self.prior)).astype(np.float32)
+        self.fit_report_ = {"videos": len(self.video_map_), "rule": str(data.like_rule)}
+        return self
+
+    def score(self, user_ids, video_ids, histories: Histories) -> np.ndarray:
+        rows = self.video_map_.index(video_ids)
+        row = np.where(rows >= 0, self.scores_[np.maximum(rows, 0)], -1e9).astype(np.float32)
+        return np.broadcast_to(row, (len(user_ids), len(row))).copy()
+
+
+@dataclasses.dataclass
+class NaNScorer(Recommender):
+    """Scores every video NaN but one: a broken model must not look like a perfect one."""
+
+    name: ClassVar[str] = "nan-scorer"
+
+    def fit(self, data: TrainingData, context: FitContext | None = None) -> NaNScorer:
+        return self
+
+    def score(self, user_ids, video_ids, histories: Histories) -> np.ndarray:
+        scores = np.full((len(user_ids), len(video_ids)), np.nan, dtype=np.float32)
+        scores[:, 0] = 1.0
+        return scores
+
+
+@pytest.fixture
+def registered(monkeypatch):
+    module = types.ModuleType("contract_models")
+    module.LikedCount, module.NaNScorer = LikedCount, NaNScorer
+    monkeypatch.setitem(sys.modules, "contract_models", module)
+    monkeypatch.setitem(REGISTRY, "liked-count", "contract_models:LikedCount")
+    monkeypatch.setitem(REGISTRY, "nan-scorer", "contract_models:NaNScorer")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    return write_tiny_release(tmp_path_factory.mktemp("contract") / "world")
+
+
+def invoke(*args) -> str:
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def run_of(output: str) -> Path:
+    return Path(re.search(r"run: (\S+)", output).group(1))
+
+
+def test_a_new_model_plugs_in_end_to_end(registered, world, tmp_path):
+    output = invoke("train", "liked-count", "--data", world, "--runs-dir", tmp_path, "--prior",
+                    "2.5", "--like-rule", "threshold:0.7", "--test", "--no-progress")  # fmt: skip
+    run = run_of(output)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["fit"]["rule"] == "threshold:0.7"  # the CLI's rule reached fit
+    assert metrics["test"]["summary"]["ndcg@10"]["mean"] > 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["params"]["prior"] == 2.5 and config["like_rule"]["kind"] == "threshold"
+    loaded = load_model(run / "model")  # default persistence: arrays, id maps, fit report
+    assert isinstance(loaded.video_map_, IdMap) and loaded.fit_report_["rule"] == "threshold:0.7"
+    recommended = invoke("recommend", run, "--users", "0", "--k", "3")
+    assert "video_id" in recommended
+
+
+def test_default_persistence_round_trips_every_supported_type(tmp_path):
+    import scipy.sparse as sp
+    import torch
+
+    @dataclasses.dataclass
+    class Everything(Recommender):
+        name: ClassVar[str] = "everything"
+
+        def new_module(self, attribute: str) -> torch.nn.Module:
+            return torch.nn.Linear(3, 2)
+
+    model = Everything()
+    model.ids_ = IdMap(np.array([3, 7]))
+    model.weights_ = np.arange(6, dtype=np.float32).reshape(2, 3)
+    model.table_ = pl.DataFrame({"a": [1, 2]})
+    model.matrix_ = sp.csr_matrix(np.eye(3, dtype=np.float32))
+    model.rule_ = LikeRule().fit(
+        pl.DataFrame({"watch_ratio": [0.1, 2.0], "video_duration": [5, 9]})
+    )
+    model.net_ = torch.nn.Linear(3, 2)
+    model.fit_report_ = {"history": [{"epoch": 1, "loss": 0.5}]}
+    model._cache = object()  # private: never saved
+    model.save_state(tmp_path)
+    loaded = Everything()
+    loaded.load_state(tmp_path)
+    assert loaded.ids_.to_list() == [3, 7]
+    np.testing.assert_array_equal(loaded.weights_, model.weights_)
+    assert loaded.table_.equals(model.table_)
+    assert (loaded.matrix_ != model.matrix_).nnz == 0
+    assert loaded.rule_ == model.rule_ and loaded.rule_.is_fitted
+    assert torch.equal(loaded.net_.weight, model.net_.weight)
+    assert loaded.fit_report_ == model.fit_report_ and not hasattr(loaded, "_cache")
+    model.odd_ = object()
+    with pytest.raises(TypeError, match="override save_state"):
+        model.save_state(tmp_path)
+
+
+def test_training_data_labels_and_logs_without_watch_ratio():
+    views = pl.DataFrame({"user_id": [1, 1, 2], "video_id": [5, 6, 5], "timestamp": [1.0, 2, 3]})
+    data = TrainingData.build(views)
+    assert not data.has_watch_ratio and str(data.like_rule) == "all"
+    assert data.liked.all() and not data.disliked.any()
+    assert data.user_map.to_list() == [1, 2] and data.video_map.to_list() == [5, 6]
+    rated = training(views.with_columns(pl.Series("watch_ratio", [0.1, 0.9, 0.5])))
+    assert rated.liked.tolist() == [False, True, False]
+    assert rated.disliked.tolist() == [True, False, False]
+    with pytest.raises(ValueError, match="video_duration"):
+        TrainingData.build(rated.views.drop("liked", "disliked"), like_rule=LikeRule())
+
+
+def test_like_rule_has_one_default_and_one_text_form():
+    assert str(LikeRule()) == "duration:0.8"
+    for text in ("duration:0.8", "threshold:0.7", "all", "duration:0.9"):
+        assert str(LikeRule.parse(text)) == text
+    for bad in ("median", "duration:1.5", "threshold:x", "all:3"):
+        with pytest.raises(ValueError, match="--like-rule"):
+            LikeRule.parse(bad)
+
+
+def test_comparisons_never_mix_like_rules(world, tmp_path):
+    runs = tmp_path / "runs"
+    common = ("--data", world, "--runs-dir", runs, "--test", "--no-progress")
+    a = run_of(invoke("train", "popular", *common))
+    b = run_of(invoke("train", "ease", *common))
+    c = run_of(invoke("train", "ease", *common, "--like-rule", "threshold:0.7"))
+    output = invoke("leaderboard", "--runs-dir", runs, "--on", "test")
+    assert "like rule duration:0.8" in output and "like rule threshold:0.7" in output
+    assert "of judged views liked" in output
+    assert "B-A" in invoke("compare", a, b, "--on", "test")
+    refused = runner.invoke(app, ["compare", str(a), str(c), "--on", "test"])
+    assert refused.exit_code == 2 and "like rule" in refused.output
+
+
+def test_nan_scores_rank_last_and_are_reported(registered, world, tmp_path):
+    output = invoke("train", "nan-scorer", "--data", world, "--runs-dir", tmp_path, "--no-progress")
+    assert "NaN scores ranked last" in output
+    metrics = json.loads((run_of(output) / "metrics.json").read_text())
+    assert metrics["tune"]["aggregate"]["nan_scores"] > 0
+    # torch.topk alone ranks NaN first: the relevant NaN-scored video would look perfect.
+    scores = np.array([[np.nan, 0.5, 0.2, -np.inf]], dtype=np.float32)
+    relevant = np.array([[True, False, False, False]])
+    assert rank_nan_last(scores) == 1
+    per_user, top = full_ranking_metrics(scores, relevant, ks=(1, 3))
+    assert per_user["ndcg@1"][0] == 0.0 and top[0].tolist() == [1, 2, 0]
+
+
+def test_explicit_flags_win_over_a_preset_even_at_the_default_value(tmp_path):
+    lines = [f"{u} {(u * 7 + t) % 60 + 1}" for u in range(1, 21) for t in range(8)]
+    data = tmp_path / "toy.txt"
+    data.write_text("\n".join(lines) + "\n")
+    invoke("train", "sasrec", "--data", data, "--protocol", "leave-last-out",
+           "--preset", "paper-games", "--dropout", "0.2", "--epochs", "1", "--maxlen", "8",
+           "--hidden-size", "8", "--runs-dir", tmp_path / "runs", "--no-progress")  # fmt: skip
+    (model_json,) = (tmp_path / "runs").rglob("model.json")
+    params = json.loads(model_json.read_text())["params"]
+    assert params["dropout"] == 0.2  # the default value, given explicitly: it wins
+    assert params["num_blocks"] == 2 and params["hidden_size"] == 8
