@@ -95,6 +95,72 @@ def data_prepare(
     typer.echo(f"{out}: prepared {prepared} from {report.release_dir}")
 
 
+# --- data: import, export ------------------------------------------------------------------
+
+
+@data_app.command("import")
+def data_import(
+    source: Path = typer.Argument(
+        ..., help="A CSV/Parquet log, a RecBole .inter file (or its folder), a SASRec .txt file."
+    ),
+    out: Path = typer.Option(..., "--out", help="Prepared folder to write (all or nothing)."),
+    fmt: str = typer.Option("table", "--format", help="table | recbole | sasrec"),
+    user: str = typer.Option("user_id", help="Column of user ids (table)."),
+    item: str = typer.Option("item_id", help="Column of item ids (table)."),
+    time: str | None = typer.Option(None, help="Column of Unix times or ISO date-times."),
+    time_unit: str = typer.Option("s", help="Unit of a numeric time column: s | ms."),
+    order: str | None = typer.Option(None, help="Column giving the order within each user."),
+    watch_ratio: str | None = typer.Option(None, help="Column of watch ratios."),
+    play_duration: str | None = typer.Option(None, help="Column of play durations (ms)."),
+    video_duration: str | None = typer.Option(None, help="Column of video durations (ms)."),
+    rating: str | None = typer.Option(None, help="Column of ratings (stored as rating/max)."),
+    rating_max: float = typer.Option(5.0, help="The largest rating."),
+    label: str | None = typer.Option(None, help="Column of binary labels (1 liked)."),
+    separator: str = typer.Option(",", help="Field separator of a CSV table."),
+) -> None:
+    """Import any interaction log into the prepared layout every model and protocol reads."""
+    from shortrec.data.importer import ColumnMapping, LogImportError, import_log
+
+    mapping = ColumnMapping(
+        user=user, item=item, time=time, time_unit=time_unit, order=order, watch_ratio=watch_ratio,
+        play_duration=play_duration, video_duration=video_duration, rating=rating,
+        rating_max=rating_max, label=label,
+    )  # fmt: skip
+    try:
+        report = import_log(source, out, fmt, mapping, separator)
+    except (LogImportError, FileNotFoundError) as error:
+        fail(str(error))
+    sides = f"; side tables: {', '.join(report.side_tables)}" if report.side_tables else ""
+    typer.echo(
+        f"{out}: {report.interactions:,} interactions of {report.users:,} users x "
+        f"{report.items:,} items; signal: {report.signal}{sides}"
+    )
+    typer.echo(
+        f"next: shortrec train ease --data {out} --protocol leave-last-out "
+        f"--like-rule {report.suggested_like_rule}"
+    )
+
+
+@data_app.command("export")
+def data_export(
+    data: Path = typer.Argument(..., help="A prepared folder (data prepare or data import)."),
+    out: Path = typer.Option(..., "--out", help="Folder for the atomic files (all or nothing)."),
+    fmt: str = typer.Option("recbole", "--format", help="recbole (atomic files)"),
+    name: str | None = typer.Option(None, help="Dataset name (default: the folder's name)."),
+) -> None:
+    """Write a prepared dataset in another toolkit's format, to cross-check results."""
+    from shortrec.data.importer import export_recbole
+
+    if fmt != "recbole":
+        fail(f"--format must be 'recbole', got {fmt!r}")
+    try:
+        written = export_recbole(data, out, name)
+    except (ValueError, FileNotFoundError) as error:
+        fail(str(error))
+    for path in written:
+        typer.echo(f"wrote {path}")
+
+
 # --- data: synth, calibrate ----------------------------------------------------------------
 # (section owned by the synthetic world)
 

@@ -172,6 +172,8 @@ def train_run(
     log = _logger(run_dir)
     model = build_model(config)
     config.params = model.params()
+    # What the labels really followed (a log without watch ratios calls every view liked).
+    config.like_rule = training.like_rule.unfitted()
     atomic_write_text(run_dir / "config.json", config.to_json())
     log.info("split %s: %s", config.protocol, split.summary())
     context = FitContext(

@@ -96,10 +96,14 @@ class TrainingData:
             "watch_ratio"
         ].null_count() < max(views.height, 1)
         rule = LikeRule(kind="all") if not has_watch_ratio else (like_rule or LikeRule())
-        if rule.kind == "duration" and "video_duration" not in views.columns:
+        has_durations = "video_duration" in views.columns and views[
+            "video_duration"
+        ].null_count() < max(views.height, 1)
+        if rule.kind == "duration" and not has_durations:
             raise ValueError(
-                "the duration-aware like rule needs video_duration, which this log lacks; "
-                "use --like-rule threshold:X"
+                "the duration-aware like rule (the default) needs video durations, which this "
+                "log lacks; use --like-rule threshold:X (e.g. threshold:0.8 for ratings "
+                "imported as rating / max) or --like-rule all"
             )
         views = _with_watch_ratio(views)
         validation = _with_watch_ratio(validation if validation is not None else views.clear())
