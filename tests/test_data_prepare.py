@@ -100,7 +100,7 @@ def test_download_folder_optional_files_and_ground_truth(tmp_path: Path) -> None
     (release / GROUND_TRUTH_FILE).unlink()
     report = prepare(download, out)
     assert report.removed == [GROUND_TRUTH_FILE] and not (out / GROUND_TRUTH_FILE).exists()
-    assert GROUND_TRUTH_FILE not in manifest_of(out)["files"]
+    assert "ground_truth" not in manifest_of(out)["files"]
 
 
 def test_missing_required_file_and_bad_folder(tmp_path: Path) -> None:
@@ -108,8 +108,9 @@ def test_missing_required_file_and_bad_folder(tmp_path: Path) -> None:
     (raw / "item_categories.csv").unlink()
     with pytest.raises(FileNotFoundError, match="item_categories.csv"):
         prepare(raw, tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()  # a failed run creates nothing
     with pytest.raises(FileNotFoundError, match="big_matrix.csv"):
-        prepare(tmp_path / "cache", tmp_path / "other")
+        prepare(tmp_path, tmp_path / "other")
 
 
 def test_bad_input_leaves_the_previous_cache_intact(tmp_path: Path) -> None:

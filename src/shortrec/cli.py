@@ -64,11 +64,10 @@ def data_prepare(
 ) -> None:
     """Validate the KuaiRec CSVs and write the Parquet cache with its manifest."""
     from shortrec.data.prepare import prepare
-    from shortrec.data.read import KuaiRecFormatError
 
     try:
         report = prepare(raw_dir, out, force=force, progress=progress)
-    except (KuaiRecFormatError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:  # bad input, an unusable --out, a full disk
         fail(str(error))
     for name in report.absent:
         typer.echo(f"note: optional {name} not found in {report.release_dir}; skipped")
