@@ -13,8 +13,9 @@ byte for byte as it was; the loader refuses a folder whose files do not match it
 import` as well.
 
 Memory stays flat as the log grows: the interaction CSVs are streamed to Parquet (the CSV is
-never held in memory), row checks stream, and exact duplicates are counted on row hashes in as
-many passes over hash partitions as keep each pass under a fixed number of hashes.
+never held in memory), row checks stream, and exact duplicates are counted on row hashes
+(streamed to a side file in the same pass) in as many passes over hash partitions as keep each
+pass under a fixed number of hashes.
 """
 
 from __future__ import annotations
@@ -305,17 +306,18 @@ def distinct_row_count(row_hashes: np.ndarray) -> int:
     return 1 + int(np.count_nonzero(ordered[1:] != ordered[:-1]))
 
 
-def count_duplicate_rows(path: Path, rows: int, hashes_per_pass: int = _HASHES_PER_PASS) -> int:
-    """Rows of a Parquet table that repeat an earlier row exactly. Equal rows have equal
-    hashes, so they fall in the same hash partition: each pass streams the table and keeps
-    only one partition's hashes, and memory stays bounded however long the table grows."""
+def count_duplicate_rows(
+    row_hashes: Path, rows: int, hashes_per_pass: int = _HASHES_PER_PASS
+) -> int:
+    """Rows that repeat an earlier row exactly, from a Parquet file of their 64-bit row hashes
+    (column `hash`). Equal rows have equal hashes, so they fall in the same hash partition:
+    each pass keeps one partition's hashes only, and memory stays bounded however long the
+    table grows."""
     passes = max(1, -(-rows // hashes_per_pass))
-    row_hash = pl.struct(pl.all()).hash()
     distinct = 0
     for part in range(passes):
         hashes = (
-            pl.scan_parquet(path)
-            .select(row_hash.alias("hash"))
+            pl.scan_parquet(row_hashes)
             .filter(pl.col("hash") % passes == part)
             .collect(engine="streaming")
         )
@@ -334,8 +336,9 @@ def _source_fields(source: Path, xxh3_128: str | None = None) -> dict[str, Any]:
 
 
 def _prepare_interactions(name: str, source: Path, writer: PreparedWriter) -> None:
-    """One streaming pass over the CSV feeds the Parquet writer, the row checks and the counts;
-    the CSV is never held in memory. A failed check is located afterwards, on the Parquet."""
+    """One streaming pass over the CSV feeds the Parquet writer, the row checks, the counts and
+    a file of row hashes (for the duplicate count); the CSV is never held in memory. A failed
+    check is located afterwards, on the Parquet."""
     table = scan_interactions(source)
     raw = check_csv_bytes(source, len(INTERACTION_COLUMNS))
     broken = pl.any_horizontal([rule.violated.fill_null(False) for rule in interaction_rules()])
@@ -345,19 +348,25 @@ def _prepare_interactions(name: str, source: Path, writer: PreparedWriter) -> No
         null_timestamp_rows=pl.col("timestamp").null_count(),
     )
     target = writer.path(name)
-    sink = table.sink_parquet(target, compression=_PARQUET_COMPRESSION, lazy=True)
-    _, counted = parse_or_explain(
-        lambda: pl.collect_all([sink, counts], engine="streaming"), source, INTERACTION_COLUMNS
+    row_hashes = writer.staging / f".{name}.row_hashes.parquet"
+    sinks = [
+        table.sink_parquet(target, compression=_PARQUET_COMPRESSION, lazy=True),
+        table.select(pl.struct(pl.all()).hash().alias("hash")).sink_parquet(row_hashes, lazy=True),
+    ]
+    *_, counted = parse_or_explain(
+        lambda: pl.collect_all([*sinks, counts], engine="streaming"), source, INTERACTION_COLUMNS
     )
     rows = int(counted["rows"][0])
     require_rows(source, rows)
     if counted["broken_rows"][0]:
         check_interactions(pl.scan_parquet(target), source)
+    duplicate_rows = count_duplicate_rows(row_hashes, rows)
+    row_hashes.unlink()
     writer.add_written(
         name,
         **_source_fields(source, raw.xxh3_128),
         rows=rows,
-        duplicate_rows=count_duplicate_rows(target, rows),
+        duplicate_rows=duplicate_rows,
         null_timestamp_rows=int(counted["null_timestamp_rows"][0]),
     )
 

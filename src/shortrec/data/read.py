@@ -15,10 +15,11 @@ The interaction matrices are large (12.5M rows), so they are parsed with explici
 vectorised pass; only when that fails is the file re-read as text to locate the bad field. The
 side files are small and are read as text first, which gives exact line numbers for every check.
 
-Some damage a CSV parser lets through or cannot locate: invalid UTF-8, a quote that is never
-closed, a last line cut short (no line break at the end), a line with a field too many. One pass
-over the raw bytes (`check_csv_bytes`, which also yields the content hash the cache records)
-finds these first, at about 3 GB/s; only a file that fails it is re-read to name the line.
+Some damage a CSV parser lets through or cannot locate: a quote that is never closed, a last
+line cut short (no line break at the end), a line with a field too many, invalid UTF-8. One
+pass over the raw bytes (`check_csv_bytes`, which also yields the content hash the cache
+records; about 2 GB/s) finds the first three by counting; a file that fails it, or fails to
+parse, is re-read to name the line.
 """
 
 from __future__ import annotations
@@ -133,51 +134,51 @@ class CsvBytes:
     commas: int
     quotes: int
     ends_with_line_break: bool
-    bad_utf8_line: int | None  # 1-based line of the first byte that is not UTF-8, if any
-    bad_utf8_bytes: bytes
 
 
 def scan_csv_bytes(path: str | Path) -> CsvBytes:
-    """Hash, count and UTF-8-check a file in one streamed pass (constant memory)."""
+    """Hash and count a file in one streamed pass (constant memory)."""
     digest = xxhash.xxh3_128()
-    decoder = codecs.getincrementaldecoder("utf-8")()
     size = line_breaks = commas = quotes = 0
     last = b""
-    bad_line: int | None = None
-    bad_bytes = b""
     with open(path, "rb") as stream:
         while chunk := stream.read(_CHUNK):
             digest.update(chunk)
             view = np.frombuffer(chunk, dtype=np.uint8)
-            if bad_line is None:
-                try:
-                    decoder.decode(chunk)
-                except UnicodeDecodeError as error:
-                    # The position is within this chunk plus what the decoder held back.
-                    held = len(error.object) - len(chunk)
-                    start = max(error.start - held, 0)
-                    bad_line = line_breaks + int(np.count_nonzero(view[:start] == 10)) + 1
-                    bad_bytes = chunk[start : start + 4]
             size += len(chunk)
             line_breaks += int(np.count_nonzero(view == 10))
             commas += int(np.count_nonzero(view == 44))
             quotes += int(np.count_nonzero(view == 34))
             last = chunk[-1:]
-    if bad_line is None:
-        try:
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            bad_line, bad_bytes = line_breaks + 1, b"(a multi-byte character cut short)"
-    return CsvBytes(
-        size=size,
-        xxh3_128=digest.hexdigest(),
-        line_breaks=line_breaks,
-        commas=commas,
-        quotes=quotes,
-        ends_with_line_break=last == b"\n",
-        bad_utf8_line=bad_line,
-        bad_utf8_bytes=bad_bytes,
-    )
+    return CsvBytes(size, digest.hexdigest(), line_breaks, commas, quotes, last == b"\n")
+
+
+def _first_invalid_utf8(path: Path) -> KuaiRecFormatError | None:
+    """Locate the first byte that is not UTF-8 (run when a parse fails: decoding every file
+    up front would cost a third more time on the happy path)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line_breaks = 0
+    with open(path, "rb") as stream:
+        while chunk := stream.read(_CHUNK):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as error:
+                # The position counts the bytes the decoder held back from the last chunk.
+                start = max(error.start - (len(error.object) - len(chunk)), 0)
+                line = line_breaks + chunk.count(b"\n", 0, start) + 1
+                return KuaiRecFormatError(
+                    f"{path} line {line}: invalid UTF-8 bytes {chunk[start : start + 4]!r}; "
+                    "expected UTF-8 text (re-save the file as UTF-8)"
+                )
+            line_breaks += chunk.count(b"\n")
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return KuaiRecFormatError(
+            f"{path} line {line_breaks + 1}: the file ends inside a multi-byte character; "
+            "expected UTF-8 text (the file looks cut short)"
+        )
+    return None
 
 
 def _physical_lines(path: Path) -> pl.LazyFrame:
@@ -205,11 +206,11 @@ def check_csv_bytes(path: str | Path, width: int | None = None) -> CsvBytes:
     `width`. Returns the scan, whose hash the cache manifest records."""
     path = Path(path)
     scan = scan_csv_bytes(path)
-    if scan.bad_utf8_line is not None:
-        raise KuaiRecFormatError(
-            f"{path} line {scan.bad_utf8_line}: invalid UTF-8 bytes {scan.bad_utf8_bytes!r}; "
-            "expected UTF-8 text (re-save the file as UTF-8)"
-        )
+    ragged = width is not None and scan.commas != (width - 1) * scan.line_breaks
+    if scan.quotes % 2 or ragged:  # locating reads the text: it must be UTF-8 first
+        bad_text = _first_invalid_utf8(path)
+        if bad_text is not None:
+            raise bad_text
     if scan.quotes % 2:
         raise KuaiRecFormatError(
             f"{path} line {_unclosed_quote_line(path)}: a quoted field is opened here and "
@@ -221,7 +222,7 @@ def check_csv_bytes(path: str | Path, width: int | None = None) -> CsvBytes:
             "so the file looks cut short (an interrupted copy or download?); expected every "
             "line to end with a line break (if the file is whole, add one)"
         )
-    if width is not None and scan.commas != (width - 1) * scan.line_breaks:
+    if ragged and width is not None:
         located = _first_ragged_line(path, width, exact=True)
         if located is not None:
             raise located
@@ -349,6 +350,9 @@ def _explain_parse_error(
     path: Path, columns: dict[str, pl.DataType], error: Exception
 ) -> KuaiRecFormatError:
     """Turn a failed typed parse into a message naming the line and the column."""
+    bad_text = _first_invalid_utf8(path)
+    if bad_text is not None:
+        return bad_text
     text_frame = pl.scan_csv(path, infer_schema=False, truncate_ragged_lines=True)
     casts = {name: _cast(name, dtype, None) for name, dtype in columns.items()}
     first_line = str(error).strip().splitlines()[0]
