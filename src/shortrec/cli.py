@@ -47,7 +47,7 @@ def data_download(
         "--size",
         help="Expected size in bytes (default: the official release's; "
         "with --md5 alone, not checked).",
-    ),  # fmt: skip
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Download the official KuaiRec 2.0 archive (resumable, md5-verified) and unpack it.
@@ -60,8 +60,9 @@ def data_download(
         download_kuairec,
     )
 
-    if md5 is None:
-        md5, size = ARCHIVE_MD5, ARCHIVE_SIZE if size is None else size
+    if md5 is None:  # the official release
+        md5 = ARCHIVE_MD5
+        size = ARCHIVE_SIZE if size is None else size
     try:
         result = download_kuairec(
             dest, urls=url or KUAIREC_URLS, size=size, md5=md5.lower(), progress=progress
