@@ -351,7 +351,11 @@ def _prepare_interactions(name: str, source: Path, writer: PreparedWriter) -> No
     row_hashes = writer.staging / f".{name}.row_hashes.parquet"
     sinks = [
         table.sink_parquet(target, compression=_PARQUET_COMPRESSION, lazy=True),
-        table.select(pl.struct(pl.all()).hash().alias("hash")).sink_parquet(row_hashes, lazy=True),
+        table.select(pl.struct(pl.all()).hash().alias("hash")).sink_parquet(
+            row_hashes,
+            compression="uncompressed",
+            lazy=True,  # random bits do not compress
+        ),
     ]
     *_, counted = parse_or_explain(
         lambda: pl.collect_all([*sinks, counts], engine="streaming"), source, INTERACTION_COLUMNS
