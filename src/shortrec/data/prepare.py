@@ -353,8 +353,8 @@ def _prepare_interactions(name: str, source: Path, writer: PreparedWriter) -> No
         table.sink_parquet(target, compression=_PARQUET_COMPRESSION, lazy=True),
         table.select(pl.struct(pl.all()).hash().alias("hash")).sink_parquet(
             row_hashes,
-            compression="uncompressed",
-            lazy=True,  # random bits do not compress
+            compression="uncompressed",  # random bits do not compress
+            lazy=True,
         ),
     ]
     *_, counted = parse_or_explain(
