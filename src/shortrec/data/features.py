@@ -435,25 +435,26 @@ def _release_fingerprint(data_dir: Path) -> str:
 def load_side_tables(data_dir: str | Path) -> tuple[pl.DataFrame, pl.DataFrame | None,
                                                      pl.DataFrame | None]:  # fmt: skip
     """(videos, users or None, item_daily_features or None) of a prepared release, without
-    reading the big interaction tables (video durations come from the side tables or train)."""
+    reading the big interaction tables (video durations come from the side tables or train).
+    Each table is checked against the release's manifest first, as `load_prepared` does."""
+    from shortrec.data.dataset import read_manifest, verify_table
+
     directory = Path(data_dir)
-    _release_fingerprint(directory)
+    manifest = read_manifest(directory)
 
     def optional(name: str) -> pl.DataFrame | None:
-        path = directory / f"{name}.parquet"
-        return pl.read_parquet(path) if path.exists() else None
+        path = verify_table(directory, manifest, name)
+        return None if path is None else pl.read_parquet(path)
 
     categories = optional("item_categories")
-    if categories is None:
-        raise FileNotFoundError(f"{directory} has no item_categories.parquet")
+    assert categories is not None  # a required table: verify_table raises when it is absent
     captions = optional("kuairec_caption_category")
     videos = categories if captions is None else categories.join(captions, "video_id", "left")
     # Duration is a static attribute of a video: its median over every logged view.
+    views = [verify_table(directory, manifest, m) for m in ("big_matrix", "small_matrix")]
     durations = (
-        pl.concat(
-            [pl.scan_parquet(directory / f"{m}.parquet").select("video_id", "video_duration")
-             for m in ("big_matrix", "small_matrix") if (directory / f"{m}.parquet").exists()]
-        )
+        pl.concat([pl.scan_parquet(path).select("video_id", "video_duration")
+                   for path in views if path is not None])
         .group_by("video_id")
         .agg(pl.col("video_duration").median())
         .collect()
