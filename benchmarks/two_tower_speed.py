@@ -12,7 +12,6 @@ against the baselines, and the process's peak RSS (the budget is 16 GB).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import resource
@@ -24,6 +23,7 @@ import numpy as np
 import polars as pl
 
 from shortrec.data.features import build_features
+from shortrec.data.prepare import publish_prepared
 from shortrec.models.baselines import PopularRecommender
 from shortrec.models.two_tower import TwoTowerRecommender
 
@@ -44,19 +44,18 @@ def write_release(directory: Path, n_views: int, seed: int) -> None:
     """A prepared release with planted tastes: each user prefers a few categories."""
     rng = np.random.default_rng(seed)
     side = side_dir()
+    tables: dict[str, pl.DataFrame] = {}
     if (side / "item_categories.csv").exists():
         categories = pl.read_csv(side / "item_categories.csv").select(
             "video_id", pl.col("feat").str.json_decode(pl.List(pl.Int64)).alias("tags")
         )
-        pl.read_csv(side / "kuairec_caption_category.csv").write_parquet(
-            directory / "kuairec_caption_category.parquet"
-        )
-        pl.read_csv(side / "user_features.csv").write_parquet(directory / "user_features.parquet")
+        tables["kuairec_caption_category"] = pl.read_csv(side / "kuairec_caption_category.csv")
+        tables["user_features"] = pl.read_csv(side / "user_features.csv")
     else:
         categories = pl.DataFrame(
             {"video_id": np.arange(N_VIDEOS), "tags": [[int(v % 31)] for v in range(N_VIDEOS)]}
         )
-    categories.write_parquet(directory / "item_categories.parquet")
+    tables["item_categories"] = categories
     first_tag = categories.sort("video_id")["tags"].list.first().fill_null(0).to_numpy()
     users = np.sort(rng.integers(0, N_USERS, n_views))
     taste = rng.integers(0, 31, (N_USERS, 3))
@@ -79,9 +78,8 @@ def write_release(directory: Path, n_views: int, seed: int) -> None:
         pl.from_epoch(pl.col("timestamp").cast(pl.Int64)).dt.strftime("%Y%m%d").cast(pl.Int32)
         .alias("date")
     )  # fmt: skip
-    frame.write_parquet(directory / "big_matrix.parquet")
-    frame.head(1000).write_parquet(directory / "small_matrix.parquet")
-    (directory / "manifest.json").write_text(json.dumps({"benchmark": True, "views": n_views}))
+    tables |= {"big_matrix": frame, "small_matrix": frame.head(1000)}
+    publish_prepared(directory, tables, source="benchmarks/two_tower_speed.py", views=n_views)
 
 
 def main() -> None:

@@ -163,7 +163,7 @@ def test_a_mirror_serving_another_file_size_is_skipped(tmp_path: Path, mirror) -
     served, base = mirror
     expected = len(served.archive) + 5
     with pytest.raises(DownloadError, match=f"expected {expected:,}"):
-        download_kuairec(tmp_path / "dest", [f"{base}/{ARCHIVE_NAME}"], size=expected, md5="0")
+        download_kuairec(tmp_path / "dest", [f"{base}/{ARCHIVE_NAME}"], size=expected, md5="0" * 32)
     assert not (tmp_path / "dest" / f"{ARCHIVE_NAME}.part").exists()
 
 
@@ -190,6 +190,61 @@ def test_http_error_is_reported_with_its_status(tmp_path: Path, mirror) -> None:
     served.missing = {"/nothing.zip"}
     with pytest.raises(DownloadError, match=r"nothing.zip: HTTP 404"):
         download_kuairec(tmp_path / "dest", [f"{base}/nothing.zip"], **checks(served.archive))
+
+
+def test_an_archive_placed_by_hand_is_verified_and_used(tmp_path: Path, mirror) -> None:
+    served, base = mirror
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / ARCHIVE_NAME).write_bytes(served.archive)
+    result = download_kuairec(dest, [f"{base}/{ARCHIVE_NAME}"], **checks(served.archive))
+    assert not result.downloaded and result.extracted
+    assert served.requests == []  # nothing fetched
+    assert (result.data_dir / "big_matrix.csv").is_file()
+
+
+def test_an_archive_that_does_not_verify_is_reported_and_kept(tmp_path: Path, mirror) -> None:
+    served, base = mirror
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    buffer = io.BytesIO(served.archive)
+    with zipfile.ZipFile(buffer, "a") as bundle:
+        bundle.comment = b"repacked by a mirror"
+    placed = buffer.getvalue()
+    (dest / ARCHIVE_NAME).write_bytes(placed)
+    with pytest.raises(DownloadError) as caught:
+        download_kuairec(dest, [f"{base}/{ARCHIVE_NAME}"], **checks(served.archive))
+    message = str(caught.value)
+    assert "is already there but is not the expected archive" in message
+    assert f"found {len(placed):,} bytes" in message and "--md5" in message
+    assert (dest / ARCHIVE_NAME).read_bytes() == placed  # the user's file is never overwritten
+    assert served.requests == []
+    # With its own checksum (a mirror's repack, another release) the same file is accepted.
+    result = download_kuairec(dest, [f"{base}/{ARCHIVE_NAME}"], **checks(placed))
+    assert not result.downloaded
+
+
+def test_md5_alone_checks_the_content_without_a_size(tmp_path: Path, mirror) -> None:
+    served, base = mirror
+    md5 = hashlib.md5(served.archive).hexdigest()
+    result = download_kuairec(tmp_path / "dest", [f"{base}/{ARCHIVE_NAME}"], size=None, md5=md5)
+    assert result.downloaded and result.archive.read_bytes() == served.archive
+    with pytest.raises(DownloadError, match="expected 32 hexadecimal digits"):
+        download_kuairec(tmp_path / "other", [f"{base}/{ARCHIVE_NAME}"], size=None, md5="abc")
+
+
+def test_cli_download_with_md5_and_size_for_a_mirror(tmp_path: Path, mirror) -> None:
+    served, base = mirror
+    runner = CliRunner()
+    args = ["data", "download", "--dest", str(tmp_path / "dest"), "--url", f"{base}/m.zip",
+            "--no-progress", "--md5", hashlib.md5(served.archive).hexdigest()]  # fmt: skip
+    result = runner.invoke(app, [*args, "--size", str(len(served.archive))])
+    assert result.exit_code == 0, result.output
+    assert "downloaded and verified" in result.output
+    assert (tmp_path / "dest" / "KuaiRec 2.0" / "data" / "big_matrix.csv").is_file()
+    again = runner.invoke(app, [*args, "--size", str(len(served.archive) + 1)])
+    assert again.exit_code == 2 and "is already there" in again.output, again.output
+    assert "Traceback" not in again.output
 
 
 @pytest.mark.slow

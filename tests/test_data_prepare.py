@@ -56,6 +56,23 @@ def test_prepare_writes_the_documented_layout_and_manifest(tmp_path: Path) -> No
     assert data.social_network["friend_list"].to_list() == [[1, 4], [0]]
 
 
+def test_the_loader_reads_only_the_columns_and_tables_asked_for(tmp_path: Path) -> None:
+    raw, out = write_release(tmp_path / "raw"), tmp_path / "cache"
+    prepare(raw, out)
+    full = load_prepared(out)
+    columns = ["user_id", "video_id", "watch_ratio"]
+    lean = load_prepared(out, columns=columns, side_tables=False)
+    assert lean.big_matrix.columns == columns
+    assert lean.big_matrix.equals(full.big_matrix.select(columns))  # the duplicate is dropped
+    assert lean.small_matrix.equals(full.small_matrix.select(columns))
+    assert lean.videos.equals(full.videos)  # durations still come from the views
+    assert lean.users is None and lean.social_network is None and full.users is not None
+    kept = load_prepared(out, columns=columns, drop_duplicates=False)
+    assert kept.big_matrix.height == len(BIG_ROWS)
+    with pytest.raises(ValueError, match="unknown interaction column"):
+        load_prepared(out, columns=["user_id", "rating"])
+
+
 def test_second_run_skips_unchanged_sources(tmp_path: Path) -> None:
     raw, out = write_release(tmp_path / "raw"), tmp_path / "cache"
     prepare(raw, out)
@@ -100,7 +117,7 @@ def test_download_folder_optional_files_and_ground_truth(tmp_path: Path) -> None
     (release / GROUND_TRUTH_FILE).unlink()
     report = prepare(download, out)
     assert report.removed == [GROUND_TRUTH_FILE] and not (out / GROUND_TRUTH_FILE).exists()
-    assert GROUND_TRUTH_FILE not in manifest_of(out)["files"]
+    assert "ground_truth" not in manifest_of(out)["files"]
 
 
 def test_missing_required_file_and_bad_folder(tmp_path: Path) -> None:
@@ -108,8 +125,9 @@ def test_missing_required_file_and_bad_folder(tmp_path: Path) -> None:
     (raw / "item_categories.csv").unlink()
     with pytest.raises(FileNotFoundError, match="item_categories.csv"):
         prepare(raw, tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()  # a failed run creates nothing
     with pytest.raises(FileNotFoundError, match="big_matrix.csv"):
-        prepare(tmp_path / "cache", tmp_path / "other")
+        prepare(tmp_path, tmp_path / "other")
 
 
 def test_bad_input_leaves_the_previous_cache_intact(tmp_path: Path) -> None:

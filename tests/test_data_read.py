@@ -172,7 +172,13 @@ def interaction_file(tmp_path: Path, rows: list[str], header: str = INTERACTION_
         ("0,,5,2,,,,0.5", "video_id", "an empty field"),
         ("0,1,5,2,,20200705.5,,0.5", "date", "'20200705.5'"),
         ("0,1,5,2,,,,-0.5", "watch_ratio", "'-0.5'"),
-        ("0,1,5", "video_duration", "an empty field"),
+        ("0,1,5,2,,,,inf", "watch_ratio", "'inf'"),
+        ("0,1,5,2,,,,NaN", "watch_ratio", "'NaN'"),
+        ("0,1,5,2,,,-inf,0.5", "timestamp", "'-inf'"),
+        ("0,1,5,2,,,4102444800.0,0.5", "timestamp", "'4102444800.0'"),
+        ("0,1,5,0,,,,0.5", "video_duration", "'0'"),
+        ("0,1,5,2,,20201345,,0.5", "date", "'20201345'"),
+        ("0,1,5,2,,20210229,,0.5", "date", "'20210229'"),
     ],
 )
 def test_bad_interaction_rows_are_located(
@@ -207,6 +213,42 @@ def test_reordered_columns_are_accepted(tmp_path: Path) -> None:
     rows = [",".join(reversed(row.split(","))) for row in BIG_ROWS]
     path = interaction_file(tmp_path, rows, header=",".join(reversed(names)))
     assert read_interactions(path)["video_id"].to_list() == [10, 11, 11, 10, 12]
+
+
+@pytest.mark.parametrize(("bad_row", "fields"), [("0,1,5", 3), ("0,1,5,2,,,,0.5,9", 9), ("", 1)])
+def test_lines_with_the_wrong_number_of_fields_are_located(
+    tmp_path: Path, bad_row: str, fields: int
+) -> None:
+    path = interaction_file(tmp_path, [*BIG_ROWS[:2], bad_row, *BIG_ROWS[2:]])
+    with pytest.raises(KuaiRecFormatError, match=f"line 4: expected 8 fields, found {fields}$"):
+        read_interactions(path)
+
+
+def test_leap_days_and_rows_without_time_are_accepted(tmp_path: Path) -> None:
+    path = interaction_file(tmp_path, [*BIG_ROWS, "0,1,5,2,,20200229,,0.5", "0,1,0,2,,,,0.0"])
+    assert read_interactions(path)["date"].to_list()[-2:] == [20200229, None]
+
+
+def test_damage_a_parser_would_miss_is_located(tmp_path: Path) -> None:
+    body = ("\n".join([INTERACTION_HEADER, *BIG_ROWS]) + "\n").encode()
+    path = tmp_path / "big_matrix.csv"
+    path.write_bytes(body.replace(b"2020-08-01 10:01", b"2020-08-01 \xff\xfe:01"))
+    with pytest.raises(KuaiRecFormatError, match=r"line 6: invalid UTF-8 bytes b'\\xff\\xfe"):
+        read_interactions(path)
+    path.write_bytes(body + b'2,10,5,2,"2020-08-02 10:00,20200802,1596333600.0,0.4\n')
+    with pytest.raises(KuaiRecFormatError, match=r"line 7: a quoted field is opened here"):
+        read_interactions(path)
+    path.write_bytes(body + b"2,10,5000,10867,,20200802,1596333600.0,0.")
+    with pytest.raises(KuaiRecFormatError, match=r"line 7: the last line has no line break"):
+        read_interactions(path)
+    path.write_bytes(INTERACTION_HEADER.encode() + b"\n")
+    with pytest.raises(KuaiRecFormatError, match=r"has a header but no rows"):
+        read_interactions(path)
+    path.write_bytes(body.replace(b"video_id", b"user_id", 1))
+    with pytest.raises(KuaiRecFormatError) as caught:
+        read_interactions(path)
+    assert "missing column(s) 'video_id'; repeated column(s) 'user_id'" in str(caught.value)
+    assert "duplicated" not in str(caught.value)
 
 
 def test_empty_and_missing_files(tmp_path: Path) -> None:

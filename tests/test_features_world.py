@@ -7,12 +7,12 @@ and tags with warm ones, so content features must carry them.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from shortrec.data.prepare import publish_prepared
 from shortrec.data.schema import ITEM_DAILY_COLUMNS, ITEM_DAILY_COUNTER_NAMES
 
 N_CATEGORIES = 5
@@ -63,7 +63,6 @@ def write_planted_world(
 ) -> Path:
     """Write a prepared release (the Parquet cache layout) into `directory`."""
     rng = np.random.default_rng(seed)
-    directory.mkdir(parents=True, exist_ok=True)
     video_ids = np.arange(n_videos)
     warm = video_ids[: n_videos - n_cold]
     durations = rng.integers(5_000, 60_000, n_videos)
@@ -80,14 +79,13 @@ def write_planted_world(
     small_videos = np.concatenate([warm[:40], video_ids[n_videos - n_cold :]])
     su, sv = np.meshgrid(small_users, small_videos, indexing="ij")
     small = _views(rng, su.ravel(), sv.ravel(), durations, START, START + 10 * DAY)
-    big.write_parquet(directory / "big_matrix.parquet")
-    small.write_parquet(directory / "small_matrix.parquet")
+    tables = {"big_matrix": big, "small_matrix": small}
     cats = category_of(video_ids)
-    pl.DataFrame(
+    tables["item_categories"] = pl.DataFrame(
         {"video_id": video_ids.astype(np.int64),
          "tags": [[int(c), int(10 + v % 3)] for v, c in zip(video_ids, cats, strict=True)]}
-    ).write_parquet(directory / "item_categories.parquet")  # fmt: skip
-    pl.DataFrame(
+    )  # fmt: skip
+    tables["kuairec_caption_category"] = pl.DataFrame(
         {
             "video_id": video_ids.astype(np.int64),
             "caption": [f"video {v}" for v in video_ids],
@@ -99,11 +97,11 @@ def write_planted_world(
             "third_level_category_id": np.full(n_videos, -124, dtype=np.int64),
             "third_level_category_name": ["UNKNOWN"] * n_videos,
         }
-    ).write_parquet(directory / "kuairec_caption_category.parquet")
+    )
     user_ids = np.arange(n_users)
     onehot = {f"onehot_feat{i}": rng.integers(0, 3, n_users).astype(np.float64) for i in range(18)}
     onehot["onehot_feat4"][::7] = np.nan
-    pl.DataFrame(
+    tables["user_features"] = pl.DataFrame(
         {
             "user_id": user_ids.astype(np.int64),
             "user_active_degree": rng.choice(
@@ -122,7 +120,7 @@ def write_planted_world(
             "register_days_range": rng.choice(["15-30", "730+"], n_users),
             **onehot,
         }
-    ).write_parquet(directory / "user_features.parquet")
+    )
     if daily:
         days = np.arange(20200705, 20200720)
         dv, dd = np.meshgrid(video_ids, days, indexing="ij")
@@ -135,11 +133,10 @@ def write_planted_world(
         frame["show_cnt"] = rng.integers(10, 100, n).astype(np.float64)
         frame["play_cnt"] = frame["show_cnt"] * 0.5
         frame["like_cnt"] = frame["play_cnt"] * 0.1
-        pl.DataFrame(frame).with_columns(
+        tables["item_daily_features"] = pl.DataFrame(frame).with_columns(
             pl.lit(None, dtype=t).alias(c) for c, t in ITEM_DAILY_COLUMNS.items() if c not in frame
-        ).write_parquet(directory / "item_daily_features.parquet")
-    manifest = {"source": "planted-test-world", "seed": seed, "big_matrix": big.height}
-    (directory / "manifest.json").write_text(json.dumps(manifest))
+        )
+    publish_prepared(directory, tables, source="planted-test-world", seed=seed)
     return directory
 
 

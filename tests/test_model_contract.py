@@ -154,7 +154,7 @@ def test_training_data_labels_and_logs_without_watch_ratio():
     rated = training(views.with_columns(pl.Series("watch_ratio", [0.1, 0.9, 0.5])))
     assert rated.liked.tolist() == [False, True, False]
     assert rated.disliked.tolist() == [True, False, False]
-    with pytest.raises(ValueError, match="video_duration"):
+    with pytest.raises(ValueError, match="needs video durations"):
         TrainingData.build(rated.views.drop("liked", "disliked"), like_rule=LikeRule())
 
 

@@ -6,12 +6,12 @@ high watch ratio, so a collaborative model can beat popularity, and tuning has a
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from shortrec.data.prepare import publish_prepared
 from shortrec.data.schema import PREPARED_INTERACTION_COLUMNS
 
 GROUPS = 3
@@ -39,7 +39,6 @@ def _views(users: np.ndarray, videos: np.ndarray, rng: np.random.Generator) -> p
 
 def write_tiny_release(directory: Path, users: int = 90, videos: int = 45, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
-    directory.mkdir(parents=True, exist_ok=True)
     # big_matrix: each user views 18 videos, mostly of their own group.
     big_users, big_videos = [], []
     for user in range(users):
@@ -54,20 +53,20 @@ def write_tiny_release(directory: Path, users: int = 90, videos: int = 45, seed:
     # small_matrix: the first 45 users x the first 24 videos, fully observed.
     su, sv = np.meshgrid(np.arange(45), np.arange(24), indexing="ij")
     small = _views(su.ravel(), sv.ravel(), rng)
-    big.write_parquet(directory / "big_matrix.parquet")
-    small.write_parquet(directory / "small_matrix.parquet")
     video_ids = np.arange(videos, dtype=np.int64)
-    pl.DataFrame(
+    categories = pl.DataFrame(
         {"video_id": video_ids, "tags": [[int(v % GROUPS)] for v in video_ids]},
         schema={"video_id": pl.Int64, "tags": pl.List(pl.Int64)},
-    ).write_parquet(directory / "item_categories.parquet")
+    )
     names = ["cooking", "football", "cats"]
-    pl.DataFrame(
+    captions = pl.DataFrame(
         {
             "video_id": video_ids,
             "caption": [f"{names[v % GROUPS]} clip #{v}" for v in video_ids],
             "first_level_category_name": [names[v % GROUPS] for v in video_ids],
         }
-    ).write_parquet(directory / "kuairec_caption_category.parquet")
-    (directory / "manifest.json").write_text(json.dumps({"tiny": True}))
+    )
+    tables = {"big_matrix": big, "small_matrix": small, "item_categories": categories,
+              "kuairec_caption_category": captions}  # fmt: skip
+    publish_prepared(directory, tables, source="tests/tiny_release.py")
     return directory

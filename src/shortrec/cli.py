@@ -48,13 +48,34 @@ def data_download(
     url: list[str] | None = typer.Option(
         None, "--url", help="Mirror to try (repeatable); default: the official mirrors."
     ),
+    md5: str | None = typer.Option(
+        None, "--md5", help="Expected md5 of the archive (default: the official release's)."
+    ),
+    size: int | None = typer.Option(
+        None,
+        "--size",
+        help="Expected size in bytes (default: the official release's; "
+        "with --md5 alone, not checked).",
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Download the official KuaiRec 2.0 archive (resumable, md5-verified) and unpack it."""
-    from shortrec.data.download import KUAIREC_URLS, DownloadError, download_kuairec
+    """Download the official KuaiRec 2.0 archive (resumable, md5-verified) and unpack it.
+    An archive already in DEST is verified and used, or reported if it does not match."""
+    from shortrec.data.download import (
+        ARCHIVE_MD5,
+        ARCHIVE_SIZE,
+        KUAIREC_URLS,
+        DownloadError,
+        download_kuairec,
+    )
 
+    if md5 is None:  # the official release
+        md5 = ARCHIVE_MD5
+        size = ARCHIVE_SIZE if size is None else size
     try:
-        result = download_kuairec(dest, urls=url or KUAIREC_URLS, progress=progress)
+        result = download_kuairec(
+            dest, urls=url or KUAIREC_URLS, size=size, md5=md5.lower(), progress=progress
+        )
     except (DownloadError, OSError) as error:
         fail(str(error))
     archive_note = "downloaded and verified" if result.downloaded else "already verified"
@@ -73,11 +94,10 @@ def data_prepare(
 ) -> None:
     """Validate the KuaiRec CSVs and write the Parquet cache with its manifest."""
     from shortrec.data.prepare import prepare
-    from shortrec.data.read import KuaiRecFormatError
 
     try:
         report = prepare(raw_dir, out, force=force, progress=progress)
-    except (KuaiRecFormatError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:  # bad input, an unusable --out, a full disk
         fail(str(error))
     for name in report.absent:
         typer.echo(f"note: optional {name} not found in {report.release_dir}; skipped")

@@ -3,6 +3,9 @@
 The archive is 432 MB, so an interrupted transfer resumes (HTTP Range into `KuaiRec.zip.part`)
 instead of starting over, and a verified archive is never fetched twice. Several mirrors are
 tried in turn; the md5 published with the release decides whether a download is the real one.
+Another md5 and size can be given (a mirror's repack, a future release). An archive the user
+placed in the destination is verified and used; one that does not verify is reported, never
+overwritten.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import re
 import tempfile
 import urllib.error
 import urllib.request
@@ -66,17 +70,34 @@ def md5_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _verified(path: Path, size: int, md5: str) -> bool:
-    return path.is_file() and path.stat().st_size == size and md5_of(path) == md5
+def check_expected(size: int | None, md5: str) -> None:
+    """A usable expectation: an md5 of 32 hex digits and, if given, a positive size."""
+    if not re.fullmatch(r"[0-9a-f]{32}", md5):
+        raise DownloadError(f"md5 {md5!r}: expected 32 hexadecimal digits (lower case)")
+    if size is not None and size <= 0:
+        raise DownloadError(f"size {size}: expected a positive number of bytes")
 
 
-def _fetch(url: str, part: Path, size: int, progress: bool) -> None:
+def _mismatch(path: Path, size: int | None, md5: str) -> str | None:
+    """Why `path` is not the expected archive, or None if it is (the size, when known, is
+    checked first: it costs nothing, and the md5 of 432 MB costs a second)."""
+    got_size = path.stat().st_size
+    expected = f"md5 {md5}" + (f" ({size:,} bytes)" if size is not None else "")
+    if size is not None and got_size != size:
+        return f"expected {expected}, found {got_size:,} bytes"
+    actual = md5_of(path)
+    if actual != md5:
+        return f"expected {expected}, got md5 {actual} ({got_size:,} bytes)"
+    return None
+
+
+def _fetch(url: str, part: Path, size: int | None, progress: bool) -> None:
     """Fetch `url` into `part`, resuming from the bytes already there when the server allows."""
     have = part.stat().st_size if part.exists() else 0
-    if have > size:  # not a prefix of the archive we want
+    if size is not None and have > size:  # not a prefix of the archive we want
         part.unlink()
         have = 0
-    if have == size:
+    if size is not None and have == size:
         return
     request = urllib.request.Request(url, headers={"User-Agent": f"shortrec/{__version__}"})
     if have:
@@ -97,13 +118,14 @@ def _fetch(url: str, part: Path, size: int, progress: bool) -> None:
         if not resumed:  # no Range sent, or the server ignored it and sends the whole file
             have = 0
         announced = _announced_size(response, have)
-        if announced is not None and announced != size:
+        if announced is not None and size is not None and announced != size:
             raise _WrongSize(f"serves a file of {announced:,} bytes, expected {size:,}")
+        total = size if size is not None else announced
         mode = "ab" if resumed else "wb"
         with (
             open(part, mode) as out,
             tqdm(
-                total=size,
+                total=total,
                 initial=have,
                 unit="B",
                 unit_scale=True,
@@ -116,8 +138,8 @@ def _fetch(url: str, part: Path, size: int, progress: bool) -> None:
                 out.write(chunk)
                 bar.update(len(chunk))
     got = part.stat().st_size
-    if got < size:  # the server closed the connection early; the .part is kept for a resume
-        raise ConnectionError(f"connection closed after {got:,} of {size:,} bytes")
+    if total is not None and got < total:  # closed early; the .part is kept for a resume
+        raise ConnectionError(f"connection closed after {got:,} of {total:,} bytes")
 
 
 def _announced_size(response: http.client.HTTPResponse, offset: int) -> int | None:
@@ -140,20 +162,30 @@ def _describe(url: str, error: BaseException) -> str:
 def download_archive(
     dest: str | Path,
     urls: tuple[str, ...] | list[str] = KUAIREC_URLS,
-    size: int = ARCHIVE_SIZE,
+    size: int | None = ARCHIVE_SIZE,
     md5: str = ARCHIVE_MD5,
     progress: bool = False,
 ) -> tuple[Path, bool]:
     """Put a verified archive at DEST/KuaiRec.zip; returns (path, whether it was downloaded).
 
-    Mirrors are tried in order; a partial `.part` file is resumed from whichever mirror answers.
-    A download whose md5 is wrong is deleted and the next mirror tried.
+    An archive already at DEST/KuaiRec.zip (fetched before, or placed there by hand) is
+    verified: used if it matches `md5` (and `size`, unless None), reported and left alone if
+    not. Otherwise mirrors are tried in order; a partial `.part` file is resumed from whichever
+    mirror answers, and a download whose md5 is wrong is deleted and the next mirror tried.
     """
+    check_expected(size, md5)
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     archive = dest / ARCHIVE_NAME
-    if _verified(archive, size, md5):
-        return archive, False
+    if archive.is_file():
+        wrong = _mismatch(archive, size, md5)
+        if wrong is None:
+            return archive, False
+        raise DownloadError(
+            f"{archive} is already there but is not the expected archive: {wrong}. If it is "
+            "the release you want from another source, run again with `--md5` and `--size` "
+            "set to its own; otherwise delete or move it and run again to download"
+        )
     part = dest / f"{ARCHIVE_NAME}.part"
     failures: list[str] = []
     reached_any = False
@@ -172,16 +204,12 @@ def download_archive(
             failures.append(_describe(url, error))
             continue
         reached_any = True
-        got_size = part.stat().st_size
-        actual = md5_of(part)
-        if got_size == size and actual == md5:
+        wrong = _mismatch(part, size, md5)
+        if wrong is None:
             os.replace(part, archive)
             return archive, True
         part.unlink()
-        failures.append(
-            f"{url}: checksum mismatch: expected md5 {md5} ({size:,} bytes), got md5 {actual} "
-            f"({got_size:,} bytes); the bad download was deleted"
-        )
+        failures.append(f"{url}: checksum mismatch: {wrong}; the bad download was deleted")
     manual = (
         f"download {ARCHIVE_NAME} manually (from {' or '.join(MANUAL_DOWNLOAD_PAGES)}) "
         f"into {dest} and run this command again"
@@ -226,7 +254,7 @@ def extract_release(archive: Path, dest: Path, force: bool = False) -> tuple[Pat
 def download_kuairec(
     dest: str | Path,
     urls: tuple[str, ...] | list[str] = KUAIREC_URLS,
-    size: int = ARCHIVE_SIZE,
+    size: int | None = ARCHIVE_SIZE,
     md5: str = ARCHIVE_MD5,
     progress: bool = False,
 ) -> DownloadResult:

@@ -24,13 +24,12 @@ numbered in sorted order and the mapping is kept in `imported_ids.parquet`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import polars as pl
 
-from shortrec.data.dataset import MANIFEST_FILE
+from shortrec.data.prepare import publish_prepared
 from shortrec.data.schema import PREPARED_INTERACTION_COLUMNS
 from shortrec.io import atomic_replace_dir, staging_dir_for
 
@@ -141,16 +140,10 @@ def import_log(
         tables["user_features"] = users
     for kind, table in id_maps.items():
         tables[f"imported_ids_{kind}"] = table
-    manifest = {
-        "source": "import",
-        "format": fmt,
-        "path": str(source),
-        "mapping": asdict(mapping),
-        "signal": signal,
-        "suggested_like_rule": SUGGESTED_RULES[signal],
-        "files": {name: {"rows": table.height} for name, table in tables.items()},
-    }
-    _publish(tables, manifest, out)
+    publish_prepared(
+        out, tables, source="import", format=fmt, path=str(source), mapping=asdict(mapping),
+        signal=signal, suggested_like_rule=SUGGESTED_RULES[signal],
+    )  # fmt: skip
     return ImportReport(
         out=out,
         interactions=views.height,
@@ -161,20 +154,6 @@ def import_log(
         side_tables=[n for n in ("user_features",) if n in tables]
         + (["item_categories (tags)"] if items is not None else []),
     )
-
-
-def _publish(tables: dict[str, pl.DataFrame], manifest: dict, out: Path) -> None:
-    staging = staging_dir_for(out)
-    try:
-        for name, table in tables.items():
-            table.write_parquet(staging / f"{name}.parquet")
-        (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-        atomic_replace_dir(staging, out)
-    finally:
-        if staging.exists():
-            import shutil
-
-            shutil.rmtree(staging, ignore_errors=True)
 
 
 def _read_table(source: Path, separator: str) -> pl.DataFrame:

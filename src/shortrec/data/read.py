@@ -14,16 +14,26 @@ The real files' quirks are handled here and nowhere else:
 The interaction matrices are large (12.5M rows), so they are parsed with explicit types in one
 vectorised pass; only when that fails is the file re-read as text to locate the bad field. The
 side files are small and are read as text first, which gives exact line numbers for every check.
+
+Some damage a CSV parser lets through or cannot locate: a quote that is never closed, a last
+line cut short (no line break at the end), a line with a field too many, invalid UTF-8. One
+pass over the raw bytes (`check_csv_bytes`, which also yields the content hash the cache
+records; about 2 GB/s) finds the first three by counting; a file that fails it, or fails to
+parse, is re-read to name the line.
 """
 
 from __future__ import annotations
 
+import codecs
+import csv
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
 import polars as pl
+import xxhash
 
 from shortrec.data.schema import (
     CAPTION_COLUMNS,
@@ -39,7 +49,11 @@ _ROW = "__row"
 _LINE = "__line"
 # A date that is not a whole YYYYMMDD number becomes this value, which the row checks reject.
 _INVALID_DATE = -1
-_DATE_RANGE = (10000101, 99991231)
+# Logs of this kind are recent: dates and Unix times between 1970 and 2100 (exclusive).
+_DATE_RANGE = (19700101, 20991231)
+_TIMESTAMP_RANGE = (0.0, 4_102_444_800.0)
+_CHUNK = 1 << 22
+_HEADER_LIMIT = 1 << 20
 
 T = TypeVar("T")
 
@@ -61,16 +75,23 @@ class RowRule:
 
 
 def read_header(path: str | Path) -> list[str]:
-    """Column names on the first line of a CSV file."""
+    """Column names on the first line of a CSV file, as written (a repeated name stays
+    repeated; polars would rename it `name_duplicated_0`)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found")
+    with open(path, "rb") as stream:
+        first = stream.readline(_HEADER_LIMIT)
+    if not first:
+        raise KuaiRecFormatError(f"{path}: the file is empty; expected a header line")
     try:
-        return pl.scan_csv(path, infer_schema=False).collect_schema().names()
-    except pl.exceptions.NoDataError as error:
-        raise KuaiRecFormatError(f"{path}: the file is empty; expected a header line") from error
-    except pl.exceptions.PolarsError as error:
-        raise KuaiRecFormatError(f"{path} line 1: cannot read the header ({error})") from error
+        text = first.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise KuaiRecFormatError(
+            f"{path} line 1: invalid UTF-8 at byte {error.start + 1} of the header; "
+            "expected UTF-8 text"
+        ) from error
+    return next(csv.reader([text.removeprefix("\ufeff").rstrip("\r\n")]), [])
 
 
 def check_header(path: str | Path, expected: dict[str, pl.DataType]) -> None:
@@ -93,8 +114,119 @@ def check_header(path: str | Path, expected: dict[str, pl.DataType]) -> None:
             parts.append("missing column(s) " + ", ".join(map(repr, missing)))
         if extra:
             parts.append("unexpected column(s) " + ", ".join(map(repr, extra)))
-        detail = "; ".join(parts) or "duplicated column names"
+        repeated = sorted({name for name in found if found.count(name) > 1})
+        if repeated:
+            parts.append("repeated column(s) " + ", ".join(map(repr, repeated)))
+        detail = "; ".join(parts)
     raise KuaiRecFormatError(f"{path} line 1: {detail}; expected the header {','.join(wanted)}")
+
+
+# --- the raw bytes -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CsvBytes:
+    """What one pass over a CSV file's bytes shows."""
+
+    size: int
+    xxh3_128: str  # content hash (XXH3-128: detects changes; not a signature)
+    line_breaks: int
+    commas: int
+    quotes: int
+    ends_with_line_break: bool
+
+
+def scan_csv_bytes(path: str | Path) -> CsvBytes:
+    """Hash and count a file in one streamed pass (constant memory)."""
+    digest = xxhash.xxh3_128()
+    size = line_breaks = commas = quotes = 0
+    last = b""
+    with open(path, "rb") as stream:
+        while chunk := stream.read(_CHUNK):
+            digest.update(chunk)
+            view = np.frombuffer(chunk, dtype=np.uint8)
+            size += len(chunk)
+            line_breaks += int(np.count_nonzero(view == 10))
+            commas += int(np.count_nonzero(view == 44))
+            quotes += int(np.count_nonzero(view == 34))
+            last = chunk[-1:]
+    return CsvBytes(size, digest.hexdigest(), line_breaks, commas, quotes, last == b"\n")
+
+
+def _first_invalid_utf8(path: Path) -> KuaiRecFormatError | None:
+    """Locate the first byte that is not UTF-8 (run when a parse fails: decoding every file
+    up front would cost a third more time on the happy path)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line_breaks = 0
+    with open(path, "rb") as stream:
+        while chunk := stream.read(_CHUNK):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as error:
+                # The position counts the bytes the decoder held back from the last chunk.
+                start = max(error.start - (len(error.object) - len(chunk)), 0)
+                line = line_breaks + chunk.count(b"\n", 0, start) + 1
+                return KuaiRecFormatError(
+                    f"{path} line {line}: invalid UTF-8 bytes {chunk[start : start + 4]!r}; "
+                    "expected UTF-8 text (re-save the file as UTF-8)"
+                )
+            line_breaks += chunk.count(b"\n")
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return KuaiRecFormatError(
+            f"{path} line {line_breaks + 1}: the file ends inside a multi-byte character; "
+            "expected UTF-8 text (the file looks cut short)"
+        )
+    return None
+
+
+def _physical_lines(path: Path) -> pl.LazyFrame:
+    """Each physical line of a UTF-8 file as one text field, with its 1-based line number."""
+    lines = pl.scan_csv(
+        path, has_header=False, separator="\x1f", quote_char=None, schema={"text": pl.String}
+    )
+    return lines.with_row_index(_LINE, offset=1)
+
+
+def _unclosed_quote_line(path: Path) -> int:
+    """The line where the quote left open at the end of the file was opened: the last line
+    that turns the running count of quote characters odd."""
+    quotes = pl.col("text").str.count_matches('"', literal=True).fill_null(0)
+    open_after = quotes.cum_sum() % 2 == 1
+    opened = open_after & ~open_after.shift(1, fill_value=False)
+    hit = _physical_lines(path).filter(opened).select(pl.col(_LINE).last()).collect()
+    return int(hit.item()) if hit.height and hit.item() is not None else 1
+
+
+def check_csv_bytes(path: str | Path, width: int | None = None) -> CsvBytes:
+    """Refuse what a CSV parser would let through or fail on without a line number: invalid
+    UTF-8, a quote never closed, a last line with no line break (a file cut short), and,
+    given `width` (files without quoted line breaks), a line whose field count is not
+    `width`. Returns the scan, whose hash the cache manifest records."""
+    path = Path(path)
+    scan = scan_csv_bytes(path)
+    ragged = width is not None and scan.commas != (width - 1) * scan.line_breaks
+    if scan.quotes % 2 or ragged:  # locating reads the text: it must be UTF-8 first
+        bad_text = _first_invalid_utf8(path)
+        if bad_text is not None:
+            raise bad_text
+    if scan.quotes % 2:
+        raise KuaiRecFormatError(
+            f"{path} line {_unclosed_quote_line(path)}: a quoted field is opened here and "
+            'never closed; expected a closing " before the end of the file'
+        )
+    if scan.size and not scan.ends_with_line_break:
+        raise KuaiRecFormatError(
+            f"{path} line {scan.line_breaks + 1}: the last line has no line break at its end, "
+            "so the file looks cut short (an interrupted copy or download?); expected every "
+            "line to end with a line break (if the file is whole, add one)"
+        )
+    if ragged and width is not None:
+        located = _first_ragged_line(path, width, exact=True)
+        if located is not None:
+            raise located
+    return scan
 
 
 # --- casting text to types, with the offending field located ------------------------------------
@@ -196,22 +328,21 @@ def _first_bad_cast(
     )
 
 
-def _first_ragged_line(path: Path, width: int) -> KuaiRecFormatError | None:
-    """Locate a line with more fields than the header (quoted text removed before counting)."""
-    lines = pl.scan_csv(
-        path, has_header=False, separator="\x1f", quote_char=None, schema={"text": pl.String}
-    )
+def _first_ragged_line(path: Path, width: int, exact: bool = False) -> KuaiRecFormatError | None:
+    """Locate a line with more fields than the header, or (`exact`, for files without quoted
+    line breaks) with any other number of fields. Quoted text is removed before counting."""
     commas = pl.col("text").str.replace_all(r'"[^"]*"', "").str.count_matches(",", literal=True)
+    wrong = pl.col("commas") != width - 1 if exact else pl.col("commas") >= width
     hit = (
-        lines.with_row_index(_ROW)
+        _physical_lines(path)
         .with_columns(commas.fill_null(0).alias("commas"))
-        .filter(pl.col("commas") >= width)
+        .filter(wrong)
         .head(1)
-        .collect()
+        .collect(engine="streaming")
     )
     if hit.is_empty():
         return None
-    line, fields = hit[_ROW][0] + 1, hit["commas"][0] + 1
+    line, fields = hit[_LINE][0], hit["commas"][0] + 1
     return KuaiRecFormatError(f"{path} line {line}: expected {width} fields, found {fields}")
 
 
@@ -219,15 +350,21 @@ def _explain_parse_error(
     path: Path, columns: dict[str, pl.DataType], error: Exception
 ) -> KuaiRecFormatError:
     """Turn a failed typed parse into a message naming the line and the column."""
+    bad_text = _first_invalid_utf8(path)
+    if bad_text is not None:
+        return bad_text
     text_frame = pl.scan_csv(path, infer_schema=False, truncate_ragged_lines=True)
     casts = {name: _cast(name, dtype, None) for name, dtype in columns.items()}
-    if "more fields" in str(error):
-        located = _first_ragged_line(path, len(columns))
-    else:
-        located = _first_bad_cast(path, text_frame, casts, line_breaks=False)
+    first_line = str(error).strip().splitlines()[0]
+    try:
+        if "more fields" in str(error):
+            located = _first_ragged_line(path, len(columns))
+        else:
+            located = _first_bad_cast(path, text_frame, casts, line_breaks=False)
+    except pl.exceptions.PolarsError:  # the text re-read fails too: report the parser's words
+        located = None
     if located is not None:
         return located
-    first_line = str(error).strip().splitlines()[0]
     return KuaiRecFormatError(f"{path}: cannot parse the file ({first_line})")
 
 
@@ -245,14 +382,15 @@ def parse_or_explain(action: Callable[[], T], path: Path, columns: dict[str, pl.
 
 
 def first_violation(frame: pl.LazyFrame, rules: list[RowRule]) -> tuple[int, RowRule] | None:
-    """The first row (0-based) that breaks a rule, and the rule; None if every row is fine."""
+    """The first row (0-based) that breaks a rule, and the rule; None if every row is fine.
+    Streams, so a table larger than memory can be searched."""
     flags = [rule.violated.fill_null(False).alias(f"__rule_{i}") for i, rule in enumerate(rules)]
     hit = (
         frame.with_row_index(_ROW)
         .filter(pl.any_horizontal([rule.violated.fill_null(False) for rule in rules]))
         .head(1)
         .select(_ROW, *flags)
-        .collect()
+        .collect(engine="streaming")
     )
     if hit.is_empty():
         return None
@@ -273,29 +411,50 @@ def _id_rules(*columns: str) -> list[RowRule]:
     return rules
 
 
+def _calendar_date(date: pl.Expr) -> pl.Expr:
+    """True where a YYYYMMDD integer is a real day (20200230 and 20201345 are not)."""
+    year, month, day = date // 10_000, date // 100 % 100, date % 100
+    leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
+    month_days = (
+        pl.when(month == 2)
+        .then(pl.when(leap).then(29).otherwise(28))
+        .when(month.is_in([4, 6, 9, 11]))
+        .then(30)
+        .otherwise(31)
+    )
+    return date.is_between(*_DATE_RANGE) & month.is_between(1, 12) & day.is_between(1, month_days)
+
+
 def interaction_rules() -> list[RowRule]:
-    """Checks on a prepared interaction table. An inconsistent watch_ratio is not an error:
-    the real files have play_duration / video_duration mismatches."""
-    duration = "a duration in milliseconds (a non-negative integer)"
-    ratio = "a watch ratio (a non-negative number)"
+    """Checks on a prepared interaction table: impossible values (negative or infinite
+    numbers, a video lasting no time, a day that does not exist, a time outside 1970-2100)
+    are refused. An inconsistent watch_ratio is not an error: the real files have
+    play_duration / video_duration mismatches."""
+    play = "a play duration in milliseconds (a non-negative integer)"
+    video = "a video duration in milliseconds (a positive integer)"
+    ratio = "a watch ratio (a finite, non-negative number)"
     return [
         *_id_rules("user_id", "video_id"),
-        _not_null("play_duration", duration),
-        RowRule("play_duration", pl.col("play_duration") < 0, duration),
-        _not_null("video_duration", duration),
-        RowRule("video_duration", pl.col("video_duration") < 0, duration),
+        _not_null("play_duration", play),
+        RowRule("play_duration", pl.col("play_duration") < 0, play),
+        _not_null("video_duration", video),
+        RowRule("video_duration", pl.col("video_duration") <= 0, video),
         RowRule(
             "date",
-            ~pl.col("date").is_between(*_DATE_RANGE),
-            "a whole YYYYMMDD date such as 20200705, or an empty field",
+            ~_calendar_date(pl.col("date")),
+            "a real YYYYMMDD date (1970 to 2099) such as 20200705, or an empty field",
         ),
         RowRule(
             "timestamp",
-            pl.col("timestamp").is_nan() | (pl.col("timestamp") < 0),
-            "a Unix time in seconds, or an empty field",
+            ~pl.col("timestamp").is_between(*_TIMESTAMP_RANGE, closed="left"),
+            "a Unix time in seconds (finite, between 1970 and 2100), or an empty field",
         ),
         _not_null("watch_ratio", ratio),
-        RowRule("watch_ratio", pl.col("watch_ratio").is_nan() | (pl.col("watch_ratio") < 0), ratio),
+        RowRule(
+            "watch_ratio",
+            ~pl.col("watch_ratio").is_finite() | (pl.col("watch_ratio") < 0),
+            ratio,
+        ),
     ]
 
 
@@ -311,11 +470,11 @@ def _raw_field(path: Path, row: int, column: str) -> str | None:
 def scan_interactions(path: str | Path) -> pl.LazyFrame:
     """big_matrix.csv / small_matrix.csv as a lazy frame of PREPARED_INTERACTION_COLUMNS.
 
-    Nothing is read until the frame is collected or sunk; run that through `parse_or_explain`
-    and then `check_interactions` on the result. `time` is dropped: it is `timestamp` rendered
-    in Asia/Shanghai local time. Because `time` is never parsed, a line with fields beyond the
-    eighth is not flagged (parsing them all costs a quarter more time on big_matrix); a line
-    with too few fields is, by the empty fields it leaves.
+    Only the header is read here; run `check_csv_bytes(path, len(INTERACTION_COLUMNS))` for the
+    whole-file checks, collect or sink the frame through `parse_or_explain`, then run
+    `require_rows` and `check_interactions`. `time` is dropped: it is `timestamp` rendered in
+    Asia/Shanghai local time. It is never parsed (that costs a quarter more time on
+    big_matrix), so a line with a field too many is found by the byte check's comma count.
     """
     path = Path(path)
     check_header(path, INTERACTION_COLUMNS)
@@ -341,11 +500,19 @@ def check_interactions(frame: pl.LazyFrame, path: str | Path) -> None:
         raise KuaiRecFormatError(_field_error(path, row + 2, rule.column, rule.expected, value))
 
 
+def require_rows(path: str | Path, rows: int) -> None:
+    """A file with a header and no rows is refused: it would replace good data with nothing."""
+    if rows == 0:
+        raise KuaiRecFormatError(f"{path}: the file has a header but no rows; expected data rows")
+
+
 def read_interactions(path: str | Path) -> pl.DataFrame:
     """Read and validate big_matrix.csv or small_matrix.csv (duplicate rows are kept)."""
     path = Path(path)
     lazy = scan_interactions(path)
+    check_csv_bytes(path, len(INTERACTION_COLUMNS))
     frame = parse_or_explain(lazy.collect, path, INTERACTION_COLUMNS)
+    require_rows(path, frame.height)
     check_interactions(frame.lazy(), path)
     return frame
 
@@ -362,12 +529,14 @@ def _read_side_file(
     """Read a small CSV as text, then type it column by column with located errors."""
     path = Path(path)
     check_header(path, columns)
+    check_csv_bytes(path)
     list_columns = list_columns or {}
 
     try:
         text = pl.read_csv(path, infer_schema=False)
     except pl.exceptions.ComputeError as error:
         raise _explain_parse_error(path, dict.fromkeys(columns, pl.String()), error) from error
+    require_rows(path, text.height)
     casts = {name: _cast(name, dtype, list_columns.get(name)) for name, dtype in columns.items()}
     bad = _first_bad_cast(path, text.lazy(), casts)
     if bad is not None:

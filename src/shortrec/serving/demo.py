@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from shortrec.data.dataset import MANIFEST_FILE
-from shortrec.io import atomic_path, atomic_write_text
+from shortrec.data.prepare import publish_prepared
+from shortrec.io import atomic_write_text
 from shortrec.models.base import Recommender, TrainingData
 from shortrec.models.baselines import PopularRecommender
 from shortrec.runs import RunConfig
@@ -26,11 +26,6 @@ _WORDS = ("sunset", "street food", "tiny cat", "drum solo", "street dance", "pra
           "speedrun", "makeup", "drift", "experiment", "origami", "noodles", "puppy", "beach",
           "remix", "challenge", "fail", "trick", "recipe")  # fmt: skip
 _START = 1_593_878_400.0  # 2020-07-05, where KuaiRec begins
-
-
-def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        frame.write_parquet(tmp)
 
 
 def fabricate_views(
@@ -71,7 +66,6 @@ def fabricate_release(
 ) -> Path:
     """A prepared release (the Parquet layout of `data.dataset`) with captions and categories."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed + 1)
     big = fabricate_views(n_users, n_videos, views_per_user, seed)
     small = big.filter(pl.col("user_id") < max(1, n_users // 5))
@@ -97,15 +91,10 @@ def fabricate_release(
         },
         schema_overrides={"topic_tag": pl.List(pl.String)},
     )
-    _write_parquet(big, directory / "big_matrix.parquet")
-    _write_parquet(small, directory / "small_matrix.parquet")
-    _write_parquet(item_categories, directory / "item_categories.parquet")
-    _write_parquet(captions, directory / "kuairec_caption_category.parquet")
-    manifest = {
-        "source": "shortrec.serving.demo (random, for exercising the serving stack)",
-        "rows": {"big_matrix": big.height, "small_matrix": small.height, "videos": n_videos},
-    }
-    atomic_write_text(directory / MANIFEST_FILE, json.dumps(manifest, indent=2))
+    tables = {"big_matrix": big, "small_matrix": small, "item_categories": item_categories,
+              "kuairec_caption_category": captions}  # fmt: skip
+    source = "shortrec.serving.demo (random, for exercising the serving stack)"
+    publish_prepared(directory, tables, source=source)
     return directory
 
 
