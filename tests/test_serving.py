@@ -444,7 +444,8 @@ def test_fuzzed_paths_and_queries_never_get_a_5xx(client, user, video, number, s
         client.get(f"/videos?offset={number}&limit={number}"),
         client.get(f"/users?offset={number}"),
         client.post(
-            "/admin/model", content=json.dumps(swap),
+            "/admin/model",
+            content=json.dumps(swap),
             headers={"Authorization": "Bearer s3", **JSON},
         ),
     ]

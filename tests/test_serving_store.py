@@ -35,10 +35,10 @@ def check_events_survive_a_restart(release: Path, db: str) -> None:
     events = [{"user_id": 3, "video_id": v, "watch_ratio": 1.0, "timestamp": 1.9e9 + v}
               for v in (11, 12, 13)]  # fmt: skip
     events.append({"user_id": 555_555, "video_id": 14, "watch_ratio": 0.3})
-    with TestClient(new_app(release, db)) as first:
+    with TestClient(new_app(release, db), base_url="http://127.0.0.1") as first:
         assert first.post("/events", json={"events": events}).status_code == 200
         assert first.get("/health").json()["live_events"] == 4
-    with TestClient(new_app(release, db)) as second:  # the restart
+    with TestClient(new_app(release, db), base_url="http://127.0.0.1") as second:
         assert second.get("/health").json()["live_events"] == 4
         history = second.get("/users/3/history?limit=3").json()["items"]
         assert [(v["video_id"], v["source"]) for v in history] == [
