@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
@@ -87,13 +86,7 @@ def test_unreachable_postgres_is_a_clear_error_without_the_password():
     assert "topsecret" not in str(error.value)
 
 
-# --- PostgreSQL: a throwaway server when this machine has one ----------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
+# --- PostgreSQL (tests/conftest.py starts a throwaway server when this machine has one) --------
 def test_postgres_events_survive_a_restart(release, postgres_url):
     import psycopg
 
