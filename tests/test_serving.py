@@ -331,6 +331,15 @@ def test_admin_is_disabled_without_a_token_and_answers_show_no_paths(world, tmp_
             assert "popular_run" in response.text
 
 
+def test_model_swap_is_refused_behind_several_workers(world, tmp_path):
+    app = create_app(make_feed(world), SQLiteEventStore(tmp_path / "e.db"),
+                     settings_for(world, workers=2))  # fmt: skip
+    with TestClient(app, base_url=BASE_URL) as test_client:
+        response = test_client.post("/admin/model", json={"run_dir": "popular_run"}, headers=AUTH)
+        assert response.status_code == 409 and "restart" in response.json()["error"]
+        assert test_client.get("/health").json()["model"]["name"] == "neighbours"
+
+
 def test_model_swap_serves_the_old_model_until_the_new_one_is_ready(world, tmp_path):
     release = threading.Event()
 

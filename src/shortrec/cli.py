@@ -516,6 +516,7 @@ def serve(
             trusted_hosts=tuple(dict.fromkeys([*LOCAL_HOSTS, host, *trusted_host])),
             max_body_bytes=max_body_bytes,
             poll_seconds=poll_seconds,
+            workers=workers,
         )
         spec = ServeSpec(str(run_dir), db, settings, torch_threads)
         if workers == 1:

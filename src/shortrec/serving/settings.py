@@ -27,6 +27,7 @@ class ServeSettings:
     max_body_bytes: int = 1 << 20
     scoring_threads: int = 4  # concurrent scorers (more than the cores only adds contention)
     poll_seconds: float = 0.2  # how often a worker reads events other workers stored
+    workers: int = 1  # processes behind one port; a swap would reach only one of them
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1024:

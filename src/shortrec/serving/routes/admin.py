@@ -49,6 +49,9 @@ async def current_model(state: State) -> dict[str, Any]:
 async def swap_model(state: State, body: ModelSwap, wait: bool = False) -> JSONResponse:
     """Load the run's model in the background and swap it in atomically; requests in
     flight finish on the old model. `?wait=true` answers once the new model serves."""
+    if state.settings.workers > 1:
+        raise ApiError(409, "a swap would reach one worker of several: restart the server with "
+                            "--run RUN instead")  # fmt: skip
     run_dir = confined_run_dir(state.settings.runs_root, body.run_dir)
     swap = state.swap
     with swap.lock:
