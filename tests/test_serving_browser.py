@@ -145,6 +145,9 @@ def test_ids_stay_exact_and_a_failed_load_clears_the_feed(server_url):
                 "?.dataset.videoId === id",
                 arg=watched,
             )
+            page.wait_for_function(
+                "document.querySelector('#status').textContent.startsWith('Watched')"
+            )
             exact = httpx.get(f"{server_url}/users/{big}/history").json()
             rounded = httpx.get(f"{server_url}/users/9007199254740992/history").json()
             assert exact["total"] == 1 and exact["items"][0]["video_id"] == int(watched)

@@ -134,6 +134,7 @@ async function postView(videoId, action) {
   try {
     await api("/events", { method: "POST", headers: { "Content-Type": "application/json" }, body });
     await Promise.all([showUser(userId), showServer()]);
+    if (currentUser !== userId) return; // another user was loaded meanwhile
     setStatus(`${action === "watch" ? "Watched" : "Skipped"} video ${videoId}; feed updated. ${$("status").textContent}`);
   } catch (error) {
     setStatus(`Could not record the view: ${error.message}`, true);
