@@ -77,7 +77,7 @@ class ServingState:
         return str(path.relative_to(root)) if root and path.is_relative_to(root) else path.name
 
 
-def get_state(request: Request) -> ServingState:
+async def get_state(request: Request) -> ServingState:  # async: no thread-pool hop
     return request.app.state.serving
 
 
@@ -95,7 +95,7 @@ def _bearer_matches(request: Request, token: str) -> bool:
     )
 
 
-def require_admin(request: Request, state: State) -> None:
+async def require_admin(request: Request, state: State) -> None:
     token = state.settings.admin_token
     if not token:
         raise ApiError(403, "admin endpoints are disabled: start the server with --admin-token")
@@ -103,7 +103,7 @@ def require_admin(request: Request, state: State) -> None:
         raise ApiError(401, "admin endpoints need 'Authorization: Bearer TOKEN'", _CHALLENGE)
 
 
-def require_event_writer(request: Request, state: State) -> None:
+async def require_event_writer(request: Request, state: State) -> None:
     content_type = request.headers.get("content-type", "")
     if content_type.partition(";")[0].strip().lower() != "application/json":
         raise ApiError(415, "events must be sent as Content-Type: application/json")

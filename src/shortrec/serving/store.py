@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import polars as pl
 
 # The columns of a stored event, in the order they are written.
@@ -62,10 +63,16 @@ class StoredEvent:
 
 @dataclass(frozen=True)
 class EventBatch:
-    """Events read back from a store, oldest first, and the id of the last one."""
+    """Events read back from a store, oldest first, as columns, and the id of the last one."""
 
-    events: pl.DataFrame  # EVENT_COLUMNS
+    user_ids: np.ndarray
+    video_ids: np.ndarray
+    watch_ratios: np.ndarray
+    timestamps: np.ndarray
     last_id: int
+
+    def __len__(self) -> int:
+        return len(self.user_ids)
 
 
 class EventStore(Protocol):
@@ -102,8 +109,22 @@ def _frame(rows: list[tuple]) -> pl.DataFrame:
 
 
 def _batch(rows: list[tuple], after_id: int) -> EventBatch:
-    """Rows of (id, *EVENT_COLUMNS) -> an EventBatch."""
-    return EventBatch(_frame([row[1:] for row in rows]), rows[-1][0] if rows else after_id)
+    """Rows of (id, user_id, video_id, watch_ratio, timestamp) -> an EventBatch."""
+    if not rows:
+        empty = np.empty(0, dtype=np.int64)
+        return EventBatch(empty, empty, empty.astype(np.float64), empty.astype(np.float64),
+                          after_id)  # fmt: skip
+    ids, users, videos, ratios, timestamps = zip(*rows, strict=True)
+    return EventBatch(
+        np.array(users, dtype=np.int64),
+        np.array(videos, dtype=np.int64),
+        np.array(ratios, dtype=np.float64),
+        np.array(timestamps, dtype=np.float64),
+        ids[-1],
+    )
+
+
+_FOLLOW = "id, user_id, video_id, watch_ratio, timestamp"  # what the feed needs of an event
 
 
 _COLUMNS = "user_id, video_id, watch_ratio, play_duration, video_duration, timestamp"
@@ -179,7 +200,7 @@ class SQLiteEventStore:
 
     def read_since(self, after_id: int, limit: int) -> EventBatch:
         rows = self._query(
-            f"SELECT id, {_COLUMNS} FROM events WHERE id > ? ORDER BY id LIMIT ?",
+            f"SELECT {_FOLLOW} FROM events WHERE id > ? ORDER BY id LIMIT ?",
             (after_id, limit),
         )
         return _batch(rows, after_id)
@@ -270,7 +291,7 @@ class PostgresEventStore:
 
     def read_since(self, after_id: int, limit: int) -> EventBatch:
         rows = self._query(
-            f"SELECT id, {_COLUMNS} FROM shortrec_events WHERE id > %s ORDER BY id LIMIT %s",
+            f"SELECT {_FOLLOW} FROM shortrec_events WHERE id > %s ORDER BY id LIMIT %s",
             (after_id, limit),
         )
         return _batch(rows, after_id)

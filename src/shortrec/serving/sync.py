@@ -42,11 +42,13 @@ class EventFollower:
         with self._lock:
             while True:
                 batch = self.store.read_since(self.last_id, READ_BATCH)
-                if batch.events.height:
-                    self.feed.add_views_frame(batch.events)
-                    applied += batch.events.height
+                if len(batch):
+                    self.feed.add_views(
+                        batch.user_ids, batch.video_ids, batch.watch_ratios, batch.timestamps
+                    )
+                    applied += len(batch)
                 self.last_id = batch.last_id
-                if batch.events.height < READ_BATCH:
+                if len(batch) < READ_BATCH:
                     break
             self.last_read = time.monotonic()
         return applied
