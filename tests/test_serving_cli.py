@@ -72,5 +72,7 @@ def test_serve_rejects_a_bad_db_url(run_dir):
 def test_serve_help_lists_the_options():
     result = CliRunner().invoke(app, ["serve", "--help"])
     assert result.exit_code == 0
-    for option in ("--run", "--host", "--port", "--db"):
+    for option in ("--run", "--host", "--port", "--db", "--workers", "--admin-token",
+                   "--events-token", "--runs-root", "--trusted-host", "--max-body-bytes",
+                   "--poll-seconds"):  # fmt: skip
         assert option in result.output

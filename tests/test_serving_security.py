@@ -121,6 +121,7 @@ def test_trusted_hosts_are_configurable(release, tmp_path):
         ({"time": "9999-12-31T23:59:59-12:00"}, "outside"),
         ({"time": "1969-12-31T23:59:59Z"}, "outside"),
         ({"time": "yesterday"}, "not an ISO 8601 time"),
+        ({"time": "0001-01-01T00:00:00", "timestamp": 1.6e9}, "outside"),
         ({"timestamp": -1.0}, "timestamp"),
         ({"timestamp": 1e12}, "timestamp"),
         ({"user_id": True}, "user_id"),

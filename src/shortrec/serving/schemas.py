@@ -64,8 +64,8 @@ class WatchEvent(BaseModel):
                 )
             if self.play_duration / self.video_duration > MAX_WATCH_RATIO:
                 raise ValueError(f"play_duration / video_duration is over {MAX_WATCH_RATIO:g}")
-        if self.time is not None and self.timestamp is None:
-            self.time_as_timestamp()  # raises ValueError when out of range
+        if self.time is not None:
+            self.time_as_timestamp()  # raises ValueError when unreadable or out of range
         return self
 
     def time_as_timestamp(self) -> float:
