@@ -526,9 +526,10 @@ def serve(
             open_store(db if db is not None else Path(run_dir) / "events.db").close()
     except (FileNotFoundError, ValueError) as error:
         fail(str(error))
+    # timeout_keep_alive: pooled clients reuse their connections between bursts.
     uvicorn_options = dict(
         host=host, port=port, access_log=access_log, log_level="warning", timeout_keep_alive=30
-    )  # fmt: skip  (pooled clients reuse connections)
+    )
     if workers == 1:
         served = api.state.feed.served
         typer.echo(

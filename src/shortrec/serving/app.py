@@ -8,6 +8,7 @@ requests. `create_app_from_environment` is the factory each `--workers` process 
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Callable
@@ -94,7 +95,7 @@ def create_app_from_run(
     load runs next to it unless `settings.runs_root` says otherwise."""
     settings = settings or ServeSettings()
     if settings.runs_root is None:
-        settings = ServeSettings(**{**vars(settings), "runs_root": default_runs_root(run_dir)})
+        settings = dataclasses.replace(settings, runs_root=default_runs_root(run_dir))
     served, _, data = load_run(run_dir)
     feed = Feed(served, data.videos, data.big_matrix)
     del data  # the feed keeps only what it needs

@@ -9,6 +9,7 @@ constant time.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import math
 import threading
@@ -63,18 +64,20 @@ class ServingState:
     load_model: Callable[[str], ServedModel]
     swap: SwapState = field(default_factory=SwapState)
 
-    def model_info(self, served: ServedModel | None = None) -> dict[str, Any]:
+    def model_info(self) -> dict[str, Any]:
         """The served model, naming its run relative to the runs root (never a full path)."""
-        served = served or self.feed.served
-        return {"name": served.name, "run": self.run_name(served.run_dir),
+        served = self.feed.served
+        return {"name": served.name, "run": run_name(served.run_dir, self.settings.runs_root),
                 "loaded_at": iso(served.loaded_at)}  # fmt: skip
 
-    def run_name(self, run_dir: str | None) -> str | None:
-        if run_dir is None:
-            return None
-        path = Path(run_dir).resolve()
-        root = Path(self.settings.runs_root).resolve() if self.settings.runs_root else None
-        return str(path.relative_to(root)) if root and path.is_relative_to(root) else path.name
+
+@functools.lru_cache(maxsize=64)  # /health asks on every probe; paths are resolved once
+def run_name(run_dir: str | None, runs_root: str | None) -> str | None:
+    if run_dir is None:
+        return None
+    path = Path(run_dir).resolve()
+    root = Path(runs_root).resolve() if runs_root else None
+    return str(path.relative_to(root)) if root and path.is_relative_to(root) else path.name
 
 
 async def get_state(request: Request) -> ServingState:  # async: no thread-pool hop
