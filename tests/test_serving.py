@@ -20,9 +20,11 @@ from hypothesis import strategies as st
 from shortrec.data.dataset import load_prepared
 from shortrec.data.histories import Histories
 from shortrec.models.base import Recommender
-from shortrec.serving.app import create_app, parse_events
+from shortrec.serving.app import create_app
 from shortrec.serving.demo import fabricate_release, fabricate_run
 from shortrec.serving.feed import Feed, ServedModel
+from shortrec.serving.schemas import parse_events
+from shortrec.serving.settings import ServeSettings
 from shortrec.serving.store import SQLiteEventStore, StoreUnavailableError
 
 N_VIDEOS = 120
@@ -61,10 +63,20 @@ def make_feed(world: Path, model: Recommender | None = None) -> Feed:
     return Feed(served, data.videos, data.big_matrix)
 
 
+BASE_URL = "http://127.0.0.1"  # a trusted Host by default
+JSON = {"Content-Type": "application/json"}
+
+
+def settings_for(world: Path, **changes) -> ServeSettings:
+    return ServeSettings(admin_token="s3", runs_root=str(world), **changes)
+
+
 @pytest.fixture()
 def client(world, tmp_path) -> TestClient:
-    app = create_app(make_feed(world), SQLiteEventStore(tmp_path / "events.db"), admin_token="s3")
-    with TestClient(app, raise_server_exceptions=False) as test_client:
+    app = create_app(
+        make_feed(world), SQLiteEventStore(tmp_path / "events.db"), settings_for(world)
+    )
+    with TestClient(app, base_url=BASE_URL, raise_server_exceptions=False) as test_client:
         yield test_client
 
 
@@ -202,9 +214,9 @@ def test_malformed_events_are_422_naming_the_field(client, body, where):
 
 
 def test_invalid_json_and_nan_are_422(client):
-    assert client.post("/events", content=b"{nope").status_code == 422
+    assert client.post("/events", content=b"{nope", headers=JSON).status_code == 422
     nan = b'{"user_id": 1, "video_id": 1, "watch_ratio": NaN}'
-    assert client.post("/events", content=nan).status_code == 422
+    assert client.post("/events", content=nan, headers=JSON).status_code == 422
 
 
 def test_a_batch_with_an_unknown_video_is_404_and_stores_nothing(client):
@@ -251,22 +263,18 @@ def test_metrics_count_requests_by_route_with_latency_histogram(client):
     assert f'shortrec_request_duration_seconds_bucket{{le="0.05",method="GET",{route}}}' in text
 
 
-def test_store_failure_is_a_503_and_the_feed_is_unchanged(world):
+def test_store_failure_is_a_503_without_details_and_the_feed_is_unchanged(world, tmp_path):
     class FullDisk(SQLiteEventStore):
         def append(self, events):
-            raise StoreUnavailableError("disk full")
+            raise StoreUnavailableError(f"disk full at {tmp_path}")
 
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        app = create_app(make_feed(world), FullDisk(Path(tmp) / "e.db"))
-        with TestClient(app) as test_client:
-            before = test_client.get("/users/1/history").json()["total"]
-            response = test_client.post(
-                "/events", json={"user_id": 1, "video_id": 1, "watch_ratio": 1}
-            )
-            assert response.status_code == 503 and "disk full" in response.json()["error"]
-            assert test_client.get("/users/1/history").json()["total"] == before
+    app = create_app(make_feed(world), FullDisk(tmp_path / "e.db"))
+    with TestClient(app, base_url=BASE_URL) as test_client:
+        before = test_client.get("/users/1/history").json()["total"]
+        response = test_client.post("/events", json={"user_id": 1, "video_id": 1, "watch_ratio": 1})
+        assert response.status_code == 503 and "unavailable" in response.json()["error"]
+        assert str(tmp_path) not in response.text and "disk full" not in response.text
+        assert test_client.get("/users/1/history").json()["total"] == before
 
 
 def test_web_page_and_its_assets_are_served(client):
@@ -277,17 +285,59 @@ def test_web_page_and_its_assets_are_served(client):
 
 
 # --- model swap --------------------------------------------------------------------------------
-def test_model_swap_needs_the_token_and_changes_the_model(client, world):
-    run_dir = str(world / "popular_run")
-    assert client.post("/admin/model?wait=true", json={"run_dir": run_dir}).status_code == 401
-    auth = {"Authorization": "Bearer s3"}
-    response = client.post("/admin/model?wait=true", json={"run_dir": run_dir}, headers=auth)
+AUTH = {"Authorization": "Bearer s3"}
+
+
+def test_model_swap_needs_the_token_and_changes_the_model(client):
+    swap = {"run_dir": "popular_run"}  # relative to the runs root
+    assert client.post("/admin/model?wait=true", json=swap).status_code == 401
+    wrong = {"Authorization": "Bearer s4"}
+    assert client.post("/admin/model?wait=true", json=swap, headers=wrong).status_code == 401
+    assert client.get("/admin/model").status_code == 401
+    response = client.post("/admin/model?wait=true", json=swap, headers=AUTH)
     assert response.status_code == 200, response.text
-    assert response.json()["model"]["name"] == "popular"
+    assert response.json()["model"] == {**response.json()["model"], "name": "popular",
+                                        "run": "popular_run"}  # fmt: skip
     assert client.get("/users/1/recommendations").json()["model"] == "popular"
-    missing = client.post("/admin/model", json={"run_dir": "/no/such/run"}, headers=auth)
-    assert missing.status_code == 404
     assert client.get("/health").json()["model"]["name"] == "popular"
+
+
+@pytest.mark.parametrize("run_dir", ["/no/such/run", "../", "/etc", "popular_run/../..",
+                                     "nothing_here", "popular_run/model", "a\u0000b"])  # fmt: skip
+def test_model_swap_is_confined_to_the_runs_root_and_tells_nothing(client, world, run_dir):
+    response = client.post("/admin/model", json={"run_dir": run_dir}, headers=AUTH)
+    assert response.status_code == 404
+    assert str(world) not in response.text and "exist" not in response.text
+    assert client.get("/health").json()["model"]["name"] == "neighbours"
+
+
+def test_admin_is_disabled_without_a_token_and_answers_show_no_paths(world, tmp_path):
+    for token in (None, ""):
+        app = create_app(make_feed(world), SQLiteEventStore(tmp_path / "e.db"),
+                         ServeSettings(admin_token=token, runs_root=str(world)))  # fmt: skip
+        with TestClient(app, base_url=BASE_URL) as test_client:
+            swap = test_client.post("/admin/model", json={"run_dir": "popular_run"})
+            assert swap.status_code == 403 and "--admin-token" in swap.json()["error"]
+            assert test_client.get("/admin/model").status_code == 403
+            assert test_client.get("/health").json()["model"]["name"] == "neighbours"
+    served = ServedModel(LastVideoNeighbours(), name="n", run_dir=str(world / "popular_run"))
+    feed = make_feed(world)
+    feed.swap_model(served)
+    app = create_app(feed, SQLiteEventStore(tmp_path / "e2.db"), settings_for(world))
+    with TestClient(app, base_url=BASE_URL) as test_client:
+        for path in ("/health", "/admin/model"):
+            response = test_client.get(path, headers=AUTH)
+            assert response.status_code == 200 and str(world) not in response.text
+            assert "popular_run" in response.text
+
+
+def test_model_swap_is_refused_behind_several_workers(world, tmp_path):
+    app = create_app(make_feed(world), SQLiteEventStore(tmp_path / "e.db"),
+                     settings_for(world, workers=2))  # fmt: skip
+    with TestClient(app, base_url=BASE_URL) as test_client:
+        response = test_client.post("/admin/model", json={"run_dir": "popular_run"}, headers=AUTH)
+        assert response.status_code == 409 and "restart" in response.json()["error"]
+        assert test_client.get("/health").json()["model"]["name"] == "neighbours"
 
 
 def test_model_swap_serves_the_old_model_until_the_new_one_is_ready(world, tmp_path):
@@ -298,15 +348,15 @@ def test_model_swap_serves_the_old_model_until_the_new_one_is_ready(world, tmp_p
         return ServedModel(LastVideoNeighbours(), name="new-model", run_dir=run_dir)
 
     def failing_loader(run_dir: str) -> ServedModel:
-        raise ValueError("corrupt weights")
+        raise ValueError(f"corrupt weights in {run_dir}")
 
     store = SQLiteEventStore(tmp_path / "e.db")
-    app = create_app(make_feed(world), store, load_model=slow_loader)
-    with TestClient(app) as test_client:
-        run_dir = str(world / "popular_run")
-        accepted = test_client.post("/admin/model", json={"run_dir": run_dir})
+    app = create_app(make_feed(world), store, settings_for(world), load_model=slow_loader)
+    with TestClient(app, base_url=BASE_URL) as test_client:
+        swap = {"run_dir": "popular_run"}
+        accepted = test_client.post("/admin/model", json=swap, headers=AUTH)
         assert accepted.status_code == 202 and accepted.json()["swap"]["state"] == "loading"
-        assert test_client.post("/admin/model", json={"run_dir": run_dir}).status_code == 409
+        assert test_client.post("/admin/model", json=swap, headers=AUTH).status_code == 409
         during = test_client.get("/users/1/recommendations")
         assert during.status_code == 200 and during.json()["model"] == "neighbours"
         release.set()
@@ -315,11 +365,13 @@ def test_model_swap_serves_the_old_model_until_the_new_one_is_ready(world, tmp_p
             assert time.monotonic() < deadline, "the swap never happened"
             time.sleep(0.02)
         assert test_client.get("/users/1/recommendations").json()["model"] == "new-model"
-        app_failing = create_app(make_feed(world), store, load_model=failing_loader)
-        with TestClient(app_failing) as failing:
-            response = failing.post("/admin/model?wait=true", json={"run_dir": run_dir})
-            assert response.status_code == 422 and "corrupt" in response.json()["swap"]["error"]
-            assert failing.get("/users/1/recommendations").json()["model"] == "neighbours"
+    app_failing = create_app(make_feed(world), SQLiteEventStore(tmp_path / "f.db"),
+                             settings_for(world), load_model=failing_loader)  # fmt: skip
+    with TestClient(app_failing, base_url=BASE_URL) as failing:
+        response = failing.post("/admin/model?wait=true", json=swap, headers=AUTH)
+        assert response.status_code == 422 and response.json()["swap"]["state"] == "failed"
+        assert "corrupt" not in response.text and str(world) not in response.text
+        assert failing.get("/users/1/recommendations").json()["model"] == "neighbours"
 
 
 @pytest.mark.parametrize("big", [2**63, 2**64, 10**30])
@@ -329,7 +381,7 @@ def test_ids_beyond_int64_are_422_not_overflows(client, big):
         assert client.get(path).status_code == 422, path
     for field in ("user_id", "video_id", "play_duration"):
         event = {"user_id": 1, "video_id": 1, "watch_ratio": 1.0, field: big}
-        response = client.post("/events", content=json.dumps(event))
+        response = client.post("/events", content=json.dumps(event), headers=JSON)
         assert response.status_code == 422 and field in response.json()["message"]
 
 
@@ -383,7 +435,7 @@ _REUSED_CLIENT = [HealthCheck.function_scoped_fixture]  # one app for all exampl
 )  # fmt: skip
 def test_fuzzed_event_bodies_never_get_a_5xx(client, body, raw):
     for content in (json.dumps(body).encode(), raw):
-        response = client.post("/events", content=content)
+        response = client.post("/events", content=content, headers=JSON)
         assert response.status_code < 500, (content, response.text)
         assert isinstance(response.json(), dict)
 
@@ -401,7 +453,9 @@ def test_fuzzed_paths_and_queries_never_get_a_5xx(client, user, video, number, s
         client.get(f"/videos?offset={number}&limit={number}"),
         client.get(f"/users?offset={number}"),
         client.post(
-            "/admin/model", content=json.dumps(swap), headers={"Authorization": "Bearer s3"}
+            "/admin/model",
+            content=json.dumps(swap),
+            headers={"Authorization": "Bearer s3", **JSON},
         ),
     ]
     for response in responses:

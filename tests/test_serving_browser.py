@@ -114,3 +114,54 @@ def test_watching_a_video_updates_the_feed_and_history(server_url, tmp_path):
                 shutil.copyfile(shot, DOCS_SCREENSHOT)
         finally:
             browser.close()
+
+
+def test_ids_stay_exact_and_a_failed_load_clears_the_feed(server_url):
+    """9007199254740993 is not a JS number (2^53 + 1): the page must not ask for ...992."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package")
+    if not CHROMIUM.exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    import httpx
+
+    big = "9007199254740993"
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(server_url)
+            page.wait_for_selector("[data-testid=user-select] option", state="attached")
+            page.fill("[data-testid=user-input]", big)
+            page.click("[data-testid=load-user]")
+            page.wait_for_function(
+                "id => document.querySelector('#status').textContent.startsWith(`User ${id}:`)",
+                arg=big,
+            )
+            feed = page.locator("[data-testid=feed-item]")
+            assert feed.count() == 12
+            watched = feed.nth(0).get_attribute("data-video-id")
+            feed.nth(0).locator("[data-testid=watch]").click()
+            page.wait_for_function(
+                "id => document.querySelector('[data-testid=history-item]')"
+                "?.dataset.videoId === id",
+                arg=watched,
+            )
+            page.wait_for_function(
+                "document.querySelector('#status').textContent.startsWith('Watched')"
+            )
+            exact = httpx.get(f"{server_url}/users/{big}/history").json()
+            rounded = httpx.get(f"{server_url}/users/9007199254740992/history").json()
+            assert exact["total"] == 1 and exact["items"][0]["video_id"] == int(watched)
+            assert rounded["total"] == 0
+
+            for bad in ("99999999999999999999", "12abc"):  # beyond int64; not a number
+                page.fill("[data-testid=user-input]", bad)
+                page.click("[data-testid=load-user]")
+                page.wait_for_function("document.querySelector('#status.error') !== null")
+                assert feed.count() == 0
+                assert page.locator("[data-testid=history-item]").count() == 0
+                assert page.locator("[data-testid=watch]").count() == 0
+                page.fill("[data-testid=user-input]", "3")  # a good load brings it back
+                page.click("[data-testid=load-user]")
+                page.wait_for_function("document.querySelectorAll('[data-testid=watch]').length")
+        finally:
+            browser.close()

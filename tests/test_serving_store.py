@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
@@ -36,10 +35,10 @@ def check_events_survive_a_restart(release: Path, db: str) -> None:
     events = [{"user_id": 3, "video_id": v, "watch_ratio": 1.0, "timestamp": 1.9e9 + v}
               for v in (11, 12, 13)]  # fmt: skip
     events.append({"user_id": 555_555, "video_id": 14, "watch_ratio": 0.3})
-    with TestClient(new_app(release, db)) as first:
+    with TestClient(new_app(release, db), base_url="http://127.0.0.1") as first:
         assert first.post("/events", json={"events": events}).status_code == 200
         assert first.get("/health").json()["live_events"] == 4
-    with TestClient(new_app(release, db)) as second:  # the restart
+    with TestClient(new_app(release, db), base_url="http://127.0.0.1") as second:
         assert second.get("/health").json()["live_events"] == 4
         history = second.get("/users/3/history?limit=3").json()["items"]
         assert [(v["video_id"], v["source"]) for v in history] == [
@@ -88,13 +87,7 @@ def test_unreachable_postgres_is_a_clear_error_without_the_password():
     assert "topsecret" not in str(error.value)
 
 
-# --- PostgreSQL: a throwaway server when this machine has one ----------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
+# --- PostgreSQL (tests/conftest.py starts a throwaway server when this machine has one) --------
 def test_postgres_events_survive_a_restart(release, postgres_url):
     import psycopg
 
@@ -107,4 +100,51 @@ def test_postgres_events_survive_a_restart(release, postgres_url):
     store.append([StoredEvent(9, 9, 0.1, None, None, 1.0)])
     assert time.perf_counter() - started < 5
     assert store.load().row(-1) == (9, 9, 0.1, None, None, 1.0)
+    store.close()
+
+
+def check_stream_and_event_ids(store) -> None:
+    first = [
+        StoredEvent(1, 2, 0.5, None, None, 1.6e9, "a"),
+        StoredEvent(1, 3, 0.7, None, None, 1.6e9),
+    ]
+    assert store.append(first) == 2
+    assert store.append([StoredEvent(1, 2, 0.5, None, None, 1.6e9, "a")]) == 0  # a retry
+    assert store.append([StoredEvent(4, 5, 0.1, None, None, 1.6e9, "b")]) == 1
+    assert store.find(["a", "b", "zzz"]) == {"a": (1, 2), "b": (4, 5)}
+    everything = store.read_since(0, 100)
+    assert everything.user_ids.tolist() == [1, 1, 4] and everything.video_ids.tolist() == [2, 3, 5]
+    page = store.read_since(0, 2)
+    rest = store.read_since(page.last_id, 100)
+    assert page.video_ids.tolist() == [2, 3] and rest.video_ids.tolist() == [5]
+    assert rest.last_id == everything.last_id
+    empty = store.read_since(everything.last_id, 100)
+    assert len(empty) == 0 and empty.last_id == everything.last_id
+    store.close()
+
+
+def test_sqlite_stream_reads_and_idempotent_appends(tmp_path):
+    check_stream_and_event_ids(SQLiteEventStore(tmp_path / "e.db"))
+
+
+def test_postgres_stream_reads_and_idempotent_appends(postgres_database):
+    check_stream_and_event_ids(open_store(postgres_database))
+
+
+def test_a_store_from_before_event_ids_is_upgraded(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, user_id INTEGER"
+            " NOT NULL, video_id INTEGER NOT NULL, watch_ratio REAL NOT NULL,"
+            " play_duration INTEGER, video_duration INTEGER, timestamp REAL NOT NULL)"
+        )
+        conn.execute("INSERT INTO events (user_id, video_id, watch_ratio, timestamp)"
+                     " VALUES (7, 8, 0.5, 1.6e9)")  # fmt: skip
+    store = SQLiteEventStore(path)
+    assert store.append([StoredEvent(7, 9, 0.5, None, None, 1.6e9, "x")]) == 1
+    assert store.append([StoredEvent(7, 9, 0.5, None, None, 1.6e9, "x")]) == 0
+    assert store.read_since(0, 10).video_ids.tolist() == [8, 9]
     store.close()

@@ -568,8 +568,33 @@ def serve(
         help="Event store: sqlite:///relative.db, sqlite:////absolute.db, a file path, or "
         "postgresql://user@host/db (default: RUN_DIR/events.db).",
     ),
+    workers: int = typer.Option(
+        1, min=1, max=64, help="Server processes sharing the port and the event store."
+    ),
     admin_token: str | None = typer.Option(
-        None, envvar="SHORTREC_ADMIN_TOKEN", help="Bearer token required by POST /admin/model."
+        None,
+        envvar="SHORTREC_ADMIN_TOKEN",
+        help="Bearer token for /admin (model swaps); without one /admin answers 403.",
+    ),
+    events_token: str | None = typer.Option(
+        None,
+        envvar="SHORTREC_EVENTS_TOKEN",
+        help="Bearer token required by POST /events (default: none, anyone may post).",
+    ),
+    runs_root: Path | None = typer.Option(
+        None, help="Model swaps may load runs inside this folder only (default: the run's parent)."
+    ),
+    trusted_host: list[str] = typer.Option(
+        [],
+        "--trusted-host",
+        help="Host header to accept, repeatable ('*' = any); 127.0.0.1, localhost, ::1 and "
+        "--host always are.",
+    ),
+    max_body_bytes: int = typer.Option(
+        1 << 20, min=1024, help="Largest request body; larger ones get 413 unread."
+    ),
+    poll_seconds: float = typer.Option(
+        0.2, min=0.01, max=1.0, help="How often each worker reads events stored by the others."
     ),
     torch_threads: int = typer.Option(
         1, min=1, help="Torch threads per request (requests already run in parallel)."
@@ -577,36 +602,51 @@ def serve(
     access_log: bool = typer.Option(False, help="Log every request (costs CPU under load)."),
 ) -> None:
     """Serve a trained model: recommendations API, live events, metrics and a web page."""
-    import sys
-
     import uvicorn
 
-    from shortrec.serving.app import create_app_from_run
+    from shortrec.serving.app import create_app_from_spec
     from shortrec.serving.runs import find_default_run
+    from shortrec.serving.settings import LOCAL_HOSTS, ServeSettings, ServeSpec, default_runs_root
+    from shortrec.serving.store import open_store
 
     try:
         run_dir = run if run is not None else find_default_run()
-        typer.echo(f"loading {run_dir} ...", err=True)
-        api = create_app_from_run(run_dir, db, admin_token=admin_token)
+        if not (Path(run_dir) / "config.json").is_file():
+            raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
+        settings = ServeSettings(
+            admin_token=admin_token or None,
+            events_token=events_token or None,
+            runs_root=str(runs_root.resolve()) if runs_root else default_runs_root(run_dir),
+            trusted_hosts=tuple(dict.fromkeys([*LOCAL_HOSTS, host, *trusted_host])),
+            max_body_bytes=max_body_bytes,
+            poll_seconds=poll_seconds,
+            workers=workers,
+        )
+        spec = ServeSpec(str(run_dir), db, settings, torch_threads)
+        if workers == 1:
+            typer.echo(f"loading {run_dir} ...", err=True)
+            api = create_app_from_spec(spec)
+        else:
+            open_store(db if db is not None else Path(run_dir) / "events.db").close()
     except (FileNotFoundError, ValueError) as error:
         fail(str(error))
-    if "torch" in sys.modules:  # only when the model uses torch; this process is the server
-        sys.modules["torch"].set_num_threads(torch_threads)
-    served = api.state.feed.served
-    typer.echo(
-        f"serving {served.name} from {run_dir} on http://{host}:{port}/ "
-        f"(events: {api.state.store.kind}; {api.state.feed.live_count} replayed)",
-        err=True,
+    # timeout_keep_alive: pooled clients reuse their connections between bursts.
+    uvicorn_options = dict(
+        host=host, port=port, access_log=access_log, log_level="warning", timeout_keep_alive=30
     )
-    uvicorn.run(
-        api,
-        host=host,
-        port=port,
-        workers=1,
-        access_log=access_log,
-        log_level="warning",
-        timeout_keep_alive=30,  # pooled clients reuse connections between bursts
-    )
+    if workers == 1:
+        served = api.state.feed.served
+        typer.echo(
+            f"serving {served.name} from {run_dir} on http://{host}:{port}/ "
+            f"(events: {api.state.store.kind}; {api.state.feed.live_count} replayed)",
+            err=True,
+        )
+        uvicorn.run(api, workers=1, **uvicorn_options)
+    else:
+        spec.to_environment()  # each worker process builds its app from it
+        typer.echo(f"serving {run_dir} with {workers} workers on http://{host}:{port}/", err=True)
+        uvicorn.run("shortrec.serving.app:create_app_from_environment", factory=True,
+                    workers=workers, **uvicorn_options)  # fmt: skip
 
 
 # --- tune, benchmark, report ---------------------------------------------------------------

@@ -1,0 +1,86 @@
+"""Posting watch events: stored durably, then applied, then acknowledged."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from shortrec.serving.deps import State, require_event_writer
+from shortrec.serving.errors import ApiError
+from shortrec.serving.schemas import WatchEvent, parse_events
+from shortrec.serving.store import StoredEvent
+
+router = APIRouter(tags=["events"])
+PARSE_INLINE_BYTES = 16_384  # larger bodies are parsed on the thread pool, off the event loop
+
+_SCHEMA = WatchEvent.model_json_schema()
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        _SCHEMA,
+                        {"type": "array", "items": _SCHEMA, "minItems": 1, "maxItems": 10_000},
+                        {
+                            "type": "object",
+                            "properties": {"events": {"type": "array", "items": _SCHEMA}},
+                            "required": ["events"],
+                            "additionalProperties": False,
+                        },
+                    ]
+                }
+            }
+        },
+    }
+}
+
+
+def _check_retries(state: State, events: list[WatchEvent]) -> None:
+    """An event_id already stored must name the same view (a retry), not a different one."""
+    ids = [event.event_id for event in events if event.event_id is not None]
+    if not ids:
+        return
+    stored = state.store.find(ids)
+    for i, event in enumerate(events):
+        earlier = stored.get(event.event_id) if event.event_id is not None else None
+        if earlier is not None and earlier != (event.user_id, event.video_id):
+            raise ApiError(
+                409, f"events[{i}].event_id {event.event_id!r} was already used for another view"
+            )
+
+
+@router.post("/events", dependencies=[Depends(require_event_writer)], openapi_extra=_BODY)
+async def post_events(request: Request, state: State) -> dict[str, Any]:
+    """One event, a list, or {"events": [...]}: stored durably, then used at once.
+    A batch is all or nothing. Retrying events that carry an `event_id` stores them once and
+    answers as the first time did."""
+    body = await request.body()
+    if len(body) > PARSE_INLINE_BYTES:
+        events = await run_in_threadpool(parse_events, body)
+    else:
+        events = parse_events(body)
+    unknown = [
+        f"events[{i}].video_id {event.video_id}"
+        for i, event in enumerate(events)
+        if event.video_id not in state.feed.video_info
+    ]
+    if unknown:
+        listed = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        raise ApiError(404, f"unknown video ids (not in the catalogue): {listed}")
+    received_at = time.time()
+    stored = [event.stored(received_at) for event in events]
+
+    def store_and_apply(rows: list[StoredEvent]) -> int:
+        _check_retries(state, events)
+        added = state.store.append(rows)  # durable before acknowledged
+        state.metrics.events_applied.inc(state.follower.catch_up())
+        return added
+
+    added = await run_in_threadpool(store_and_apply, stored)
+    state.metrics.events.inc(added)
+    return {"accepted": len(stored), "users": sorted({e.user_id for e in stored})}

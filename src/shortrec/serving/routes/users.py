@@ -1,0 +1,86 @@
+"""A user's feed and history, and the list of users."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+import anyio.to_thread
+import numpy as np
+from fastapi import APIRouter, Query
+from fastapi import Path as PathParam
+from fastapi.responses import JSONResponse
+
+from shortrec.serving.deps import State, iso
+from shortrec.serving.schemas import MAX_ID
+
+router = APIRouter(tags=["users"])
+UserId = Annotated[int, PathParam(ge=0, le=MAX_ID, description="raw KuaiRec user id")]
+
+
+@router.get("/users/{user_id}/recommendations")
+async def recommendations(
+    state: State, user_id: UserId, k: Annotated[int, Query(ge=1, le=1000)] = 10
+) -> JSONResponse:
+    """Top-k videos the user has not watched yet, with their metadata and scores."""
+    feed = state.feed
+    rec = await anyio.to_thread.run_sync(feed.recommend, user_id, k, limiter=state.scoring)
+    items = [
+        {"rank": rank, "score": score if math.isfinite(score) else None,  # JSON has no inf
+         **feed.video_info[video_id]}
+        for rank, (video_id, score) in enumerate(
+            zip(rec.video_ids.tolist(), rec.scores.tolist(), strict=True), start=1
+        )
+    ]  # fmt: skip
+    # A plain JSONResponse: the content is built from trusted arrays, so FastAPI's
+    # per-field validation and encoding would buy nothing.
+    return JSONResponse(
+        {
+            "user_id": user_id,
+            "model": rec.model,
+            "strategy": rec.strategy,
+            "history_length": rec.history_length,
+            "items": items,
+        }
+    )
+
+
+@router.get("/users/{user_id}/history")
+def history(
+    state: State, user_id: UserId, limit: Annotated[int, Query(ge=1, le=10_000)] = 20
+) -> dict[str, Any]:
+    """The user's most recent views, newest first (dataset views and live events)."""
+    feed = state.feed
+    views = feed.views_of(user_id)
+    table = views.histories
+    newest = np.arange(len(table.video_ids) - 1, max(len(table.video_ids) - limit, 0) - 1, -1)
+    items = [
+        {
+            "video_id": video_id,
+            "watch_ratio": ratio if math.isfinite(ratio) else None,
+            "timestamp": ts if math.isfinite(ts) else None,
+            "time": iso(ts),
+            "source": "live" if live else "dataset",
+            "caption": feed.video_info.get(video_id, {}).get("caption", ""),
+            "categories": feed.video_info.get(video_id, {}).get("categories", []),
+        }
+        for video_id, ratio, ts, live in zip(
+            table.video_ids[newest].tolist(),
+            table.watch_ratios[newest].astype(np.float64).round(4).tolist(),
+            table.timestamps[newest].tolist(),
+            views.live[newest].tolist(),
+            strict=True,
+        )
+    ]
+    return {"user_id": user_id, "total": len(table.video_ids), "items": items}
+
+
+@router.get("/users")
+def users(
+    state: State,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 100,
+) -> dict[str, Any]:
+    """Users with any views (dataset or live), in id order."""
+    ids = state.feed.user_ids()
+    return {"total": len(ids), "user_ids": ids[offset : offset + limit].tolist()}
