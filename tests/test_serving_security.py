@@ -13,6 +13,7 @@ from typing import ClassVar
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from fitting import training
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -39,7 +40,7 @@ def release(tmp_path_factory) -> KuaiRecData:
 
 
 def make_feed(data: KuaiRecData, model: Recommender | None = None) -> Feed:
-    model = model or PopularRecommender().fit(data.big_matrix)
+    model = model or PopularRecommender().fit(training(data.big_matrix))
     return Feed(ServedModel(model, name="popular"), data.videos, data.big_matrix)
 
 
