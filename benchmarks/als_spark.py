@@ -4,7 +4,9 @@ Both engines train `shortrec train als` with the same hyperparameters on the sam
 prepared release (KuaiRec protocol), are evaluated by the same code (full ranking, test set
 opened once per run), and are compared per user (paired bootstrap interval and Wilcoxon p of
 Spark minus implicit). Popularity is trained alongside as the floor. Spark's time is the whole
-fit: starting the session (a JVM), shipping the views and collecting the factors included.
+fit: starting the session (a JVM), shipping the views and collecting the factors included. Wall
+time depends on what else the machine runs, so CPU seconds are printed too: this process and
+its children (Spark's JVM) in all threads, for the whole run (fit, save, test evaluation).
 
     shortrec data synth --out data/full/raw --scale full --seed 0
     shortrec data prepare data/full/raw --out data/full/prepared
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import os
+
+import psutil
 
 from shortrec.leaderboard import compare_runs
 from shortrec.runs import RunConfig, load_data, read_metrics, split_for, train_run
@@ -39,17 +43,20 @@ def main() -> None:
         "als (implicit)": ("als", {**als, "engine": "implicit"}),
         "als (spark)": ("als", {**als, "engine": "spark", "spark_master": args.spark_master}),
     }
-    runs = {}
+    runs, cpu = {}, {}
     for label, (model, params) in variants.items():
         config = RunConfig(model=model, params=params, data_dir=args.data, seed=args.seed)
+        started = _cpu_seconds()
         runs[label] = train_run(
             config, args.runs_dir, evaluate_on=("test",), split=split, progress=False
         )
+        cpu[label] = _cpu_seconds() - started
         metrics = read_metrics(runs[label])
         ndcg = metrics["test"]["summary"]["ndcg@10"]
         print(
             f"{label:15s} test ndcg@10 {ndcg['mean']:.4f} [{ndcg['low']:.4f}, {ndcg['high']:.4f}]"
-            f" ({ndcg['n']} users), fit {metrics['train_seconds']:7.1f} s  ({runs[label].name})",
+            f" ({ndcg['n']} users); fit {metrics['train_seconds']:7.1f} s wall; run "
+            f"{cpu[label]:7.1f} s CPU  ({runs[label].name})",
             flush=True,
         )
     for base in ("als (implicit)", "popular"):
@@ -62,7 +69,17 @@ def main() -> None:
         )
     implicit_s = read_metrics(runs["als (implicit)"])["train_seconds"]
     spark_s = read_metrics(runs["als (spark)"])["train_seconds"]
-    print(f"fit time spark / implicit: {spark_s / implicit_s:.1f}x on master {args.spark_master}")
+    spark_cpu = cpu["als (spark)"] / cpu["als (implicit)"]
+    print(
+        f"spark / implicit on master {args.spark_master}: fit wall {spark_s / implicit_s:.1f}x, "
+        f"run CPU {spark_cpu:.1f}x"
+    )
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its live children, all threads."""
+    me = psutil.Process()
+    return sum(sum(p.cpu_times()[:2]) for p in (me, *me.children(recursive=True)))
 
 
 if __name__ == "__main__":

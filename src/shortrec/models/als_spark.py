@@ -33,8 +33,8 @@ from importlib.util import find_spec
 import numpy as np
 import pyarrow as pa
 
-# The driver collects the factors and, in local mode, also runs the executors' work.
-DRIVER_MEMORY = "4g"
+# A local master runs the executors' work inside the driver's JVM (Spark's default: 1g).
+LOCAL_DRIVER_MEMORY = "4g"
 # Iterations between checkpoints of ALS's factors, where a checkpoint directory is set.
 CHECKPOINT_INTERVAL = 5
 # A view of weight 0 (log/linear weighting, watch ratio 0) is a stored entry for `implicit`:
@@ -57,7 +57,7 @@ def spark_session(master: str, app_name: str = "shortrec-als") -> Iterator:
     or another fit started it)."""
     missing = spark_available()
     if missing:
-        raise RuntimeError(f"engine='spark' cannot run: {missing}")
+        raise ValueError(f"engine='spark' cannot run here: {missing}")
     from pyspark.sql import SparkSession
 
     active = SparkSession.getActiveSession()
@@ -67,20 +67,21 @@ def spark_session(master: str, app_name: str = "shortrec-als") -> Iterator:
     builder = (
         SparkSession.builder.master(master)
         .appName(app_name)
-        .config("spark.driver.memory", DRIVER_MEMORY)
-        .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
     )
     with tempfile.TemporaryDirectory(prefix="shortrec-spark-") as scratch:
         if master.startswith("local"):
-            # Nothing outside this machine talks to a local driver: keep it off the network.
+            # Nothing outside this machine talks to a local driver: keep it (and its web UI,
+            # which a cluster's users want) off the network.
             # ALS's lineage grows with every iteration; without checkpoints (and with the
             # default 1 MB thread stacks) deserialising a late task can overflow the stack.
             # On a cluster, set spark.checkpoint.dir to shared storage in spark-defaults.conf.
             builder = (
-                builder.config("spark.driver.host", "127.0.0.1")
+                builder.config("spark.driver.memory", LOCAL_DRIVER_MEMORY)
+                .config("spark.driver.host", "127.0.0.1")
                 .config("spark.driver.bindAddress", "127.0.0.1")
+                .config("spark.ui.enabled", "false")
                 .config("spark.checkpoint.dir", scratch)
                 .config("spark.driver.extraJavaOptions", "-Xss16m")
             )
@@ -120,33 +121,33 @@ def spark_als_factors(
     )
     from pyspark.ml.recommendation import ALS
 
-    with spark_session(master) as spark:
-        # One block per core the cluster offers: fewer idle cores, no needless shuffles.
-        blocks = max(2, spark.sparkContext.defaultParallelism)
-        als = ALS(
-            rank=factors,
-            regParam=regularization,
-            maxIter=iterations,
-            alpha=alpha,
-            implicitPrefs=True,
-            nonnegative=False,
-            seed=seed,
-            numUserBlocks=blocks,
-            numItemBlocks=blocks,
-            userCol="user",
-            itemCol="item",
-            ratingCol="rating",
-            checkpointInterval=CHECKPOINT_INTERVAL,
-        )
-        with warnings.catch_warnings():
-            # pyspark checks the pandas version even for Arrow input, and warns on pandas 3.
-            warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas")
-            frame = spark.createDataFrame(entries)
-        model = als.fit(frame)
-        return (
-            _dense(model.userFactors.toArrow(), shape[0], factors),
-            _dense(model.itemFactors.toArrow(), shape[1], factors),
-        )
+    with warnings.catch_warnings():
+        # pyspark checks the pandas version as it starts and converts; it warns on pandas 3,
+        # which the Arrow path used here does not touch.
+        warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas")
+        with spark_session(master) as spark:
+            # One block per core the cluster offers: no idle cores, no needless shuffles.
+            blocks = max(2, spark.sparkContext.defaultParallelism)
+            als = ALS(
+                rank=factors,
+                regParam=regularization,
+                maxIter=iterations,
+                alpha=alpha,
+                implicitPrefs=True,
+                nonnegative=False,
+                seed=seed,
+                numUserBlocks=blocks,
+                numItemBlocks=blocks,
+                userCol="user",
+                itemCol="item",
+                ratingCol="rating",
+                checkpointInterval=CHECKPOINT_INTERVAL,
+            )
+            model = als.fit(spark.createDataFrame(entries))
+            return (
+                _dense(model.userFactors.toArrow(), shape[0], factors),
+                _dense(model.itemFactors.toArrow(), shape[1], factors),
+            )
 
 
 def _dense(table: pa.Table, n: int, rank: int) -> np.ndarray:
