@@ -255,3 +255,19 @@ def test_two_workers_share_one_postgresql_study(world, tmp_path, postgres_databa
     completed = sorted(t["trial"] for i in tags for t in tags[i] if t["state"] == "COMPLETE")
     assert completed == sorted(t.number for t in finished)
     assert all(any(t["state"] == "COMPLETE" for t in tags[i]) for i in range(2)), tags
+
+
+def test_a_trial_asked_for_after_the_budget_is_taken_does_not_run(world, tmp_path):
+    """Two trials running on other workers hold a budget of 2: this worker's trial is surplus."""
+    url = f"sqlite:///{tmp_path / 'tuning.db'}"
+    study = optuna.create_study(
+        study_name="recent-popular-world-kuairec", storage=open_storage(url), direction="maximize"
+    )
+    others = [study.ask() for _ in range(2)]
+    resumed = tune(_config(world, tmp_path, trials=2))
+    surplus = resumed.trials[2]
+    assert surplus.state == optuna.trial.TrialState.FAIL and surplus.user_attrs["surplus"]
+    assert len(resumed.trials) == 3 and list_runs(tmp_path) == []
+    for trial in others:  # the other workers finish: the study holds exactly its budget
+        study.tell(trial, 0.5)
+    assert finished_trials(resumed) == 2
