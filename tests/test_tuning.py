@@ -209,3 +209,63 @@ def test_every_declared_search_space_names_real_hyperparameters():
         assert cls(**params).params().items() >= params.items()
         declared += 1
     assert declared >= 2  # at least the tunable baseline and EASE
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_postgresql_study(world, tmp_path, postgres_database):
+    """Two `shortrec tune` processes (as on two machines) on one PostgreSQL study: together
+    they finish exactly the budget, every trial once, with distinct draws, and both work."""
+    import subprocess
+    import sys
+
+    budget = 16
+    command = [sys.executable, "-m", "shortrec.cli", "tune", "recent-popular", "--data",
+               str(world), "--trials", str(budget), "--storage", postgres_database,
+               "--study-name", "shared"]  # fmt: skip
+    workers = [
+        subprocess.Popen(
+            [*command, "--runs-dir", str(tmp_path / f"worker{i}")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [worker.communicate(timeout=300)[0] for worker in workers]
+    for worker, output in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, output
+        assert "shared: " in output and "finished trials" in output
+    study = optuna.load_study(study_name="shared", storage=postgres_database)
+    finished = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(finished) == budget
+    others = [t for t in study.trials if t.state != optuna.trial.TrialState.COMPLETE]
+    # A trial one worker started after the other had claimed the last slot is not run.
+    assert all(t.state == optuna.trial.TrialState.FAIL and t.user_attrs["surplus"] for t in others)
+    draws = [t.params["half_life_days"] for t in finished]
+    assert len(set(draws)) == budget, "two trials drew the same hyperparameters"
+    # Every finished trial is exactly one COMPLETE run folder, on the worker that ran it.
+    tags = {
+        i: [
+            json.loads((run / TRIAL_FILE).read_text()) for run in list_runs(tmp_path / f"worker{i}")
+        ]
+        for i in range(2)
+    }
+    completed = sorted(t["trial"] for i in tags for t in tags[i] if t["state"] == "COMPLETE")
+    assert completed == sorted(t.number for t in finished)
+    assert all(any(t["state"] == "COMPLETE" for t in tags[i]) for i in range(2)), tags
+
+
+def test_a_trial_asked_for_after_the_budget_is_taken_does_not_run(world, tmp_path):
+    """Two trials running on other workers hold a budget of 2: this worker's trial is surplus."""
+    url = f"sqlite:///{tmp_path / 'tuning.db'}"
+    study = optuna.create_study(
+        study_name="recent-popular-world-kuairec", storage=open_storage(url), direction="maximize"
+    )
+    others = [study.ask() for _ in range(2)]
+    resumed = tune(_config(world, tmp_path, trials=2))
+    surplus = resumed.trials[2]
+    assert surplus.state == optuna.trial.TrialState.FAIL and surplus.user_attrs["surplus"]
+    assert len(resumed.trials) == 3 and list_runs(tmp_path) == []
+    for trial in others:  # the other workers finish: the study holds exactly its budget
+        study.tell(trial, 0.5)
+    assert finished_trials(resumed) == 2

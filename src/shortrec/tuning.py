@@ -7,6 +7,11 @@ The study lives in a database (SQLite by default, any SQLAlchemy URL such as Pos
 several machines can work on one study; a trial whose worker died is noticed by its stale
 heartbeat, marked failed and retried with the same hyperparameters.
 
+Several workers on one study: the budget is exact (a trial holds one of its slots from the
+moment it is numbered, see `_claim_slot`), the draws are seeded per trial number so workers
+started together do not propose the same hyperparameters (`TrialSeededSampler`), and workers
+that create the database schema at the same moment do not fail (`open_storage`).
+
 Conventions for models:
 - Search space: `Recommender.search_space(trial) -> dict` returns hyperparameters (dataclass
   field names -> values). A model that does not override it has nothing to tune: its study
@@ -21,11 +26,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
@@ -57,8 +64,17 @@ from shortrec.runs import (
 
 TRIAL_FILE = "trial.json"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-# Exceptions that end one trial (a hopeless configuration) but not the study.
-TRIAL_ERRORS = (ValueError, RuntimeError, FloatingPointError, ArithmeticError)
+# Trials that hold a slot of the study's budget: finished, or running on some worker.
+HOLDING = (*FINISHED, TrialState.RUNNING)
+
+
+class BudgetSpent(Exception):
+    """This trial was numbered after other workers had claimed the study's whole budget."""
+
+
+# Exceptions that end one trial (a hopeless configuration, a surplus trial) but not the study.
+TRIAL_ERRORS = (ValueError, RuntimeError, FloatingPointError, ArithmeticError, BudgetSpent)
+_SCHEMA_ATTEMPTS = 5
 
 
 @dataclass
@@ -99,23 +115,40 @@ def default_study_name(model: str, data_dir: str | Path, protocol: str) -> str:
 def open_storage(
     url: str, heartbeat_interval: int | None = None, grace_period: int | None = None
 ) -> RDBStorage:
-    """An Optuna RDB storage; with a heartbeat, trials of dead workers are failed and retried."""
+    """An Optuna RDB storage; with a heartbeat, trials of dead workers are failed and retried.
+
+    Workers started together on an empty database all create Optuna's tables; the losers of
+    that race (a duplicate type or table) retry and find the schema in place."""
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         # Several local workers share one SQLite file: wait for its lock instead of failing.
         engine_kwargs = {"connect_args": {"timeout": 60}}
     else:
         engine_kwargs = None
-    heartbeat = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        heartbeat = {}
         if heartbeat_interval:
             heartbeat = {
                 "heartbeat_interval": heartbeat_interval,
                 "grace_period": grace_period,
                 STALE_CALLBACK_ARGUMENT: RetryStaleTrial(max_retry=2),
             }
-        return RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+        attempt = 1
+        while True:
+            try:
+                return RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+            except (IntegrityError, ProgrammingError):
+                if attempt == _SCHEMA_ATTEMPTS:
+                    raise
+                time.sleep(0.2 * attempt)
+                attempt += 1
+            except OperationalError as error:
+                raise ValueError(
+                    f"cannot open the tuning database {redacted(url)}: {error.orig}"
+                ) from error
 
 
 def redacted(url: str) -> str:
@@ -147,6 +180,43 @@ def pruning_callback(trial: optuna.Trial) -> Callable[[int, float], None]:
             raise optuna.TrialPruned(f"pruned at epoch {epoch} (validation {validation_score})")
 
     return on_epoch_end
+
+
+class TrialSeededSampler(optuna.samplers.BaseSampler):
+    """TPE whose random draws are seeded by (seed, trial number).
+
+    Workers sharing a study start together from the same seed; a sampler seeded once per
+    worker would make them propose the same hyperparameters. Trial numbers are unique in a
+    study, so seeding each trial by its number keeps the draws distinct across workers, one
+    worker reproducible, and a resumed study from replaying its first draws. TPE itself reads
+    every past trial from the storage, so a fresh one per trial loses nothing; its constant
+    liar keeps workers away from the points other workers are running."""
+
+    def __init__(self, seed: int):
+        self._seed = seed
+        self._tpe = self._sampler(0)
+
+    def _sampler(self, number: int) -> optuna.samplers.TPESampler:
+        seed = int(np.random.SeedSequence([self._seed, number]).generate_state(1)[0])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+
+    def before_trial(self, study, trial) -> None:
+        self._tpe = self._sampler(trial.number)
+        self._tpe.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self._tpe.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self._tpe.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._tpe.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self._tpe.after_trial(study, trial, state, values)
 
 
 def finished_trials(study: optuna.Study) -> int:
@@ -191,18 +261,18 @@ def tune(config: TuneConfig, data: KuaiRecData | None = None) -> optuna.Study:
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
     )
     _check_same_study(study, config)
-    # Seeded by the trials already held, so a resumed study does not repeat its first draws.
-    study.sampler = optuna.samplers.TPESampler(seed=config.seed + len(study.trials))
+    study.sampler = TrialSeededSampler(config.seed)
     budget = config.trials if cls.is_tunable() else min(config.trials, 1)
     remaining = budget - finished_trials(study)
     if remaining <= 0:
         return study
     study.optimize(
-        lambda trial: _objective(trial, config, cls, split, training),
+        lambda trial: _objective(trial, config, cls, split, training, budget),
         n_trials=remaining,
         timeout=config.timeout,
         catch=TRIAL_ERRORS,
-        callbacks=[optuna.study.MaxTrialsCallback(budget, states=FINISHED)],
+        # Stop once finished and running trials (of every worker) fill the budget.
+        callbacks=[optuna.study.MaxTrialsCallback(budget, states=HOLDING)],
     )
     return study
 
@@ -230,10 +300,27 @@ def _check_same_study(study: optuna.Study, config: TuneConfig) -> None:
             )
 
 
+def _claim_slot(trial: optuna.Trial, budget: int) -> None:
+    """Keep the budget exact across workers. The storage numbers trials in the order workers
+    ask for them (under a lock), so the first `budget` trials holding a slot are the study's;
+    a trial numbered later (two workers asked for the last slot at once) is surplus: it stops
+    its worker and is recorded failed, marked `surplus`, without training anything. A slot
+    freed by a trial that fails is taken by the next trial asked for."""
+    holding = trial.study.get_trials(deepcopy=False, states=HOLDING)
+    if sum(t.number <= trial.number for t in holding) > budget:
+        trial.set_user_attr("surplus", True)
+        trial.study.stop()
+        raise BudgetSpent(
+            f"trial {trial.number} not run: the study's budget of {budget} trials was "
+            "already taken by other workers"
+        )
+
+
 def _objective(
     trial: optuna.Trial, config: TuneConfig, cls: type[Recommender], split: Split,
-    training: TrainingData,
+    training: TrainingData, budget: int,
 ) -> float:  # fmt: skip
+    _claim_slot(trial, budget)
     params = search_space(cls, trial)
     trial.set_user_attr("hyperparameters", params)
     run_config = RunConfig(

@@ -4,7 +4,9 @@ ALS weighs each view by a confidence 1 + alpha * weight (the weight from `ViewWe
 default log1p of the watch ratio) and treats unviewed videos as weak negatives. At scoring
 time it re-solves each user's factors from the history it is given (implicit's
 `recalculate_user`, one least-squares solve per user in C++), so users unseen in training and
-histories that grew after training are scored from what they actually watched.
+histories that grew after training are scored from what they actually watched. With
+`engine="spark"` the factors are trained by Spark MLlib's ALS instead (see `als_spark`), for
+logs beyond one machine; scoring is the same.
 
 BPR learns from which videos were viewed at all; it keeps the factors of training users and
 folds in other users as the mean factor of the videos in their history.
@@ -31,6 +33,8 @@ from shortrec.models.interactions import (
     hyperparameter,
     unknown_videos_last,
 )
+
+ENGINES = ("implicit", "spark")
 
 
 def _threads(num_threads: int) -> int:
@@ -85,6 +89,10 @@ class ALSRecommender(_FactorModel):
     iterations: int = 15
     num_threads: int = hyperparameter(0, "implicit's threads; 0 uses every core.")
     device: str = hyperparameter("cpu", "cpu | cuda (implicit's GPU build).")
+    engine: str = hyperparameter("implicit", "Trainer: implicit (one process) | spark (MLlib).")
+    spark_master: str = hyperparameter(
+        "local[*]", "Spark master URL for engine=spark: local[*], spark://host:7077, yarn, ..."
+    )
 
     @classmethod
     def search_space(cls, trial) -> dict:
@@ -114,7 +122,13 @@ class ALSRecommender(_FactorModel):
 
     def fit(self, data: TrainingData, context: FitContext | None = None) -> ALSRecommender:
         _check_device(self.device)
-        confidence = self.confidences(self._fit_maps(data.views))
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
+        weights = self._fit_maps(data.views)
+        if self.engine == "spark":
+            self._fit_spark(weights)
+            return self
+        confidence = self.confidences(weights)
         # implicit runs its own thread pool; a multi-threaded BLAS underneath it oversubscribes
         # the cores (implicit warns it can be 10x slower), so BLAS gets one thread here.
         with threadpool_limits(1, "blas"):
@@ -133,6 +147,18 @@ class ALSRecommender(_FactorModel):
             model.fit(confidence, show_progress=False)
         self._store(model)
         return self
+
+    def _fit_spark(self, weights: sp.csr_matrix) -> None:
+        from shortrec.models.als_spark import spark_als_factors
+
+        if self.device != "cpu":
+            raise ValueError("engine='spark' trains on Spark's executors: leave device='cpu'")
+        entries = weights.tocoo()
+        self.user_factors_, self.item_factors_ = spark_als_factors(
+            entries.row, entries.col, entries.data, weights.shape,
+            factors=self.factors, regularization=self.regularization, alpha=self.alpha,
+            iterations=self.iterations, seed=self.seed, master=self.spark_master,
+        )  # fmt: skip
 
     def user_factors_from(self, histories: Histories, user_ids: np.ndarray) -> np.ndarray:
         """Least-squares user factors given the item factors and each user's history; users
