@@ -29,6 +29,7 @@ import polars as pl
 import shortrec
 from shortrec.data.dataset import KuaiRecData, load_prepared
 from shortrec.data.labels import LikeRule
+from shortrec.data.schema import PREPARED_INTERACTION_COLUMNS
 from shortrec.data.splits import Split, leave_last_out_split, make_split, temporal_split
 from shortrec.evaluation.extras import candidate_recall, regression_errors
 from shortrec.evaluation.protocol import Evaluation, evaluate
@@ -79,6 +80,11 @@ class RunConfig:
         return config
 
 
+# What training, evaluation and serving read of the interaction tables: everything but the
+# `time` text column (the largest one; `timestamp` says the same).
+RUN_COLUMNS = tuple(c for c in PREPARED_INTERACTION_COLUMNS if c != "time")
+
+
 def load_data(path: str | Path) -> KuaiRecData:
     """A prepared KuaiRec release directory, or a SASRec-format text file (`user item` lines)."""
     path = Path(path)
@@ -86,7 +92,7 @@ def load_data(path: str | Path) -> KuaiRecData:
         from shortrec.data.sasrec_text import load_sasrec_text
 
         return load_sasrec_text(path)
-    return load_prepared(path)
+    return load_prepared(path, columns=RUN_COLUMNS)
 
 
 def split_for(data: KuaiRecData, protocol: str) -> Split:
