@@ -114,7 +114,9 @@ class _Network(nn.Module):
         id_rows: torch.Tensor, content: torch.Tensor,
     ) -> torch.Tensor:  # fmt: skip
         """History videos enter through their id embeddings (shared with the video tower,
-        `id_rows` maps catalog positions to them) and their raw `content`."""
+        `id_rows` maps catalog positions to them) and their raw `content`. The watch-ratio
+        weighted mean of the history's id embeddings is also added to the output, so the
+        score starts as an item-to-item similarity that the tower only has to correct."""
         embedded = self.video_id(id_rows)
         pooled = torch.cat(
             [history.pool(embedded, history.mean_weights),
@@ -127,7 +129,7 @@ class _Network(nn.Module):
              history.pool(content, history.mean_weights), torch.log1p(history.count),
              history.mean_ratio, has], 1
         )  # fmt: skip
-        return self.user(x)
+        return self.user(x) + pooled[:, pooled.shape[1] // 2 :]
 
     def watch_ratio(self, users: torch.Tensor, videos: torch.Tensor) -> torch.Tensor:
         return self.regression(torch.cat([users, videos, users * videos], 1)).squeeze(1)
@@ -139,11 +141,15 @@ def _normalise(x: torch.Tensor) -> torch.Tensor:
 
 @dataclasses.dataclass
 class _Sequence:
-    """Training and validation views in time order per user, as arrays. Training rows see
-    only the views before them as history; validation rows see training plus earlier
-    validation views."""
+    """Training and validation views as arrays, grouped by user: first the user's training
+    views in time order, then their validation views. Every row's history is its user's last
+    `history_length` training views, less the row's own video for a training row: the user's
+    long-term taste, as at scoring time, not the feed's last few videos (a history of the
+    views just before each row taught the model to continue the feed's category runs, which
+    ranked liked videos worse the longer it trained)."""
 
     start: np.ndarray  # first row of the row's user
+    train_end: np.ndarray  # one past the last training row of the row's user
     video: np.ndarray  # catalog position (n_catalog: outside the catalog)
     ratio: np.ndarray
     positive: np.ndarray
@@ -329,11 +335,12 @@ class TwoTowerRecommender(Recommender, WatchRatioPredictor):
                 ]
             )  # fmt: skip
             .with_row_index("_row")
-            .sort(["user_id", "timestamp", "_row"], nulls_last=False)
+            .sort(["user_id", ~pl.col("is_train"), "timestamp", "_row"], nulls_last=False)
         )
         users = ordered["user_id"].to_numpy()
         _, first, block = np.unique(users, return_index=True, return_inverse=True)
         is_train = ordered["is_train"].to_numpy()
+        train_views = np.bincount(block, weights=is_train, minlength=len(first)).astype(np.int64)
         positive = ordered["liked"].to_numpy()
         if self.positives == "views":
             positive = np.ones_like(is_train)
@@ -345,6 +352,7 @@ class TwoTowerRecommender(Recommender, WatchRatioPredictor):
         user_start = np.concatenate([[0], np.cumsum(per_user)[:-1]])
         return _Sequence(
             start=first[block],
+            train_end=(first + train_views)[block],
             video=self._positions(self.catalog_map_, ordered["video_id"].to_numpy()),
             ratio=ordered["watch_ratio"].fill_null(0).to_numpy().astype(np.float32),
             positive=positive,
@@ -372,11 +380,13 @@ class TwoTowerRecommender(Recommender, WatchRatioPredictor):
         )  # fmt: skip
 
     def _train_users(self, seq: _Sequence, rows: np.ndarray) -> torch.Tensor:
-        """User vectors of sequence rows from the `history_length` views before each."""
-        back = rows[:, None] - np.arange(1, self.history_length + 1)[None, :]
+        """User vectors of sequence rows (see `_Sequence` for their histories)."""
+        back = seq.train_end[rows][:, None] - np.arange(1, self.history_length + 1)[None, :]
         mask = back >= seq.start[rows][:, None]
         back = np.where(mask, back, 0)
-        history = _History.from_window(seq.video[back], seq.ratio[back], mask)
+        positions = seq.video[back]
+        mask &= ~(seq.is_train[rows][:, None] & (positions == seq.video[rows][:, None]))
+        history = _History.from_window(positions, seq.ratio[back], mask)
         return self._users(seq.user_row[rows], history)
 
     def _videos(self, positions: np.ndarray, generator: torch.Generator | None) -> torch.Tensor:
