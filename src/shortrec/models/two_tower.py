@@ -1,5 +1,5 @@
-"""Two-tower retrieval: a user tower over user features and the pooled recent history (the
-history videos' id embeddings, shared with the video tower, and their content), a video tower
+"""Two-tower retrieval: a user tower over user features and the pooled history (the user's
+last views: their id embeddings, shared with the video tower, and their content), a video tower
 over an id embedding plus content features, trained with an in-batch sampled softmax
 (logQ-corrected) and a watch-ratio regression head.
 
@@ -9,11 +9,17 @@ What it learns from: what users like, not what the feed showed them.
 - Dislikes are explicit negatives: each liked view's softmax also holds one video its user
   disliked (drawn from their training views), counted `dislike_weight` times, so the user's
   vector is pushed away from what they skipped more than from a random video.
+- Liked or not, among what was shown: every view's similarity also predicts its like label
+  (`like_weight`). The softmax alone mixes taste with exposure (what the feed chose to show);
+  this term holds exposure fixed, and the fully observed small_matrix rewards exactly that.
+- The video tower sees each video's training like rate (the run's rule; shrunk towards the
+  mean), not its mean watch ratio, which the regression head would read its target back from.
 - The regression head learns every view's capped watch ratio (the `WatchRatioPredictor`).
-`positives="views"` makes every view a positive and ignores dislikes: the exposure-learning
-variant, kept for the ablation table. A log without watch ratios has every view liked and none
-disliked; the fit report says so, and which side features the log had (an imported log may
-have none: the towers then run on ids, history and training popularity).
+`positives="views"` makes every view a positive and ignores dislikes and likes: the
+exposure-learning variant, kept for the ablation table. A log without watch ratios has
+every view liked and none disliked; the fit report says so, and which side features the log
+had (an imported log may have none: the towers then run on ids, history and training
+popularity).
 
 The history is read at scoring time, so updated histories and brand-new users work without
 retraining; videos never watched in training use the learned "unknown id" row plus their
@@ -44,8 +50,8 @@ from shortrec.models.base import FitContext, Recommender, TrainingData, WatchRat
 from shortrec.models.interactions import hyperparameter
 from shortrec.training.device import torch_threads
 
-# Outcome means of a video would let the regression head read its own target back.
-VIDEO_OUTCOME_COLUMNS = ("train_mean_watch_ratio", "train_like_rate")
+# A video's mean watch ratio would let the regression head read its own target back.
+VIDEO_OUTCOME_COLUMNS = ("train_mean_watch_ratio",)
 POSITIVES = ("liked", "views")
 
 
@@ -104,6 +110,7 @@ class _Network(nn.Module):
             nn.Linear(hidden, dim),
         )  # fmt: skip
         self.default_history = nn.Parameter(torch.zeros(2 * dim))
+        self.like_bias = nn.Parameter(torch.zeros(()))
         self.regression = nn.Sequential(nn.Linear(3 * dim, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
     def videos(self, content: torch.Tensor, id_rows: torch.Tensor) -> torch.Tensor:
@@ -174,7 +181,7 @@ class TwoTowerRecommender(Recommender, WatchRatioPredictor):
     max_steps_per_epoch: int = hyperparameter(
         60, "Training steps per epoch (0: every training view once per epoch)."
     )
-    learning_rate: float = 5e-3
+    learning_rate: float = 1e-2
     weight_decay: float = 1e-6
     temperature: float = 0.05
     id_dropout: float = 0.1
@@ -182,7 +189,10 @@ class TwoTowerRecommender(Recommender, WatchRatioPredictor):
         "liked", "Retrieval positives: liked (the run's like rule) | views (every view)."
     )
     dislike_weight: float = hyperparameter(
-        1.0, "How many negatives a user's disliked video counts as in each softmax (0: none)."
+        10.0, "How many negatives a user's disliked video counts as in each softmax (0: none)."
+    )
+    like_weight: float = hyperparameter(
+        1.0, "Weight of the liked-or-not loss on every view's similarity (0: none)."
     )
     regression_weight: float = hyperparameter(0.1, "Weight of the watch-ratio head's loss.")
     patience: int = 2
@@ -213,7 +223,7 @@ class TwoTowerRecommender(Recommender, WatchRatioPredictor):
             return self._fit(data, context or FitContext())
 
     def _fit(self, data: TrainingData, context: FitContext) -> TwoTowerRecommender:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         features = build_features(
             data.views, data.videos, data.users, data.item_daily_features,
             like_rule=data.like_rule,
@@ -282,6 +292,7 @@ class TwoTowerRecommender(Recommender, WatchRatioPredictor):
             "features": features.sources(),
             "best_epoch": best_epoch or len(history),
             "seconds": time.perf_counter() - started,
+            "cpu_seconds": time.process_time() - cpu_started,
             "threads": torch.get_num_threads(),
             "history": history,
         }
@@ -298,7 +309,13 @@ class TwoTowerRecommender(Recommender, WatchRatioPredictor):
             if self.dislike_weight > 0
             else "not used"
         )
-        return {"positives": f"liked views ({data.like_rule})", "dislikes": dislikes}
+        return {
+            "positives": f"liked views ({data.like_rule})",
+            "dislikes": dislikes,
+            "liked_or_not": f"on every view, weight {self.like_weight:g}"
+            if self.like_weight > 0
+            else "not used",
+        }
 
     def _set_tables(self, videos: FeatureTable, users: FeatureTable, trained: IdMap) -> None:
         """Standardised content and user features, each with a last all-zero row for ids
@@ -427,6 +444,14 @@ class TwoTowerRecommender(Recommender, WatchRatioPredictor):
                 extra = torch.where(torch.as_tensor(count > 0), extra, -torch.inf)
                 logits = torch.cat([logits, extra[:, None]], 1)
             loss = nn.functional.cross_entropy(logits, inverse[torch.as_tensor(positive)])
+        if self.like_weight > 0 and self.positives == "liked" and not positive.all():
+            # Among the videos each user was shown, the liked ones score higher: taste with
+            # exposure held fixed, which the softmax over the batch cannot separate.
+            logits = (users * videos[inverse]).sum(1) / self.temperature + self.network_.like_bias
+            liked = torch.as_tensor(positive, dtype=torch.float32)
+            loss = loss + self.like_weight * nn.functional.binary_cross_entropy_with_logits(
+                logits, liked
+            )
         if self.regression_weight > 0:
             predicted = self.network_.watch_ratio(users, videos[inverse])
             target = torch.as_tensor(seq.ratio[rows]).clamp(0, WATCH_RATIO_CAP)
