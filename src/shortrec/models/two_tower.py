@@ -244,7 +244,7 @@ class TwoTowerRecommender(Recommender, WatchRatioPredictor):
         log_q = torch.as_tensor(
             np.log(np.maximum(counts, 1) / len(train_rows)), dtype=torch.float32
         )
-        val_rows = np.flatnonzero(~seq.is_train & seq.positive & (seq.video < n_catalog))
+        val_rows = np.flatnonzero(~seq.is_train & (seq.video < n_catalog))
         if len(val_rows) > self.validation_views:
             val_rows = np.sort(rng.choice(val_rows, self.validation_views, replace=False))
         optimiser = torch.optim.AdamW(
@@ -460,8 +460,8 @@ class TwoTowerRecommender(Recommender, WatchRatioPredictor):
 
     @torch.no_grad()
     def _validation_loss(self, seq: _Sequence, rows: np.ndarray) -> float:
-        """Full-catalog softmax loss of the validation positives (plus the weighted regression
-        error): how well the true next liked views rank against every video."""
+        """Full-catalog softmax loss of the validation positives (how well the liked videos
+        rank against every video) plus the weighted regression error of every view."""
         self.network_.eval()
         all_videos = _normalise(self._videos(np.arange(len(self.catalog_map_)), None))
         total = 0.0
@@ -469,7 +469,11 @@ class TwoTowerRecommender(Recommender, WatchRatioPredictor):
             batch = rows[start : start + 4096]
             users = _normalise(self._train_users(seq, batch))
             targets = torch.as_tensor(seq.video[batch])
-            loss = nn.functional.cross_entropy(users @ all_videos.T / self.temperature, targets)
+            positive = torch.as_tensor(seq.positive[batch])
+            loss = torch.zeros(())
+            if positive.any():
+                logits = users[positive] @ all_videos.T / self.temperature
+                loss = nn.functional.cross_entropy(logits, targets[positive])
             if self.regression_weight > 0:
                 predicted = self.network_.watch_ratio(users, all_videos[targets])
                 target = torch.as_tensor(seq.ratio[batch]).clamp(0, WATCH_RATIO_CAP)
