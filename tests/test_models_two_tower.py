@@ -38,8 +38,8 @@ def fitted(tmp_path_factory):
     directory = write_planted_world(tmp_path_factory.mktemp("two_tower") / "world")
     split = kuairec_split(load_prepared(directory))
     model = TwoTowerRecommender(
-        embedding_dim=32, hidden_dim=64, batch_size=512, epochs=8,
-        learning_rate=5e-3, regression_weight=1.0, patience=3,
+        embedding_dim=32, hidden_dim=64, batch_size=512, epochs=20,
+        learning_rate=5e-3, regression_weight=3.0, patience=5,
     ).fit(release_training(directory, split))  # fmt: skip
     return directory, split, model
 
