@@ -136,6 +136,7 @@ def main() -> None:
         f"two-tower fit with {args.steps} steps (s)": f"{fit_s:.1f}",
         "  of which setup + validation (s)": f"{fit_s - log['seconds']:.1f}",
         "two-tower step (ms)": f"{1000 * step_s:.1f}",
+        "two-tower step, CPU time (ms)": f"{1000 * log['cpu_seconds'] / args.steps:.1f}",
         f"two-tower pass over all views, projected ({steps_per_epoch:,} steps) (s)": (
             f"{epoch_s:.0f}"
         ),

@@ -255,7 +255,7 @@ class TwoTowerRecommender(Recommender, WatchRatioPredictor):
         bar = tqdm(range(self.epochs), desc="two-tower", unit="epoch",
                    disable=not context.progress)  # fmt: skip
         for epoch in bar:
-            tick = time.perf_counter()
+            tick, cpu_tick = time.perf_counter(), time.process_time()
             order = rng.permutation(train_rows)
             steps = math.ceil(len(order) / self.batch_size)
             if self.max_steps_per_epoch:
@@ -270,7 +270,8 @@ class TwoTowerRecommender(Recommender, WatchRatioPredictor):
                 optimiser.step()
                 total += float(loss.detach())
             entry = {"epoch": epoch + 1, "train_loss": total / max(steps, 1),
-                     "seconds": time.perf_counter() - tick}  # fmt: skip
+                     "seconds": time.perf_counter() - tick,
+                     "cpu_seconds": time.process_time() - cpu_tick}  # fmt: skip
             if len(val_rows):
                 entry["validation_loss"] = self._validation_loss(seq, val_rows)
                 self.report_epoch(context, epoch + 1, -entry["validation_loss"])
