@@ -19,7 +19,6 @@ from shortrec.data.histories import Histories, IdMap
 from shortrec.data.labels import LikeRule
 from shortrec.data.schema import UNKNOWN_CATEGORY_ID
 
-FEATURE_VERSION = 1
 WATCH_RATIO_CAP = 5.0  # replays of very short videos; means beyond this say nothing about taste
 SHRINKAGE_VIEWS = 5.0  # per-video means are pulled towards the global mean by this many views
 RANGE_COLUMNS = (
@@ -420,7 +419,7 @@ def time_holdout(train: pl.DataFrame, days: float) -> tuple[pl.DataFrame, pl.Dat
     return early, late
 
 
-# --- building from a prepared release, with a cache -----------------------------------------
+# --- the features of one training set -------------------------------------------------------
 
 
 # What each side source adds to the video table (by column prefix), so a model can say which
