@@ -8,13 +8,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from test_features_world import category_of, write_planted_world
+from test_features_world import category_of, exposure_log, write_planted_world
 
 from shortrec.data.dataset import load_prepared
 from shortrec.data.features import (
     build_features,
     history_features,
     history_views,
+    label_holdout,
     pair_features,
     time_holdout,
     user_features,
@@ -153,3 +154,32 @@ def test_time_holdout_splits_by_time_and_rejects_bad_windows(world):
     assert early["timestamp"].max() < late["timestamp"].min()
     with pytest.raises(ValueError, match="holdout"):
         time_holdout(split.train, days=1000)
+
+
+def test_features_of_a_bare_log_degrade_and_say_so(world):
+    """Only ids, watch ratios and times: no duration columns, no content, and the feature set
+    names every missing source; the release's features name none."""
+    log = exposure_log(n_users=10, views_per_user=20)
+    bare = build_features(log, log.select("video_id").unique(), like_rule=FIXED)
+    assert not any(
+        n.startswith(("tag=", "cat", "log_duration", "daily_")) for n in bare.videos.names
+    )
+    assert "train_log1p_views" in bare.videos.names and np.isfinite(bare.videos.values).all()
+    assert bare.sources() == {"uses": [], "lacks": ["user_features", "tags", "categories",
+                              "video_duration", "item_daily_features"]}  # fmt: skip
+    directory, split = world
+    assert side_features(directory, split.train).sources()["lacks"] == []
+
+
+def test_label_holdout_falls_back_to_each_users_last_views(world):
+    _, split = world
+    early, late, how = label_holdout(split.train, days=2)
+    assert how == "last 2 days" and early["timestamp"].max() < late["timestamp"].min()
+    # positions instead of times (a SASRec text file): each user's last tenth
+    positions = pl.DataFrame({"user_id": [1] * 20 + [2] * 2 + [3],
+                              "video_id": list(range(23)),
+                              "timestamp": [float(i) for i in [*range(20), 0, 1, 0]]})  # fmt: skip
+    early, late, how = label_holdout(positions, days=3)
+    assert how == "each user's last 10% of views"
+    assert late.sort("video_id")["video_id"].to_list() == [18, 19, 21]  # user 3 has one view
+    assert early.height + late.height == positions.height

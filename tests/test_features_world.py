@@ -140,6 +140,38 @@ def write_planted_world(
     return directory
 
 
+def exposure_log(
+    n_users: int = 60, n_videos: int = 100, views_per_user: int = 80, seed: int = 0
+) -> pl.DataFrame:
+    """A bare log (user_id, video_id, watch_ratio, timestamp; no side tables, no durations)
+    where exposure and taste disagree: 70% of each user's views show the category after
+    their preferred one, watched briefly (0.2), 30% show their preferred one, watched
+    fully (1.2). A model learning exposure ranks the wrong category first."""
+    rng = np.random.default_rng(seed)
+    users = np.repeat(np.arange(n_users), views_per_user)
+    preferred = rng.random(len(users)) < 0.3
+    category = np.where(preferred, preference_of(users), (preference_of(users) + 1) % 5)
+    videos = rng.integers(0, n_videos // N_CATEGORIES, len(users)) * N_CATEGORIES + category
+    return pl.DataFrame(
+        {
+            "user_id": users.astype(np.int64),
+            "video_id": videos.astype(np.int64),
+            "watch_ratio": np.where(preferred, 1.2, 0.2) * rng.lognormal(0, 0.1, len(users)),
+            "timestamp": START + rng.uniform(0, 10 * DAY, len(users)),
+        }
+    )
+
+
+def write_sasrec_text(path: Path, log: pl.DataFrame) -> Path:
+    """`log` as a SASRec text file (1-based ids, each user's views in time order)."""
+    ordered = log.sort("user_id", "timestamp")
+    lines = [
+        f"{u + 1} {v + 1}" for u, v in zip(ordered["user_id"], ordered["video_id"], strict=True)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def test_planted_world_has_the_planted_structure(tmp_path):
     directory = write_planted_world(tmp_path / "world")
     big = pl.read_parquet(directory / "big_matrix.parquet")

@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 from fitting import release_training, training
-from test_features_world import write_planted_world
+from test_features_world import exposure_log, write_planted_world, write_sasrec_text
 from typer.testing import CliRunner
 
 from shortrec.data.dataset import load_prepared
@@ -113,3 +113,36 @@ def test_cli_trains_linear_regression(world, tmp_path):
     run_dir = next(tmp_path.iterdir())
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["tune"]["summary"]["ndcg@10"]["mean"] > 0.5
+
+
+def test_linear_regression_on_a_bare_log(tmp_path):
+    """No side tables, no durations: it fits on history aggregates and training popularity and
+    says so; without watch ratios it regresses "viewed" against random unviewed videos."""
+    log = exposure_log(n_users=30, views_per_user=40)
+    model = LinearRegressionRecommender().fit(training(log))
+    assert model.fit_report_["target"] == "capped watch ratio"
+    assert model.fit_report_["features"]["uses"] == []
+    histories = Histories.from_frame(log)
+    assert np.isfinite(model.score(np.array([0, 1, 999]), np.arange(100), histories)).all()
+    bare = LinearRegressionRecommender().fit(training(log.drop("watch_ratio")))
+    assert bare.fit_report_["target"].startswith("viewed in the label views or not")
+    scores = bare.score(np.array([0, 1]), np.arange(100), histories)
+    # the more often a video was viewed, the likelier a view: scores follow view counts
+    views = np.bincount(log["video_id"].to_numpy(), minlength=100)
+    assert np.corrcoef(scores.mean(0), views)[0, 1] > 0.5
+
+
+def test_cli_trains_linear_regression_on_a_sasrec_text_file(tmp_path):
+    from shortrec.cli import app
+
+    path = write_sasrec_text(tmp_path / "log.txt", exposure_log(n_users=30, views_per_user=30))
+    result = CliRunner().invoke(
+        app,
+        ["train", "linear-regression", "--data", str(path), "--protocol", "leave-last-out",
+         "--runs-dir", str(tmp_path / "runs")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(next((tmp_path / "runs").iterdir()).joinpath("metrics.json").read_text())
+    # positions, not times: the label views are each user's last tenth
+    assert metrics["fit"]["labels"] == "each user's last 10% of views"
+    assert metrics["tune"]["summary"]["ndcg@10"]["mean"] >= 0

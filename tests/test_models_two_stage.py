@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 from fitting import release_training, training
-from test_features_world import write_planted_world
+from test_features_world import exposure_log, write_planted_world, write_sasrec_text
 from typer.testing import CliRunner
 
 from shortrec.data.dataset import load_prepared
@@ -100,3 +100,31 @@ def test_cli_trains_two_stage(fitted, tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert 0.0 < metrics["fit"]["label_candidate_recall"] <= 1.0
     assert metrics["tune"]["summary"]["ndcg@10"]["mean"] > 0
+
+
+def test_two_stage_on_a_log_without_watch_ratio():
+    """Every view liked: the reranker learns which candidates were viewed in the label days,
+    on id-only features, and the report says so."""
+    log = exposure_log(n_users=40, views_per_user=40).drop("watch_ratio")
+    data = training(log)
+    model = TwoStageRecommender(retrievers="ease,popular", candidates_per_retriever=20).fit(data)
+    report = model.fit_report_
+    assert report["labels"] == "viewed in last 3 days: the log has no watch ratio"
+    assert report["features"]["uses"] == [] and report["label_users"] > 0
+    scores = model.score(np.array([0, 999]), np.arange(100), Histories.from_frame(data.views))
+    assert np.isfinite(scores).all()
+
+
+def test_cli_trains_two_stage_on_a_sasrec_text_file(tmp_path):
+    from shortrec.cli import app
+
+    path = write_sasrec_text(tmp_path / "log.txt", exposure_log(n_users=40, views_per_user=30))
+    result = CliRunner().invoke(
+        app,
+        ["train", "two-stage", "--data", str(path), "--protocol", "leave-last-out",
+         "--runs-dir", str(tmp_path / "runs"), "--retrievers", "ease,popular"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(next((tmp_path / "runs").iterdir()).joinpath("metrics.json").read_text())
+    assert metrics["fit"]["labels"].endswith("in each user's last 10% of views")
+    assert metrics["tune"]["summary"]["ndcg@10"]["mean"] >= 0

@@ -19,7 +19,6 @@ from shortrec.data.histories import Histories, IdMap
 from shortrec.data.labels import LikeRule
 from shortrec.data.schema import UNKNOWN_CATEGORY_ID
 
-FEATURE_VERSION = 1
 WATCH_RATIO_CAP = 5.0  # replays of very short videos; means beyond this say nothing about taste
 SHRINKAGE_VIEWS = 5.0  # per-video means are pulled towards the global mean by this many views
 RANGE_COLUMNS = (
@@ -232,25 +231,25 @@ def video_features(
                 .alias(prefix)
             )[prefix]
             parts.append(_one_hot(level, prefix, max_levels, missing=True))
-    # Duration: the side table's (median over all views, a static attribute) else training's.
-    train_duration = train.group_by("video_id").agg(
-        pl.col("video_duration").median().alias("_train_duration")
-    )
-    duration = table.join(train_duration, on="video_id", how="left").select(
-        pl.coalesce(
-            [pl.col("video_duration").cast(pl.Float64), pl.col("_train_duration").cast(pl.Float64)]
-            if "video_duration" in table.columns
-            else [pl.col("_train_duration").cast(pl.Float64)]
-        ).alias("d")
-    )["d"]
-    parts.append(
-        pl.DataFrame(
-            {
-                "log_duration_s": (duration.fill_null(0).clip(0) / 1000.0).log1p(),
-                "duration_missing": duration.is_null(),
-            }
-        ).cast(pl.Float32)
-    )
+    # Duration: the side table's (median over all views, a static attribute) else training's;
+    # a log with neither (an imported log, a SASRec text file) has no duration columns.
+    sources = [pl.col(c).cast(pl.Float64) for c in ("video_duration",) if c in table.columns]
+    if "video_duration" in train.columns:
+        train_duration = train.group_by("video_id").agg(
+            pl.col("video_duration").median().alias("_train_duration")
+        )
+        table = table.join(train_duration, on="video_id", how="left")
+        sources.append(pl.col("_train_duration").cast(pl.Float64))
+    if sources:
+        duration = table.select(pl.coalesce(sources).alias("d"))["d"]
+        parts.append(
+            pl.DataFrame(
+                {
+                    "log_duration_s": (duration.fill_null(0).clip(0) / 1000.0).log1p(),
+                    "duration_missing": duration.is_null(),
+                }
+            ).cast(pl.Float32)
+        )
     popularity = training_popularity(train, like_rule)
     pop_columns = [c for c in popularity.columns if c != "video_id"]
     joined = ids.join(popularity, on="video_id", how="left")
@@ -293,7 +292,7 @@ def history_features(
     views = views.with_columns(pl.col("watch_ratio").cast(pl.Float64).fill_null(0.0))
     if "video_duration" in views.columns:
         log_duration = (views["video_duration"].cast(pl.Float64).fill_null(0) / 1000).log1p()
-    elif video_durations is not None:
+    elif video_durations is not None and "log_duration_s" in video_durations.names:
         rows, _ = video_durations.lookup(views["video_id"].to_numpy())
         log_duration = pl.Series(rows[:, video_durations.names.index("log_duration_s")])
     else:
@@ -378,6 +377,31 @@ def pair_affinities(
     return out
 
 
+def label_holdout(
+    train: pl.DataFrame, days: float, last_share: float = 0.1
+) -> tuple[pl.DataFrame, pl.DataFrame, str]:
+    """(earlier views, label views, how they were split): the last `days` days when the
+    timestamps span them, else each user's last `last_share` of views (logs whose timestamps
+    are only positions, like a SASRec text file, or span less than `days`)."""
+    try:
+        early, late = time_holdout(train, days)
+        return early, late, f"last {days:g} days"
+    except ValueError:
+        pass
+    ranked = train.with_row_index("_row").with_columns(
+        pl.col("timestamp").rank("ordinal").over("user_id").alias("_rank"),
+        pl.len().over("user_id").alias("_n"),
+    )
+    is_late = (pl.col("_rank") > (pl.col("_n") * (1 - last_share)).floor()) & (pl.col("_n") > 1)
+    early = ranked.filter(~is_late).sort("_row").drop("_row", "_rank", "_n")
+    late = ranked.filter(is_late).sort("_row").drop("_row", "_rank", "_n")
+    if early.height == 0 or late.height == 0:
+        raise ValueError(
+            f"cannot hold out label views from {train.height} training views: too few per user"
+        )
+    return early, late, f"each user's last {last_share:.0%} of views"
+
+
 def time_holdout(train: pl.DataFrame, days: float) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(earlier views, views of the last `days` days): features from the first, labels from
     the second, so a model learns from features that never saw its targets."""
@@ -395,7 +419,18 @@ def time_holdout(train: pl.DataFrame, days: float) -> tuple[pl.DataFrame, pl.Dat
     return early, late
 
 
-# --- building from a prepared release, with a cache -----------------------------------------
+# --- the features of one training set -------------------------------------------------------
+
+
+# What each side source adds to the video table (by column prefix), so a model can say which
+# of them the log had: an imported log may carry none, and the features then degrade to
+# training popularity and history aggregates.
+VIDEO_SOURCES = {
+    "tags": ("tag=",),
+    "categories": ("cat1=", "cat2=", "cat3="),
+    "video_duration": ("log_duration_s",),
+    "item_daily_features": ("daily_",),
+}
 
 
 @dataclass(frozen=True)
@@ -403,6 +438,17 @@ class FeatureSet:
     users: FeatureTable
     videos: FeatureTable
     history: FeatureTable
+
+    def sources(self) -> dict[str, list[str]]:
+        """Which side sources reached the features (`uses`) and which the log lacks."""
+        present = {"user_features": bool(self.users.names)} | {
+            name: any(n.startswith(prefixes) for n in self.videos.names)
+            for name, prefixes in VIDEO_SOURCES.items()
+        }
+        return {
+            "uses": [name for name, found in present.items() if found],
+            "lacks": [name for name, found in present.items() if not found],
+        }
 
 
 def build_features(

@@ -8,8 +8,6 @@ Recommenders and sit on the same leaderboard.
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -21,13 +19,11 @@ from shortrec.data.features import (
     FeatureTable,
     build_features,
     history_views,
+    label_holdout,
     pair_features,
-    time_holdout,
     user_table,
 )
 from shortrec.data.histories import Histories, IdMap
-from shortrec.data.labels import LikeRule
-from shortrec.io import atomic_path, atomic_write_text
 from shortrec.models.base import FitContext, Recommender, TrainingData, WatchRatioPredictor
 
 MEAN_KINDS = ("global", "user", "video", "user+video")
@@ -140,7 +136,13 @@ def ridge_fit(chunks, ridge: float) -> tuple[np.ndarray, float, int]:
 class LinearRegressionRecommender(Recommender, WatchRatioPredictor):
     """Ridge regression of the capped watch ratio on user, history, video and user-video
     affinity features. Trained leak-free: features come from all but the last `label_days`
-    of training, targets from those last days; then features are rebuilt on all of train."""
+    of training, targets from those last days; then features are rebuilt on all of train.
+
+    Its signal is the watch ratio itself, the graded quantity the like rule cuts likes and
+    dislikes from; the rule enters its features (per-video and per-user like rates). A log
+    without watch ratios has no such target: the model then regresses whether a pair was
+    viewed in the label days (each label view against a random unviewed video of the same
+    user), and its fit report says so."""
 
     name: ClassVar[str] = "linear-regression"
     ridge: float = 1e-3  # on standardised columns, per row
@@ -160,9 +162,11 @@ class LinearRegressionRecommender(Recommender, WatchRatioPredictor):
         self, data: TrainingData, context: FitContext | None = None
     ) -> LinearRegressionRecommender:
         train = data.views
-        early, late = time_holdout(train, self.label_days)
+        early, late, holdout = label_holdout(train, self.label_days)
         if late.height > self.max_rows:
             late = late.sample(self.max_rows, seed=self.seed)
+        if not data.has_watch_ratio:
+            late = self._with_unviewed(late, train)
         side = (data.videos, data.users, data.item_daily_features)
         rule = data.like_rule
         features = build_features(early, *side, like_rule=rule)
@@ -174,8 +178,31 @@ class LinearRegressionRecommender(Recommender, WatchRatioPredictor):
                                             late["video_id"][:1].to_numpy())[1]  # fmt: skip
         full = build_features(train, *side, like_rule=rule)
         self.like_rule_ = rule
-        self.static_users_, self.videos_ = full.users, full.videos
+        self.users_ = full.users.to_frame("user_id")
+        self.videos_ = full.videos.to_frame("video_id")
+        self.fit_report_ = {
+            "target": "capped watch ratio"
+            if data.has_watch_ratio
+            else "viewed in the label views or not: the log has no watch ratio",
+            "labels": holdout,
+            "label_rows": self.rows_,
+            "features": full.sources(),
+        }
         return self
+
+    def _with_unviewed(self, late: pl.DataFrame, train: pl.DataFrame) -> pl.DataFrame:
+        """Label views (watch ratio 1) and as many random videos their users never viewed
+        in training (watch ratio 0): the target of a log without watch ratios."""
+        rng = np.random.default_rng(self.seed)
+        catalog = np.sort(train["video_id"].unique().to_numpy())
+        sampled = pl.DataFrame(
+            {"user_id": late["user_id"], "video_id": rng.choice(catalog, late.height)}
+        ).join(train.select("user_id", "video_id").unique(), on=["user_id", "video_id"],
+               how="anti")  # fmt: skip
+        return pl.concat(
+            [late.select("user_id", "video_id", pl.lit(1.0).alias("watch_ratio")),
+             sampled.with_columns(pl.lit(0.0).alias("watch_ratio"))]
+        )  # fmt: skip
 
     def _chunks(self, users: FeatureTable, videos: FeatureTable, late: pl.DataFrame):
         u, v, y = late["user_id"].to_numpy(), late["video_id"].to_numpy(), _capped(late)
@@ -183,16 +210,23 @@ class LinearRegressionRecommender(Recommender, WatchRatioPredictor):
             stop = start + self.chunk_rows
             yield pair_features(users, videos, u[start:stop], v[start:stop])[0], y[start:stop]
 
-    def _parts(self, user_ids: np.ndarray, histories: Histories):
+    def _tables(self) -> tuple[FeatureTable, FeatureTable]:
+        return (
+            FeatureTable.from_frame(self.users_, "user_id"),
+            FeatureTable.from_frame(self.videos_, "video_id"),
+        )
+
+    def _parts(self, user_ids: np.ndarray, histories: Histories, videos: FeatureTable,
+               static_users: FeatureTable):  # fmt: skip
         """The linear predictor split into a user part, a video part and affinity terms,
         with coefficients matched to columns by name (a column the model never saw gets 0)."""
         views = history_views(histories, user_ids)
-        users = user_table(user_ids, self.static_users_, views, self.videos_, self.like_rule_)
+        users = user_table(user_ids, static_users, views, videos, self.like_rule_)
         coef = dict(zip(self.feature_names_, self.coef_, strict=True))
         user_cols = [n for n in users.names if not n.startswith(PROFILE_PREFIX)]
         user_rows, _ = users.select(user_cols).lookup(user_ids)
         user_part = user_rows @ np.array([coef.get(n, 0.0) for n in user_cols])
-        video_weights = np.array([coef.get(n, 0.0) for n in self.videos_.names])
+        video_weights = np.array([coef.get(n, 0.0) for n in videos.names])
         affinities = []
         for name, weight in coef.items():
             if name.endswith("_affinity"):
@@ -200,7 +234,7 @@ class LinearRegressionRecommender(Recommender, WatchRatioPredictor):
                 profile_cols = [n for n in users.names if n.startswith(PROFILE_PREFIX + group)]
                 content_cols = [n.removeprefix(PROFILE_PREFIX) for n in profile_cols]
                 profile, _ = users.select(profile_cols).lookup(user_ids)
-                affinities.append((weight, profile, self.videos_.select(content_cols)))
+                affinities.append((weight, profile, videos.select(content_cols)))
         return user_part, video_weights, affinities
 
     def predict_watch_ratio(self, user_ids, video_ids, histories: Histories) -> np.ndarray:
@@ -208,8 +242,10 @@ class LinearRegressionRecommender(Recommender, WatchRatioPredictor):
         video_ids = np.asarray(video_ids, dtype=np.int64)
         if user_ids.shape != video_ids.shape:
             raise ValueError("predict_watch_ratio needs aligned user and video id arrays")
-        user_part, video_weights, affinities = self._parts(user_ids, histories)
-        video_rows, _ = self.videos_.lookup(video_ids)
+        static_users, videos = self._tables()
+        user_part, video_weights, affinities = self._parts(user_ids, histories, videos,
+                                                           static_users)  # fmt: skip
+        video_rows, _ = videos.lookup(video_ids)
         out = self.intercept_ + user_part + video_rows @ video_weights
         for weight, profile, content in affinities:
             out += weight * (profile * content.lookup(video_ids)[0]).sum(axis=1)
@@ -218,33 +254,11 @@ class LinearRegressionRecommender(Recommender, WatchRatioPredictor):
     def score(self, user_ids, video_ids, histories: Histories) -> np.ndarray:
         """The same predictor over the (users x videos) grid without one row per pair."""
         user_ids = np.asarray(user_ids, dtype=np.int64)
-        user_part, video_weights, affinities = self._parts(user_ids, histories)
-        video_rows, _ = self.videos_.lookup(video_ids)
+        static_users, videos = self._tables()
+        user_part, video_weights, affinities = self._parts(user_ids, histories, videos,
+                                                           static_users)  # fmt: skip
+        video_rows, _ = videos.lookup(video_ids)
         total = self.intercept_ + user_part[:, None] + (video_rows @ video_weights)[None, :]
         for weight, profile, content in affinities:
             total = total + weight * (profile @ content.lookup(video_ids)[0].T)
         return total.astype(np.float32)
-
-    def save_state(self, directory: Path) -> None:
-        for name, table in (("users", self.static_users_), ("videos", self.videos_)):
-            id_column = "user_id" if name == "users" else "video_id"
-            with atomic_path(directory / f"linear_{name}.parquet") as tmp:
-                table.to_frame(id_column).write_parquet(tmp)
-        state = {"coef": self.coef_.tolist(), "intercept": self.intercept_,
-                 "feature_names": self.feature_names_, "rows": self.rows_,
-                 "like_rule": self.like_rule_.to_dict()}  # fmt: skip
-        atomic_write_text(directory / "linear_regression.json", json.dumps(state))
-
-    def load_state(self, directory: Path) -> None:
-        state = json.loads((directory / "linear_regression.json").read_text())
-        self.coef_ = np.asarray(state["coef"])
-        self.intercept_ = float(state["intercept"])
-        self.feature_names_ = state["feature_names"]
-        self.rows_ = int(state["rows"])
-        self.like_rule_ = LikeRule(**state["like_rule"])
-        self.static_users_ = FeatureTable.from_frame(
-            pl.read_parquet(directory / "linear_users.parquet"), "user_id"
-        )
-        self.videos_ = FeatureTable.from_frame(
-            pl.read_parquet(directory / "linear_videos.parquet"), "video_id"
-        )

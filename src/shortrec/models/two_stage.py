@@ -5,12 +5,18 @@ Training is leak-free by time: retrievers and features see all but the last `lab
 training, the reranker learns which of their candidates the users liked in those last days,
 then the retrievers are refitted on all of train. How much of each user's liked videos the
 candidate set holds (`candidate_recall`) bounds what any reranker can reach, so it is reported.
+
+What it learns from: the reranker's labels are the run's like rule (a candidate the user
+viewed but did not like is a negative, like one never shown), and each retriever learns from
+likes and dislikes in its own default way. On a log whose timestamps do not span
+`label_days` (a SASRec text file numbers views instead), the label views are each user's last
+tenth instead; on a log without watch ratios every view is liked, so the labels become "viewed".
+The fit report names both, and which side features the log had.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import ClassVar
 
@@ -18,18 +24,19 @@ import numpy as np
 import polars as pl
 
 from shortrec.data.features import (
+    FeatureSet,
     FeatureTable,
     build_features,
     history_features,
     history_views,
+    label_holdout,
     pair_features,
-    time_holdout,
     user_table,
 )
 from shortrec.data.histories import Histories, IdMap
 from shortrec.data.labels import LikeRule
 from shortrec.data.splits import stable_user_fraction
-from shortrec.io import atomic_path, atomic_write_text
+from shortrec.io import atomic_path
 from shortrec.models.base import (
     CandidateGenerator,
     FitContext,
@@ -118,12 +125,13 @@ class TwoStageRecommender(Recommender, CandidateGenerator):
         import lightgbm
 
         train = data.views
-        early, late = time_holdout(train, self.label_days)
+        early, late, holdout = label_holdout(train, self.label_days)
         rule = data.like_rule
         self.retrievers_ = [m.fit(data.with_views(early)) for m in self._new_retrievers()]
         side = (data.videos, data.users, data.item_daily_features)
         features = build_features(early, *side, like_rule=rule)
-        self._set_tables(features.users, features.videos, rule)
+        self._set_tables(features, rule)
+        static_users, videos = self._tables()
         liked = late.filter(pl.col("liked")).select("user_id", "video_id").unique()
         users = np.sort(liked["user_id"].unique().to_numpy())
         if len(users) > self.max_label_users:
@@ -135,7 +143,7 @@ class TwoStageRecommender(Recommender, CandidateGenerator):
         catalog_map = IdMap(catalog)
         for start in range(0, len(users), self.batch_users):
             batch = users[start : start + self.batch_users]
-            cands = self._candidates(batch, catalog, histories)
+            cands = self._candidates(batch, catalog, histories, static_users, videos)
             batch_liked = liked.filter(pl.col("user_id").is_in(batch))
             relevant = np.zeros((len(batch), len(catalog)), dtype=bool)
             relevant[IdMap(batch).index(batch_liked["user_id"]),
@@ -198,6 +206,9 @@ class TwoStageRecommender(Recommender, CandidateGenerator):
         )  # fmt: skip
         all_recall = np.concatenate(recall) if recall else np.zeros(0)
         self.fit_report_ = {
+            "labels": f"liked ({rule}) in {holdout}"
+            if data.has_watch_ratio
+            else f"viewed in {holdout}: the log has no watch ratio",
             "label_users": int(len(users)),
             "candidate_rows": int(len(y)),
             "candidates_per_user": float(len(y) / max(len(users), 1)),
@@ -207,20 +218,29 @@ class TwoStageRecommender(Recommender, CandidateGenerator):
         # Final retrievers and features on all of train.
         self.retrievers_ = [m.fit(data) for m in self._new_retrievers()]
         full = build_features(train, *side, like_rule=rule)
-        self._set_tables(full.users, full.videos, rule)
+        self._set_tables(full, rule)
+        self.fit_report_["features"] = full.sources()
         return self
 
-    def _set_tables(self, users: FeatureTable, videos: FeatureTable, rule: LikeRule) -> None:
-        self.static_users_ = users
-        self.videos_ = videos
+    def _set_tables(self, features: FeatureSet, rule: LikeRule) -> None:
+        """Learned tables as frames (persisted by the base class)."""
+        self.users_ = features.users.to_frame("user_id")
+        self.videos_ = features.videos.to_frame("video_id")
         self.rule_ = rule
         self.history_names_ = history_features(pl.DataFrame(
             schema={"user_id": pl.Int64, "video_id": pl.Int64, "watch_ratio": pl.Float64}
         ), like_rule=rule).names  # fmt: skip
 
+    def _tables(self) -> tuple[FeatureTable, FeatureTable]:
+        return (
+            FeatureTable.from_frame(self.users_, "user_id"),
+            FeatureTable.from_frame(self.videos_, "video_id"),
+        )
+
     def _candidates(
-        self, user_ids: np.ndarray, video_ids: np.ndarray, histories: Histories
-    ) -> _Candidates:
+        self, user_ids: np.ndarray, video_ids: np.ndarray, histories: Histories,
+        static_users: FeatureTable, videos: FeatureTable,
+    ) -> _Candidates:  # fmt: skip
         """Union of each retriever's top unseen videos, with one feature row per pair."""
         video_map = IdMap.from_ids(video_ids)
         seen = (
@@ -245,10 +265,10 @@ class TwoStageRecommender(Recommender, CandidateGenerator):
             retriever_columns.append((ranks, (scores - mean) / std))
         rows, cols = np.nonzero(is_candidate)
         views = history_views(histories, user_ids)
-        users = user_table(user_ids, self.static_users_, views, self.videos_, self.rule_)
+        users = user_table(user_ids, static_users, views, videos, self.rule_)
         user_cols = [*self.history_names_, "has_history", "user_found"]
-        video_cols = [n for n in self.videos_.names if not n.startswith(RERANK_DROPPED_PREFIXES)]
-        pair, _ = pair_features(users, self.videos_, user_ids[rows], video_ids[cols],
+        video_cols = [n for n in videos.names if not n.startswith(RERANK_DROPPED_PREFIXES)]
+        pair, _ = pair_features(users, videos, user_ids[rows], video_ids[cols],
                                 user_columns=user_cols, video_columns=video_cols)  # fmt: skip
         retriever_block = np.column_stack(
             [
@@ -263,18 +283,20 @@ class TwoStageRecommender(Recommender, CandidateGenerator):
         """(users x videos) bool: which videos the retrievers propose to each user."""
         user_ids, video_ids = np.asarray(user_ids, np.int64), np.asarray(video_ids, np.int64)
         mask = np.zeros((len(user_ids), len(video_ids)), dtype=bool)
+        tables = self._tables()
         for start in range(0, len(user_ids), self.batch_users):
             batch = user_ids[start : start + self.batch_users]
-            cands = self._candidates(batch, video_ids, histories)
+            cands = self._candidates(batch, video_ids, histories, *tables)
             mask[start + cands.rows, cands.cols] = True
         return mask
 
     def score(self, user_ids, video_ids, histories: Histories) -> np.ndarray:
         user_ids, video_ids = np.asarray(user_ids, np.int64), np.asarray(video_ids, np.int64)
         out = np.empty((len(user_ids), len(video_ids)), dtype=np.float32)
+        tables = self._tables()
         for start in range(0, len(user_ids), self.batch_users):
             batch = user_ids[start : start + self.batch_users]
-            cands = self._candidates(batch, video_ids, histories)
+            cands = self._candidates(batch, video_ids, histories, *tables)
             predicted = self.booster_.predict(cands.features) if len(cands.rows) else np.zeros(0)
             floor = (predicted.min() if len(predicted) else 0.0) - 1.0
             block = floor - cands.first_rank / max(len(video_ids), 1)
@@ -283,30 +305,22 @@ class TwoStageRecommender(Recommender, CandidateGenerator):
         return out
 
     # --- persistence ----------------------------------------------------------------------
+    def learned_state(self) -> dict:
+        """Everything but the retrievers and the booster, which save themselves."""
+        state = super().learned_state()
+        return {k: v for k, v in state.items() if k not in ("retrievers_", "booster_")}
+
     def save_state(self, directory: Path) -> None:
+        super().save_state(directory)
         for i, model in enumerate(self.retrievers_):
             model.save(directory / f"retriever_{i}")
         with atomic_path(directory / BOOSTER_FILE) as tmp:
             self.booster_.save_model(str(tmp))
-        for name, table, id_column in (("users", self.static_users_, "user_id"),
-                                       ("videos", self.videos_, "video_id")):  # fmt: skip
-            with atomic_path(directory / f"two_stage_{name}.parquet") as tmp:
-                table.to_frame(id_column).write_parquet(tmp)
-        state = {"like_rule": self.rule_.to_dict(), "fit_report": self.fit_report_}
-        atomic_write_text(directory / "two_stage.json", json.dumps(state))
 
     def load_state(self, directory: Path) -> None:
         import lightgbm
 
-        state = json.loads((directory / "two_stage.json").read_text())
+        super().load_state(directory)
         n = len(_retriever_names(self.retrievers))
         self.retrievers_ = [load_model(directory / f"retriever_{i}") for i in range(n)]
         self.booster_ = lightgbm.Booster(model_file=str(directory / BOOSTER_FILE))
-        users = FeatureTable.from_frame(
-            pl.read_parquet(directory / "two_stage_users.parquet"), "user_id"
-        )
-        videos = FeatureTable.from_frame(
-            pl.read_parquet(directory / "two_stage_videos.parquet"), "video_id"
-        )
-        self._set_tables(users, videos, LikeRule(**state["like_rule"]))
-        self.fit_report_ = state["fit_report"]

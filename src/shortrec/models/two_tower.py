@@ -1,73 +1,97 @@
-"""Two-tower retrieval: a user tower over user features and the pooled recent history (the
-history videos' id embeddings, shared with the video tower, and their content), a video tower
+"""Two-tower retrieval: a user tower over user features and the pooled history (the user's
+last views: their id embeddings, shared with the video tower, and their content), a video tower
 over an id embedding plus content features, trained with an in-batch sampled softmax
-(logQ-corrected) and an optional watch-ratio regression head.
+(logQ-corrected) and a watch-ratio regression head.
+
+What it learns from: what users like, not what the feed showed them.
+- Retrieval positives are the views the run's like rule calls liked: each liked view's
+  softmax ranks its video above the other videos of the batch.
+- Dislikes are explicit negatives: each liked view's softmax also holds one video its user
+  disliked (drawn from their training views), counted `dislike_weight` times, so the user's
+  vector is pushed away from what they skipped more than from a random video.
+- Liked or not, among what was shown: every view's similarity also predicts its like label
+  (`like_weight`). The softmax alone mixes taste with exposure (what the feed chose to show);
+  this term holds exposure fixed, and the fully observed small_matrix rewards exactly that.
+- The video tower sees each video's training like rate (the run's rule; shrunk towards the
+  mean), not its mean watch ratio, which the regression head would read its target back from.
+- The regression head learns every view's capped watch ratio (the `WatchRatioPredictor`).
+`positives="views"` makes every view a positive and ignores dislikes and likes: the
+exposure-learning variant, kept for the ablation table. A log without watch ratios has
+every view liked and none disliked; the fit report says so, and which side features the log
+had (an imported log may have none: the towers then run on ids, history and training
+popularity).
 
 The history is read at scoring time, so updated histories and brand-new users work without
 retraining; videos never watched in training use the learned "unknown id" row plus their
 content, which id dropout during training taught to stand on its own.
+
+Speed: histories are pooled with `embedding_bag` over the flattened windows (no (B, L, d)
+gather, no sparse matrices), each step embeds only the batch's distinct videos, and torch
+runs on `num_threads` threads (1 by default: each op is small, and spinning OpenMP threads
+make a shared machine many times slower).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 import polars as pl
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from shortrec.data.features import WATCH_RATIO_CAP, FeatureTable, build_features
 from shortrec.data.histories import Histories, IdMap
-from shortrec.io import atomic_path, atomic_write_text
 from shortrec.models.base import FitContext, Recommender, TrainingData, WatchRatioPredictor
+from shortrec.models.interactions import hyperparameter
+from shortrec.training.device import torch_threads
 
-STATE_FILE = "two_tower.pt"
-# Outcome means of a video would let the regression head read its own target back.
-VIDEO_OUTCOME_COLUMNS = ("train_mean_watch_ratio", "train_like_rate")
+# A video's mean watch ratio would let the regression head read its own target back.
+VIDEO_OUTCOME_COLUMNS = ("train_mean_watch_ratio",)
+POSITIVES = ("liked", "views")
 
 
 @dataclasses.dataclass
-class _Pooling:
-    """Mean and watch-ratio-weighted mean over each user's recent views, as sparse
-    (users x videos) matrices: a sparse product pools far faster than gathering (B, L, d)."""
+class _History:
+    """Each row's recent views, flattened for `embedding_bag`: catalog positions (the last
+    position is "outside the catalog"), bag offsets, and per-view weights for the plain mean
+    and the watch-ratio-weighted mean."""
 
-    mean: torch.Tensor
-    weighted: torch.Tensor
+    positions: torch.Tensor
+    offsets: torch.Tensor
+    mean_weights: torch.Tensor
+    ratio_weights: torch.Tensor
     count: torch.Tensor  # (B, 1)
     mean_ratio: torch.Tensor  # (B, 1)
 
     @classmethod
-    def from_window(cls, videos: np.ndarray, ratios: np.ndarray, mask: np.ndarray,
-                    n_videos: int) -> _Pooling:  # fmt: skip
-        """`videos`, `ratios`, `mask`: (B, L) positions into the pooled vectors."""
-        n_users = len(videos)
-        rows, cols = np.nonzero(mask)
-        count = mask.sum(1).astype(np.float32)
-        weight = np.clip(ratios, 0, WATCH_RATIO_CAP).astype(np.float32) * mask
-        weight_sum = weight.sum(1)
-        index = torch.as_tensor(np.stack([rows, videos[rows, cols]]))
-        mean_values = 1.0 / count[rows]
-        weighted_values = weight[rows, cols] / np.maximum(weight_sum[rows], 1e-6)
-
-        def sparse(values: np.ndarray) -> torch.Tensor:
-            return torch.sparse_coo_tensor(
-                index,
-                torch.as_tensor(values, dtype=torch.float32),
-                (n_users, n_videos),
-                check_invariants=False,
-            )
-
+    def from_window(cls, positions: np.ndarray, ratios: np.ndarray, mask: np.ndarray) -> _History:
+        """`positions`, `ratios`, `mask`: (B, L) windows."""
+        count = mask.sum(1)
+        rows = np.repeat(np.arange(len(count)), count)
+        weight = np.clip(ratios[mask], 0, WATCH_RATIO_CAP)
+        weight_sum = np.bincount(rows, weights=weight, minlength=len(count))
+        offsets = np.concatenate([[0], np.cumsum(count)[:-1]])
         return cls(
-            mean=sparse(mean_values),
-            weighted=sparse(weighted_values),
-            count=torch.as_tensor(count)[:, None],
-            mean_ratio=torch.as_tensor(weight_sum / np.maximum(count, 1))[:, None],
+            positions=torch.as_tensor(positions[mask], dtype=torch.int64),
+            offsets=torch.as_tensor(offsets, dtype=torch.int64),
+            mean_weights=torch.as_tensor(1.0 / count[rows], dtype=torch.float32),
+            ratio_weights=torch.as_tensor(
+                weight / np.maximum(weight_sum[rows], 1e-6), dtype=torch.float32
+            ),
+            count=torch.as_tensor(count, dtype=torch.float32)[:, None],
+            mean_ratio=torch.as_tensor(weight_sum / np.maximum(count, 1), dtype=torch.float32)[
+                :, None
+            ],
+        )
+
+    def pool(self, table: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        return nn.functional.embedding_bag(
+            self.positions, table, self.offsets, mode="sum", per_sample_weights=weights
         )
 
 
@@ -86,30 +110,33 @@ class _Network(nn.Module):
             nn.Linear(hidden, dim),
         )  # fmt: skip
         self.default_history = nn.Parameter(torch.zeros(2 * dim))
+        self.like_bias = nn.Parameter(torch.zeros(()))
         self.regression = nn.Sequential(nn.Linear(3 * dim, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
-    def videos(self, content: torch.Tensor, id_index: torch.Tensor) -> torch.Tensor:
-        return self.video_id(id_index) + self.video_content(content)
+    def videos(self, content: torch.Tensor, id_rows: torch.Tensor) -> torch.Tensor:
+        return self.video_id(id_rows) + self.video_content(content)
 
     def users(
-        self, user_features: torch.Tensor, user_found: torch.Tensor, pooling: _Pooling,
-        history_ids: torch.Tensor, history_content: torch.Tensor,
+        self, user_features: torch.Tensor, user_found: torch.Tensor, history: _History,
+        id_rows: torch.Tensor, content: torch.Tensor,
     ) -> torch.Tensor:  # fmt: skip
-        """History videos enter through their id embeddings (shared with the video tower)
-        and their raw content: pooling them costs a sparse product, not a tower pass."""
-        embedded = self.video_id(history_ids)
+        """History videos enter through their id embeddings (shared with the video tower,
+        `id_rows` maps catalog positions to them) and their raw `content`. The watch-ratio
+        weighted mean of the history's id embeddings is also added to the output, so the
+        score starts as an item-to-item similarity that the tower only has to correct."""
+        embedded = self.video_id(id_rows)
         pooled = torch.cat(
-            [torch.sparse.mm(pooling.mean, embedded),
-             torch.sparse.mm(pooling.weighted, embedded)], 1
+            [history.pool(embedded, history.mean_weights),
+             history.pool(embedded, history.ratio_weights)], 1
         )  # fmt: skip
-        has = (pooling.count > 0).float()
+        has = (history.count > 0).float()
         pooled = has * pooled + (1 - has) * self.default_history
-        content = torch.sparse.mm(pooling.mean, history_content)
         x = torch.cat(
-            [user_features, user_found[:, None], pooled, content, torch.log1p(pooling.count),
-             pooling.mean_ratio, has], 1
+            [user_features, user_found[:, None], pooled,
+             history.pool(content, history.mean_weights), torch.log1p(history.count),
+             history.mean_ratio, has], 1
         )  # fmt: skip
-        return self.user(x)
+        return self.user(x) + pooled[:, pooled.shape[1] // 2 :]
 
     def watch_ratio(self, users: torch.Tensor, videos: torch.Tensor) -> torch.Tensor:
         return self.regression(torch.cat([users, videos, users * videos], 1)).squeeze(1)
@@ -120,6 +147,27 @@ def _normalise(x: torch.Tensor) -> torch.Tensor:
 
 
 @dataclasses.dataclass
+class _Sequence:
+    """Training and validation views as arrays, grouped by user: first the user's training
+    views in time order, then their validation views. Every row's history is its user's last
+    `history_length` training views, less the row's own video for a training row: the user's
+    long-term taste, as at scoring time, not the feed's last few videos (a history of the
+    views just before each row taught the model to continue the feed's category runs, which
+    ranked liked videos worse the longer it trained)."""
+
+    start: np.ndarray  # first row of the row's user
+    train_end: np.ndarray  # one past the last training row of the row's user
+    video: np.ndarray  # catalog position (n_catalog: outside the catalog)
+    ratio: np.ndarray
+    positive: np.ndarray
+    user_row: np.ndarray  # row in the user feature table (n_users: unknown)
+    is_train: np.ndarray
+    dislike_rows: np.ndarray  # training rows with a disliked view, grouped by user
+    dislike_start: np.ndarray  # per row: where its user's dislikes start in dislike_rows
+    dislike_count: np.ndarray  # per row: how many dislikes its user has
+
+
+@dataclasses.dataclass
 class TwoTowerRecommender(Recommender, WatchRatioPredictor):
     """Retrieval by cosine similarity of user and video vectors (see module docstring)."""
 
@@ -127,61 +175,87 @@ class TwoTowerRecommender(Recommender, WatchRatioPredictor):
     reports_epochs: ClassVar[bool] = True
     embedding_dim: int = 64
     hidden_dim: int = 128
-    history_length: int = 50
+    history_length: int = hyperparameter(20, "Recent views pooled into the user tower.")
     epochs: int = 10
-    batch_size: int = 1024
-    learning_rate: float = 2e-3
+    batch_size: int = 2048
+    max_steps_per_epoch: int = hyperparameter(
+        60, "Training steps per epoch (0: every training view once per epoch)."
+    )
+    learning_rate: float = 1e-2
     weight_decay: float = 1e-6
     temperature: float = 0.05
     id_dropout: float = 0.1
-    positive_min_watch_ratio: float = 0.7  # views at least this are positives for retrieval
-    regression_weight: float = 0.1  # 0 trains retrieval only
+    positives: str = hyperparameter(
+        "liked", "Retrieval positives: liked (the run's like rule) | views (every view)."
+    )
+    dislike_weight: float = hyperparameter(
+        10.0, "How many negatives a user's disliked video counts as in each softmax (0: none)."
+    )
+    like_weight: float = hyperparameter(
+        1.0, "Weight of the liked-or-not loss on every view's similarity (0: none)."
+    )
+    regression_weight: float = hyperparameter(0.1, "Weight of the watch-ratio head's loss.")
     patience: int = 2
-    max_steps_per_epoch: int = 0  # 0: every training view once per epoch
-    validation_views: int = 20_000  # sampled once for early stopping
+    validation_views: int = 10_000  # sampled once for early stopping
+    num_threads: int = hyperparameter(1, "Torch CPU threads (0: torch's default).")
 
     @classmethod
     def search_space(cls, trial) -> dict:
         return {
             "embedding_dim": trial.suggest_categorical("embedding_dim", [32, 64, 128]),
             "hidden_dim": trial.suggest_categorical("hidden_dim", [64, 128, 256]),
-            "learning_rate": trial.suggest_float("learning_rate", 3e-4, 1e-2, log=True),
+            "learning_rate": trial.suggest_float("learning_rate", 1e-3, 2e-2, log=True),
             "temperature": trial.suggest_float("temperature", 0.02, 0.2, log=True),
             "id_dropout": trial.suggest_float("id_dropout", 0.0, 0.3),
+            "dislike_weight": trial.suggest_float("dislike_weight", 0.0, 8.0),
             "regression_weight": trial.suggest_float("regression_weight", 0.0, 0.5),
         }
 
     # --- fitting --------------------------------------------------------------------------
     def fit(self, data: TrainingData, context: FitContext | None = None) -> TwoTowerRecommender:
-        train, validation = data.views, data.validation
-        if train.height == 0:
+        if self.positives not in POSITIVES:
+            raise ValueError(
+                f"two-tower positives must be one of {POSITIVES}, got {self.positives!r}"
+            )
+        if data.views.height == 0:
             raise ValueError("two-tower cannot be fitted on an empty training frame")
+        with torch_threads(self.num_threads):
+            return self._fit(data, context or FitContext())
+
+    def _fit(self, data: TrainingData, context: FitContext) -> TwoTowerRecommender:
+        started, cpu_started = time.perf_counter(), time.process_time()
         features = build_features(
-            train, data.videos, data.users, data.item_daily_features, like_rule=data.like_rule
-        )
+            data.views, data.videos, data.users, data.item_daily_features,
+            like_rule=data.like_rule,
+        )  # fmt: skip
         video_table = features.videos.select(
             [n for n in features.videos.names if n not in VIDEO_OUTCOME_COLUMNS]
         )
-        self._set_tables(video_table, features.users, IdMap.from_ids(train["video_id"]))
-        generator = torch.Generator().manual_seed(self.seed)
+        self._set_tables(video_table, features.users, data.video_map)
         with torch.random.fork_rng():
             torch.manual_seed(self.seed)
-            self.network_ = self._new_network()
-        sequence, train_rows, val_rows = self._sequence(train, validation)
-        counts = np.bincount(sequence["video"][train_rows], minlength=len(self.catalog_ids_))
+            self.network_ = self.new_module("network_")
+        generator = torch.Generator().manual_seed(self.seed)
+        rng = np.random.default_rng(self.seed)
+        seq = self._sequence(data)
+        train_rows = np.flatnonzero(seq.is_train)
+        n_catalog = len(self.catalog_map_)
+        counts = np.bincount(seq.video[train_rows], minlength=n_catalog + 1)
         log_q = torch.as_tensor(
             np.log(np.maximum(counts, 1) / len(train_rows)), dtype=torch.float32
         )
-        rng = np.random.default_rng(self.seed)
+        val_rows = np.flatnonzero(~seq.is_train & (seq.video < n_catalog))
         if len(val_rows) > self.validation_views:
             val_rows = np.sort(rng.choice(val_rows, self.validation_views, replace=False))
         optimiser = torch.optim.AdamW(
             self.network_.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay
         )
-        best, best_state, stale = math.inf, None, 0
+        best, best_state, best_epoch, stale = math.inf, None, 0, 0
         history = []
-        for epoch in range(self.epochs):
-            started = time.perf_counter()
+        bar = tqdm(range(self.epochs), desc="two-tower", unit="epoch",
+                   disable=not context.progress)  # fmt: skip
+        for epoch in bar:
+            tick, cpu_tick = time.perf_counter(), time.process_time()
             order = rng.permutation(train_rows)
             steps = math.ceil(len(order) / self.batch_size)
             if self.max_steps_per_epoch:
@@ -190,181 +264,230 @@ class TwoTowerRecommender(Recommender, WatchRatioPredictor):
             total = 0.0
             for step in range(steps):
                 batch = order[step * self.batch_size : (step + 1) * self.batch_size]
-                loss = self._batch_loss(sequence, batch, log_q, generator)
+                loss = self._batch_loss(seq, batch, log_q, generator, rng)
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
                 total += float(loss.detach())
             entry = {"epoch": epoch + 1, "train_loss": total / max(steps, 1),
-                     "seconds": time.perf_counter() - started}  # fmt: skip
+                     "seconds": time.perf_counter() - tick,
+                     "cpu_seconds": time.process_time() - cpu_tick}  # fmt: skip
             if len(val_rows):
-                entry["validation_loss"] = self._validation_loss(sequence, val_rows)
+                entry["validation_loss"] = self._validation_loss(seq, val_rows)
                 self.report_epoch(context, epoch + 1, -entry["validation_loss"])
                 if entry["validation_loss"] < best - 1e-4:
-                    best, stale = entry["validation_loss"], 0
+                    best, best_epoch, stale = entry["validation_loss"], epoch + 1, 0
                     best_state = {k: v.clone() for k, v in self.network_.state_dict().items()}
                 else:
                     stale += 1
             history.append(entry)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in entry.items() if k.endswith("loss")})
             if len(val_rows) and stale >= self.patience:
                 break
+        bar.close()
         if best_state is not None:
             self.network_.load_state_dict(best_state)
         self.network_.eval()
-        self.fit_report_ = {"history": history}
+        self.fit_report_ = {
+            **self._signal_report(data),
+            "features": features.sources(),
+            "best_epoch": best_epoch or len(history),
+            "seconds": time.perf_counter() - started,
+            "cpu_seconds": time.process_time() - cpu_started,
+            "threads": torch.get_num_threads(),
+            "history": history,
+        }
         return self
 
-    def _set_tables(self, videos: FeatureTable, users: FeatureTable, trained_ids: IdMap) -> None:
-        self.catalog_ids_ = videos.ids
-        self.content_names_ = videos.names
-        self.content_mean_ = videos.values.mean(0) if len(videos.ids) else np.zeros(0)
-        self.content_std_ = videos.values.std(0) + 1e-6 if len(videos.ids) else np.zeros(0)
-        self.content_ = self._standardise(videos.values, self.content_mean_, self.content_std_)
-        self.user_ids_ = users.ids
-        self.user_names_ = users.names
-        self.user_mean_ = users.values.mean(0) if len(users.ids) else np.zeros(len(users.names))
-        self.user_std_ = users.values.std(0) + 1e-6 if len(users.ids) else np.ones(len(users.names))
-        self.user_features_ = self._standardise(users.values, self.user_mean_, self.user_std_)
-        self.trained_video_ids_ = trained_ids.raw_ids
-        # catalog position -> id embedding row (0 = unknown)
-        self.catalog_id_rows_ = trained_ids.index(self.catalog_ids_) + 1
+    def _signal_report(self, data: TrainingData) -> dict[str, str]:
+        """What the model learned from, in words, for the run's metrics."""
+        if self.positives == "views":
+            return {"positives": "every view (exposure ablation)", "dislikes": "not used"}
+        if not data.has_watch_ratio:
+            return {"positives": "every view: the log has no watch ratio", "dislikes": "none"}
+        dislikes = (
+            f"explicit negatives, weight {self.dislike_weight:g}"
+            if self.dislike_weight > 0
+            else "not used"
+        )
+        return {
+            "positives": f"liked views ({data.like_rule})",
+            "dislikes": dislikes,
+            "liked_or_not": f"on every view, weight {self.like_weight:g}"
+            if self.like_weight > 0
+            else "not used",
+        }
+
+    def _set_tables(self, videos: FeatureTable, users: FeatureTable, trained: IdMap) -> None:
+        """Standardised content and user features, each with a last all-zero row for ids
+        outside the table."""
+        self.catalog_map_ = IdMap(videos.ids)
+        self.content_names_ = list(videos.names)
+        self.content_ = self._standardised(videos.values)
+        self.user_map_ = IdMap(users.ids)
+        self.user_names_ = list(users.names)
+        self.user_features_ = self._standardised(users.values)
+        self.n_trained_videos_ = len(trained)
+        # catalog position -> id embedding row (0 = unknown, also for the last row)
+        self.catalog_id_rows_ = np.append(trained.index(videos.ids) + 1, 0).astype(np.int64)
 
     @staticmethod
-    def _standardise(values: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-        return ((values - mean) / std).astype(np.float32)
+    def _standardised(values: np.ndarray) -> np.ndarray:
+        if len(values):
+            values = (values - values.mean(0)) / (values.std(0) + 1e-6)
+        return np.vstack([values, np.zeros((1, values.shape[1]))]).astype(np.float32)
 
-    def _new_network(self) -> _Network:
+    def new_module(self, attribute: str) -> nn.Module:
         return _Network(
-            len(self.trained_video_ids_), len(self.content_names_), len(self.user_names_),
+            self.n_trained_videos_, self.content_.shape[1], self.user_features_.shape[1],
             self.embedding_dim, self.hidden_dim,
         )  # fmt: skip
 
-    def _sequence(self, train: pl.DataFrame, validation: pl.DataFrame | None):
-        """All views in time order per user, as arrays; training rows see only the views
-        before them as history, validation rows see training plus earlier validation views."""
-        frames = [train.select("user_id", "video_id", "watch_ratio", "timestamp")
-                  .with_columns(pl.lit(True).alias("is_train"))]  # fmt: skip
-        if validation is not None and validation.height:
-            frames.append(
-                validation.select("user_id", "video_id", "watch_ratio", "timestamp").with_columns(
-                    pl.lit(False).alias("is_train")
-                )
-            )
+    def _sequence(self, data: TrainingData) -> _Sequence:
+        columns = ["user_id", "video_id", "watch_ratio", "timestamp", "liked", "disliked"]
         ordered = (
-            pl.concat(frames)
+            pl.concat(
+                [
+                    data.views.select(columns).with_columns(pl.lit(True).alias("is_train")),
+                    data.validation.select(columns).with_columns(pl.lit(False).alias("is_train")),
+                ]
+            )  # fmt: skip
             .with_row_index("_row")
-            .sort(["user_id", "timestamp", "_row"], nulls_last=False)
+            .sort(["user_id", ~pl.col("is_train"), "timestamp", "_row"], nulls_last=False)
         )
         users = ordered["user_id"].to_numpy()
-        _, first, inverse = np.unique(users, return_index=True, return_inverse=True)
-        user_rows, user_found = self._user_rows(users)
-        video = IdMap(self.catalog_ids_).index(ordered["video_id"].to_numpy())
+        _, first, block = np.unique(users, return_index=True, return_inverse=True)
         is_train = ordered["is_train"].to_numpy()
-        sequence = {
-            "start": first[inverse],
-            "video": video,
-            "ratio": ordered["watch_ratio"].fill_null(0).to_numpy().astype(np.float32),
-            "user_row": user_rows,
-            "user_found": user_found,
-        }
-        known = video >= 0
-        return sequence, np.flatnonzero(is_train & known), np.flatnonzero(~is_train & known)
+        train_views = np.bincount(block, weights=is_train, minlength=len(first)).astype(np.int64)
+        positive = ordered["liked"].to_numpy()
+        if self.positives == "views":
+            positive = np.ones_like(is_train)
+        disliked = ordered["disliked"].to_numpy() & is_train
+        if self.positives == "views" or self.dislike_weight <= 0:
+            disliked = np.zeros_like(disliked)
+        dislike_rows = np.flatnonzero(disliked)  # sorted by user, as `ordered` is
+        per_user = np.bincount(block[dislike_rows], minlength=len(first))
+        user_start = np.concatenate([[0], np.cumsum(per_user)[:-1]])
+        return _Sequence(
+            start=first[block],
+            train_end=(first + train_views)[block],
+            video=self._positions(self.catalog_map_, ordered["video_id"].to_numpy()),
+            ratio=ordered["watch_ratio"].fill_null(0).to_numpy().astype(np.float32),
+            positive=positive,
+            user_row=self._positions(self.user_map_, users),
+            is_train=is_train,
+            dislike_rows=dislike_rows,
+            dislike_start=user_start[block],
+            dislike_count=per_user[block],
+        )
 
-    def _user_rows(self, user_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        rows = IdMap(self.user_ids_).index(user_ids)
-        return np.maximum(rows, 0), rows >= 0
+    @staticmethod
+    def _positions(id_map: IdMap, ids: np.ndarray) -> np.ndarray:
+        """Rows of `ids` in a table with one extra last row for unknown ids."""
+        return id_map.index(np.asarray(ids, dtype=np.int64), unknown=len(id_map))
 
-    def _user_inputs(self, user_rows: np.ndarray, user_found: np.ndarray):
-        if len(self.user_ids_):
-            feats = self.user_features_[user_rows] * user_found[:, None]
-        else:
-            feats = np.zeros((len(user_rows), len(self.user_names_)), np.float32)
-        return torch.as_tensor(feats), torch.as_tensor(user_found.astype(np.float32))
+    def _user_inputs(self, user_rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        found = (user_rows < len(self.user_map_)).astype(np.float32)
+        return torch.as_tensor(self.user_features_[user_rows]), torch.as_tensor(found)
 
-    def _window(self, sequence: dict, rows: np.ndarray):
-        """The `history_length` views before each row: (catalog positions, ratios, mask)."""
-        back = rows[:, None] - np.arange(1, self.history_length + 1)[None, :]
-        mask = back >= sequence["start"][rows][:, None]
+    def _users(self, user_rows: np.ndarray, history: _History) -> torch.Tensor:
+        feats, found = self._user_inputs(user_rows)
+        return self.network_.users(
+            feats, found, history, torch.as_tensor(self.catalog_id_rows_),
+            torch.as_tensor(self.content_),
+        )  # fmt: skip
+
+    def _train_users(self, seq: _Sequence, rows: np.ndarray) -> torch.Tensor:
+        """User vectors of sequence rows (see `_Sequence` for their histories)."""
+        back = seq.train_end[rows][:, None] - np.arange(1, self.history_length + 1)[None, :]
+        mask = back >= seq.start[rows][:, None]
         back = np.where(mask, back, 0)
-        videos = sequence["video"][back]
-        mask &= videos >= 0
-        return np.maximum(videos, 0), sequence["ratio"][back] * mask, mask
+        positions = seq.video[back]
+        mask &= ~(seq.is_train[rows][:, None] & (positions == seq.video[rows][:, None]))
+        history = _History.from_window(positions, seq.ratio[back], mask)
+        return self._users(seq.user_row[rows], history)
 
-    def _catalog_vectors(self, positions: torch.Tensor, generator: torch.Generator | None):
+    def _videos(self, positions: np.ndarray, generator: torch.Generator | None) -> torch.Tensor:
         """Video tower over catalog positions; with a generator, ids are dropped at random
         so the content path learns to carry videos alone (cold start)."""
+        positions = torch.as_tensor(positions)
         id_rows = torch.as_tensor(self.catalog_id_rows_)[positions]
         if generator is not None and self.id_dropout > 0:
             dropped = torch.rand(len(id_rows), generator=generator) < self.id_dropout
             id_rows = torch.where(dropped, torch.zeros_like(id_rows), id_rows)
         return self.network_.videos(torch.as_tensor(self.content_)[positions], id_rows)
 
-    def _user_vectors_from_sequence(self, sequence, rows):
-        hist, ratios, mask = self._window(sequence, rows)
-        pooling = _Pooling.from_window(hist, ratios, mask, len(self.catalog_ids_))
-        feats, found = self._user_inputs(sequence["user_row"][rows], sequence["user_found"][rows])
-        return self.network_.users(
-            feats, found, pooling, torch.as_tensor(self.catalog_id_rows_),
-            torch.as_tensor(self.content_),
-        )  # fmt: skip
-
-    def _batch_loss(self, sequence, rows, log_q, generator) -> torch.Tensor:
-        users = _normalise(self._user_vectors_from_sequence(sequence, rows))
-        targets = torch.as_tensor(sequence["video"][rows])
-        unique, inverse = torch.unique(targets, return_inverse=True)
-        videos = _normalise(self._catalog_vectors(unique, generator))
-        ratio = torch.as_tensor(sequence["ratio"][rows])
-        positive = ratio >= self.positive_min_watch_ratio
+    def _batch_loss(
+        self, seq: _Sequence, rows: np.ndarray, log_q: torch.Tensor,
+        generator: torch.Generator, rng: np.random.Generator,
+    ) -> torch.Tensor:  # fmt: skip
+        users = _normalise(self._train_users(seq, rows))
+        unique, inverse = np.unique(seq.video[rows], return_inverse=True)
+        videos = _normalise(self._videos(unique, generator))
+        inverse = torch.as_tensor(inverse)
         loss = torch.zeros(())
+        positive = seq.positive[rows]
         if positive.any():
             # Softmax over the batch's distinct videos, each corrected by its sampling
             # log-probability; repeats of the target video are one column, not negatives.
-            logits = (users[positive] / self.temperature) @ videos.T - log_q[unique][None, :]
-            loss = nn.functional.cross_entropy(logits, inverse[positive])
+            anchors = users[torch.as_tensor(positive)]
+            logits = anchors @ videos.T / self.temperature - log_q[unique][None, :]
+            count = seq.dislike_count[rows[positive]]
+            if count.any():
+                pick = seq.dislike_start[rows[positive]] + (rng.random(len(count)) * count).astype(
+                    np.int64
+                )
+                disliked = seq.video[seq.dislike_rows[np.minimum(pick, len(seq.dislike_rows) - 1)]]
+                negative = _normalise(self._videos(disliked, generator))
+                extra = (anchors * negative).sum(1) / self.temperature + math.log(
+                    self.dislike_weight
+                )
+                extra = torch.where(torch.as_tensor(count > 0), extra, -torch.inf)
+                logits = torch.cat([logits, extra[:, None]], 1)
+            loss = nn.functional.cross_entropy(logits, inverse[torch.as_tensor(positive)])
+        if self.like_weight > 0 and self.positives == "liked" and not positive.all():
+            # Among the videos each user was shown, the liked ones score higher: taste with
+            # exposure held fixed, which the softmax over the batch cannot separate.
+            logits = (users * videos[inverse]).sum(1) / self.temperature + self.network_.like_bias
+            liked = torch.as_tensor(positive, dtype=torch.float32)
+            loss = loss + self.like_weight * nn.functional.binary_cross_entropy_with_logits(
+                logits, liked
+            )
         if self.regression_weight > 0:
             predicted = self.network_.watch_ratio(users, videos[inverse])
-            target = ratio.clamp(0, WATCH_RATIO_CAP)
+            target = torch.as_tensor(seq.ratio[rows]).clamp(0, WATCH_RATIO_CAP)
             loss = loss + self.regression_weight * nn.functional.mse_loss(predicted, target)
         return loss
 
     @torch.no_grad()
-    def _validation_loss(self, sequence, rows) -> float:
-        """Full-catalog softmax loss of the validation positives (plus the weighted regression
-        error): how well the true next views rank against every video."""
+    def _validation_loss(self, seq: _Sequence, rows: np.ndarray) -> float:
+        """Full-catalog softmax loss of the validation positives (how well the liked videos
+        rank against every video) plus the weighted regression error of every view."""
         self.network_.eval()
-        all_videos = _normalise(self._catalog_vectors(torch.arange(len(self.catalog_ids_)), None))
-        total, count = 0.0, 0
+        all_videos = _normalise(self._videos(np.arange(len(self.catalog_map_)), None))
+        total = 0.0
         for start in range(0, len(rows), 4096):
             batch = rows[start : start + 4096]
-            users = _normalise(self._user_vectors_from_sequence(sequence, batch))
-            targets = torch.as_tensor(sequence["video"][batch])
-            ratio = torch.as_tensor(sequence["ratio"][batch])
-            positive = ratio >= self.positive_min_watch_ratio
+            users = _normalise(self._train_users(seq, batch))
+            targets = torch.as_tensor(seq.video[batch])
+            positive = torch.as_tensor(seq.positive[batch])
             loss = torch.zeros(())
             if positive.any():
                 logits = users[positive] @ all_videos.T / self.temperature
                 loss = nn.functional.cross_entropy(logits, targets[positive])
             if self.regression_weight > 0:
                 predicted = self.network_.watch_ratio(users, all_videos[targets])
-                loss = loss + self.regression_weight * nn.functional.mse_loss(
-                    predicted, ratio.clamp(0, WATCH_RATIO_CAP)
-                )
+                target = torch.as_tensor(seq.ratio[batch]).clamp(0, WATCH_RATIO_CAP)
+                loss = loss + self.regression_weight * nn.functional.mse_loss(predicted, target)
             total += float(loss) * len(batch)
-            count += len(batch)
         self.network_.train()
-        return total / max(count, 1)
+        return total / len(rows)
 
     # --- scoring --------------------------------------------------------------------------
     def _video_vectors(self, video_ids: np.ndarray) -> torch.Tensor:
         """Vectors of any raw video ids; ids outside the catalog get zero content and the
         unknown id row."""
-        pos = IdMap(self.catalog_ids_).index(np.asarray(video_ids, dtype=np.int64))
-        known = pos >= 0
-        content = np.where(known[:, None], self.content_[np.maximum(pos, 0)], 0.0)
-        id_rows = np.where(known, self.catalog_id_rows_[np.maximum(pos, 0)], 0)
-        return self.network_.videos(
-            torch.as_tensor(content, dtype=torch.float32), torch.as_tensor(id_rows)
-        )
+        return self._videos(self._positions(self.catalog_map_, video_ids), None)
 
     def _user_vectors(self, user_ids: np.ndarray, histories: Histories) -> torch.Tensor:
         user_ids = np.asarray(user_ids, dtype=np.int64)
@@ -377,30 +500,20 @@ class TwoTowerRecommender(Recommender, WatchRatioPredictor):
         mask = back >= starts[:, None]
         back = np.where(mask, back, 0)
         if len(histories.video_ids):
-            hist_ids = histories.video_ids[back]
-            ratios = histories.watch_ratios[back] * mask
+            positions = self._positions(self.catalog_map_, histories.video_ids[back])
+            ratios = histories.watch_ratios[back]
         else:
-            hist_ids = np.zeros(back.shape, np.int64)
+            positions = np.zeros(back.shape, np.int64)
             ratios = np.zeros(back.shape, np.float32)
-        unique, inverse = np.unique(hist_ids, return_inverse=True)
-        pooling = _Pooling.from_window(inverse.reshape(back.shape), ratios, mask, len(unique))
-        pos = IdMap(self.catalog_ids_).index(unique)
-        known = pos >= 0
-        id_rows = np.where(known, self.catalog_id_rows_[np.maximum(pos, 0)], 0)
-        content = np.where(known[:, None], self.content_[np.maximum(pos, 0)], 0.0)
-        feats, found = self._user_inputs(*self._user_rows(user_ids))
-        return self.network_.users(
-            feats, found, pooling, torch.as_tensor(id_rows),
-            torch.as_tensor(content, dtype=torch.float32),
-        )  # fmt: skip
+        history = _History.from_window(positions, ratios, mask)
+        return self._users(self._positions(self.user_map_, user_ids), history)
 
-    @torch.no_grad()
     def score(self, user_ids, video_ids, histories: Histories) -> np.ndarray:
-        users = _normalise(self._user_vectors(user_ids, histories))
-        videos = _normalise(self._video_vectors(video_ids))
-        return (users @ videos.T).numpy().astype(np.float32)
+        with torch_threads(self.num_threads), torch.no_grad():
+            users = _normalise(self._user_vectors(user_ids, histories))
+            videos = _normalise(self._video_vectors(video_ids))
+            return (users @ videos.T).numpy().astype(np.float32)
 
-    @torch.no_grad()
     def predict_watch_ratio(self, user_ids, video_ids, histories: Histories) -> np.ndarray:
         """The regression head's watch ratio for aligned (user, video) pairs."""
         user_ids, video_ids = np.asarray(user_ids), np.asarray(video_ids)
@@ -409,59 +522,17 @@ class TwoTowerRecommender(Recommender, WatchRatioPredictor):
         out = np.empty(len(user_ids), dtype=np.float64)
         unique_users, user_inverse = np.unique(user_ids, return_inverse=True)
         unique_videos, video_inverse = np.unique(video_ids, return_inverse=True)
-        videos = _normalise(self._video_vectors(unique_videos))
-        for start in range(0, len(unique_users), 1024):
-            chunk = unique_users[start : start + 1024]
-            users = _normalise(self._user_vectors(chunk, histories))
-            pairs = np.flatnonzero((user_inverse >= start) & (user_inverse < start + len(chunk)))
-            predicted = self.network_.watch_ratio(
-                users[torch.as_tensor(user_inverse[pairs] - start)],
-                videos[torch.as_tensor(video_inverse[pairs])],
-            )
-            out[pairs] = predicted.clamp(min=0).numpy()
+        with torch_threads(self.num_threads), torch.no_grad():
+            videos = _normalise(self._video_vectors(unique_videos))
+            for start in range(0, len(unique_users), 1024):
+                chunk = unique_users[start : start + 1024]
+                users = _normalise(self._user_vectors(chunk, histories))
+                pairs = np.flatnonzero(
+                    (user_inverse >= start) & (user_inverse < start + len(chunk))
+                )
+                predicted = self.network_.watch_ratio(
+                    users[torch.as_tensor(user_inverse[pairs] - start)],
+                    videos[torch.as_tensor(video_inverse[pairs])],
+                )
+                out[pairs] = predicted.clamp(min=0).numpy()
         return out
-
-    # --- persistence ----------------------------------------------------------------------
-    def save_state(self, directory: Path) -> None:
-        state = {
-            "weights": self.network_.state_dict(),
-            "catalog_ids": torch.tensor(np.asarray(self.catalog_ids_)),
-            "content": torch.tensor(np.asarray(self.content_)),
-            "content_mean": torch.tensor(np.asarray(self.content_mean_)),
-            "content_std": torch.tensor(np.asarray(self.content_std_)),
-            "user_ids": torch.tensor(np.asarray(self.user_ids_)),
-            "user_features": torch.tensor(np.asarray(self.user_features_)),
-            "user_mean": torch.tensor(np.asarray(self.user_mean_)),
-            "user_std": torch.tensor(np.asarray(self.user_std_)),
-            "trained_video_ids": torch.tensor(np.asarray(self.trained_video_ids_)),
-        }
-        with atomic_path(directory / STATE_FILE) as tmp:
-            torch.save(state, tmp)
-        atomic_write_text(
-            directory / "two_tower.json",
-            json.dumps({"content_names": self.content_names_, "user_names": self.user_names_,
-                        "fit_report": self.fit_report_}),
-        )  # fmt: skip
-
-    def load_state(self, directory: Path) -> None:
-        path = directory / STATE_FILE
-        if not path.exists():
-            raise FileNotFoundError(f"no two-tower weights in {directory} (missing {STATE_FILE})")
-        state = torch.load(path, weights_only=True)
-        names = json.loads((directory / "two_tower.json").read_text())
-        self.content_names_ = names["content_names"]
-        self.user_names_ = names["user_names"]
-        self.fit_report_ = names["fit_report"]
-        self.catalog_ids_ = state["catalog_ids"].numpy()
-        self.content_ = state["content"].numpy()
-        self.content_mean_ = state["content_mean"].numpy()
-        self.content_std_ = state["content_std"].numpy()
-        self.user_ids_ = state["user_ids"].numpy()
-        self.user_features_ = state["user_features"].numpy()
-        self.user_mean_ = state["user_mean"].numpy()
-        self.user_std_ = state["user_std"].numpy()
-        self.trained_video_ids_ = state["trained_video_ids"].numpy()
-        self.catalog_id_rows_ = IdMap(self.trained_video_ids_).index(self.catalog_ids_) + 1
-        self.network_ = self._new_network()
-        self.network_.load_state_dict(state["weights"])
-        self.network_.eval()
