@@ -10,6 +10,9 @@ from shortrec.evaluation.statistics import PairedComparison, paired_comparison
 from shortrec.runs import RunConfig, list_runs, per_user_metrics, read_metrics
 
 SHOWN_METRICS = ("ndcg@10", "graded_ndcg@10", "recall@20")
+# `--simulation`: the feed simulation's per-user metrics (shortrec.simulation), with the
+# offline ndcg@10 of the same users beside them.
+SIMULATION_SHOWN = ("watch_seconds", "session_length", "liked_share", "categories")
 
 
 def _paired_on_users(run_a: Path, run_b: Path, on: str, metric: str) -> PairedComparison:
@@ -59,6 +62,7 @@ def leaderboard_rows(runs_dir: str | Path, on: str, metric: str, baseline: str) 
             "summary": result["summary"],
             "coverage@10": result["aggregate"].get("coverage@10"),
             "train_seconds": metrics.get("train_seconds"),
+            "offline": metrics.get(on.removeprefix("simulation_"), {}).get("summary", {}),
             "paired": None,
         }
         base = baselines.get((data, protocol))
@@ -74,7 +78,13 @@ def _interval(summary: dict, metric: str) -> str:
     return "-" if v is None else f"{v['mean']:.4f} [{v['low']:.4f}, {v['high']:.4f}]"
 
 
-def leaderboard_table(runs_dir: str | Path, on: str, metric: str, baseline: str) -> Table:
+def leaderboard_table(
+    runs_dir: str | Path, on: str, metric: str, baseline: str, simulation: bool = False
+) -> Table:
+    """Runs side by side; with `simulation`, `on` is a set (tune/test) and the table shows
+    the feed simulation of that set, sorted by `metric`, beside each run's offline ndcg@10."""
+    if simulation:
+        return _simulation_table(runs_dir, on, metric, baseline)
     rows = leaderboard_rows(runs_dir, on, metric, baseline)
     modes = {r["mode"] for r in rows}
     table = Table(title=f"leaderboard on {on} ({', '.join(sorted(modes))}), sorted by {metric}")
@@ -89,6 +99,23 @@ def leaderboard_table(runs_dir: str | Path, on: str, metric: str, baseline: str)
         table.add_row(
             r["model"], r["protocol"], str(r["users"]),
             *(_interval(r["summary"], m) for m in SHOWN_METRICS), coverage, paired, seconds,
+        )  # fmt: skip
+    return table
+
+
+def _simulation_table(runs_dir: str | Path, on: str, metric: str, baseline: str) -> Table:
+    key = f"simulation_{on}"
+    rows = leaderboard_rows(runs_dir, key, metric, baseline)
+    table = Table(title=f"feed simulation of the {on} users, sorted by {metric}")
+    for column in ("model", "users", *SIMULATION_SHOWN, f"Δ{metric} vs {baseline}",
+                   f"offline {on} ndcg@10"):  # fmt: skip
+        table.add_column(column)
+    for r in rows:
+        p = r["paired"]
+        table.add_row(
+            r["model"], str(r["users"]), *(_interval(r["summary"], m) for m in SIMULATION_SHOWN),
+            "-" if p is None else f"{p.difference} p={p.p_value:.1g}",
+            _interval(r["offline"], "ndcg@10"),
         )  # fmt: skip
     return table
 
