@@ -486,6 +486,7 @@ def simulate(
     position_bias: float = typer.Option(
         0.5, help="Choice model: logit penalty per slate position (slates > 1)."
     ),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Simulate a run as a feed for every tune/test user: watch time, session length, likes."""
     from shortrec.simulation.simulate import (
@@ -502,7 +503,7 @@ def simulate(
             choice=ChoiceModel(position_bias=position_bias),
             exit=ExitModel(weak_streak, repeat_run, leave_probability),
         )  # fmt: skip
-        result = simulate_run(run_dir, config, world_file=world)
+        result = simulate_run(run_dir, config, world_file=world, progress=progress)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
     intervals = result.intervals()
