@@ -207,3 +207,18 @@ def test_the_batched_feed_gives_every_user_what_recommend_gives_one(runs):
     best = unwatched[np.lexsort((unwatched, -scores))[:7]]
     assert np.array_equal(batch.video_ids[0], best)
     assert feed.catalogue_ids[0] not in batch.video_ids[0]  # the live view is excluded
+
+
+def test_static_ablation_markdown_and_report(runs, tmp_path):
+    from shortrec.report.report import build_report
+
+    invoke("simulate", runs["sasrec"], "--steps", "10", "--no-live-events")
+    run = runs["sasrec"]
+    assert "simulation_test-static" in json.loads((run / "metrics.json").read_text())
+    static = pl.read_parquet(run / "simulation_test-static_events.parquet")
+    assert static.select("user_id", "video_id").is_unique().all()  # still never a repeat
+    table = invoke("leaderboard", "--runs-dir", run.parent, "--simulation", "--markdown")
+    assert table.startswith("| model | users | watch_seconds") and "| sasrec (static) |" in table
+    html = build_report(run.parent, tmp_path / "report").read_text()
+    simulation = html.split('id="simulation"')[1].split("</section>")[0]
+    assert "<td>sasrec (static)</td>" in simulation and "<img" in simulation

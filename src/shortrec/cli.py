@@ -390,15 +390,20 @@ def leaderboard(
         help="Show `shortrec simulate` results of the --on users (sorted by --metric, "
         "default watch_seconds) beside the offline ndcg@10.",
     ),
+    markdown: bool = typer.Option(False, help="Print the table as Markdown."),
 ) -> None:
     """Print runs side by side: means with 95% intervals, paired difference vs a baseline."""
     from rich.console import Console
 
-    from shortrec.leaderboard import leaderboard_table
+    from shortrec.leaderboard import leaderboard_markdown, leaderboard_table, simulation_markdown
 
     if simulation and metric == "ndcg@10":
         metric = "watch_seconds"
     try:
+        if markdown:
+            as_markdown = simulation_markdown if simulation else leaderboard_markdown
+            typer.echo(as_markdown(runs_dir, on, metric, baseline))
+            return
         table = leaderboard_table(runs_dir, on, metric, baseline, simulation=simulation)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
@@ -486,6 +491,11 @@ def simulate(
     position_bias: float = typer.Option(
         0.5, help="Choice model: logit penalty per slate position (slates > 1)."
     ),
+    live_events: bool = typer.Option(
+        True,
+        help="Post each view back to the policy as a live event (--no-live-events: the "
+        "policy sees only the big_matrix history; recorded as simulation_<users>-static).",
+    ),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Simulate a run as a feed for every tune/test user: watch time, session length, likes."""
@@ -500,7 +510,7 @@ def simulate(
     try:
         config = SimulationConfig(
             users=users, steps=steps, slate=slate, seed=seed, outcomes=outcomes,
-            choice=ChoiceModel(position_bias=position_bias),
+            live_events=live_events, choice=ChoiceModel(position_bias=position_bias),
             exit=ExitModel(weak_streak, repeat_run, leave_probability),
         )  # fmt: skip
         result = simulate_run(run_dir, config, world_file=world, progress=progress)

@@ -62,7 +62,9 @@ def leaderboard_rows(runs_dir: str | Path, on: str, metric: str, baseline: str) 
             "summary": result["summary"],
             "coverage@10": result["aggregate"].get("coverage@10"),
             "train_seconds": metrics.get("train_seconds"),
-            "offline": metrics.get(on.removeprefix("simulation_"), {}).get("summary", {}),
+            "offline": metrics.get(on.removeprefix("simulation_").split("-")[0], {}).get(
+                "summary", {}
+            ),
             "paired": None,
         }
         base = baselines.get((data, protocol))
@@ -103,9 +105,28 @@ def leaderboard_table(
     return table
 
 
-def _simulation_table(runs_dir: str | Path, on: str, metric: str, baseline: str) -> Table:
+def simulation_rows(runs_dir: str | Path, on: str, metric: str, baseline: str) -> list[dict]:
+    """Leaderboard rows of the feed simulations of the `on` users: key `simulation_<on>` and
+    its variants (`simulation_<on>-static`, without live events: the model name says so),
+    sorted by `metric`, each with the run's offline `on` summary under "offline"."""
     key = f"simulation_{on}"
-    rows = leaderboard_rows(runs_dir, key, metric, baseline)
+    variants = sorted(
+        {k for run in list_runs(runs_dir) for k in read_metrics(run) if k.startswith(key)}
+    )
+    if not variants:
+        raise ValueError(f"no run in {runs_dir} was simulated on {on}; run `shortrec simulate RUN`")
+    rows = []
+    for variant in variants:
+        for row in leaderboard_rows(runs_dir, variant, metric, baseline):
+            suffix = variant.removeprefix(key).removeprefix("-")
+            row["model"] += f" ({suffix})" if suffix else ""
+            rows.append(row)
+    rows.sort(key=lambda r: -r["summary"].get(metric, {"mean": float("-inf")})["mean"])
+    return rows
+
+
+def _simulation_table(runs_dir: str | Path, on: str, metric: str, baseline: str) -> Table:
+    rows = simulation_rows(runs_dir, on, metric, baseline)
     table = Table(title=f"feed simulation of the {on} users, sorted by {metric}")
     for column in ("model", "users", *SIMULATION_SHOWN, f"Δ{metric} vs {baseline}",
                    f"offline {on} ndcg@10"):  # fmt: skip
@@ -133,6 +154,22 @@ def leaderboard_markdown(runs_dir: str | Path, on: str, metric: str, baseline: s
             *(_interval(r["summary"], m) for m in SHOWN_METRICS),
             "-" if p is None else str(p.difference), "-" if p is None else f"{p.p_value:.1g}",
             "-" if r["train_seconds"] is None else f"{r['train_seconds']:.1f}",
+        ]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def simulation_markdown(runs_dir: str | Path, on: str, metric: str, baseline: str) -> str:
+    """The `--simulation` table as Markdown, for README and reports."""
+    header = ["model", "users", *SIMULATION_SHOWN, f"Δ{metric} vs {baseline} [95% CI]", "p",
+              f"offline {on} ndcg@10"]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in simulation_rows(runs_dir, on, metric, baseline):
+        p = r["paired"]
+        cells = [
+            r["model"], str(r["users"]), *(_interval(r["summary"], m) for m in SIMULATION_SHOWN),
+            "-" if p is None else str(p.difference), "-" if p is None else f"{p.p_value:.1g}",
+            _interval(r["offline"], "ndcg@10"),
         ]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

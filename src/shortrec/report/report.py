@@ -28,6 +28,7 @@ SECTIONS = {
     "tuning-history": "Tuning history",
     "examples": "Top-10 examples",
     "regression-errors": "Watch-ratio regression errors",
+    "simulation": "Feed simulation",
 }
 
 
@@ -365,6 +366,55 @@ def regression_section(runs_dir: Path, figures) -> Section:
     return section
 
 
+def simulation_section(runs_dir: Path, figures) -> Section:
+    """`shortrec simulate` results: watch time and sessions per model, beside offline NDCG."""
+    from shortrec.leaderboard import SIMULATION_SHOWN, simulation_rows
+
+    section = Section("simulation")
+    rows, on = [], None
+    for on in ("test", "tune"):
+        try:
+            rows = simulation_rows(runs_dir, on, "watch_seconds", "popular")
+            break
+        except ValueError:
+            continue
+    if not rows:
+        section.body.append('<p class="empty">No run was simulated (run `shortrec simulate`).</p>')
+        return section
+    section.body.append(
+        f'<p class="note">Every {on} user of small_matrix watches a feed from each run: '
+        "means over users with 95% bootstrap intervals, paired difference in watch time against "
+        'popularity. "(static)": the same model without live events.</p>'
+    )
+    estimates = [e for r in rows if (e := _estimate(r["model"], r["summary"].get("watch_seconds")))]
+    section.body.append(
+        figures.img(
+            "simulation",
+            plots.leaderboard_figure(estimates, "watch seconds", "watch time per session"),
+            "watch time per session by model",
+        )
+    )
+    header = ["model", "users", *SIMULATION_SHOWN, "Δwatch_seconds vs popular [95% CI]", "p",
+              f"offline {on} ndcg@10"]  # fmt: skip
+    lines = ["<tr>" + "".join(f"<th>{_escape(h)}</th>" for h in header) + "</tr>"]
+    for r in rows:
+        paired = r["paired"]
+        cells = [
+            str(r["users"]),
+            *(_interval_text(r["summary"].get(m)) for m in SIMULATION_SHOWN),
+            "-" if paired is None else str(paired.difference),
+            "-" if paired is None else f"{paired.p_value:.2g}",
+            _interval_text(r["offline"].get("ndcg@10")),
+        ]
+        lines.append(
+            f"<tr><td>{_escape(r['model'])}</td>"
+            + "".join(f'<td class="num">{_escape(c)}</td>' for c in cells)
+            + "</tr>"
+        )
+    section.body.append("<table>" + "\n".join(lines) + "</table>")
+    return section
+
+
 def build_report(
     runs_dir: str | Path,
     out_dir: str | Path,
@@ -409,6 +459,7 @@ def build_report(
         tuning_section(storage or default_storage(runs_dir), metric, figures),
         examples_section(results, example_users, k),
         regression_section(runs_dir, figures),
+        simulation_section(runs_dir, figures),
     ]
     template = Template(resources.files("shortrec.report").joinpath("template.html").read_text())
     page = template.substitute(

@@ -43,7 +43,7 @@ SIMULATION_METRICS = (
     "category_repeats",
     "watch_ratio",
 )
-EXIT_REASONS = ("weak", "repeat", "random", "none_left", "finished")
+STATIC_SUFFIX = "-static"  # key suffix of a simulation without live events
 
 
 @dataclass
@@ -79,6 +79,9 @@ class SimulationConfig:
     choice: ChoiceModel = field(default_factory=ChoiceModel)
     exit: ExitModel = field(default_factory=ExitModel)
     step_seconds: float = 30.0  # time between a session's events (their timestamps only)
+    # False: views are not posted back, so the policy scores every step from the big_matrix
+    # history alone (the static ablation of in-session reaction).
+    live_events: bool = True
 
     def __post_init__(self) -> None:
         if self.users not in ("tune", "test"):
@@ -95,7 +98,7 @@ class SimulationConfig:
     @property
     def key(self) -> str:
         """The run's metrics.json key and per-user file suffix."""
-        return f"simulation_{self.users}"
+        return f"simulation_{self.users}" + ("" if self.live_events else STATIC_SUFFIX)
 
 
 @dataclass
@@ -167,7 +170,10 @@ def simulate(
     same_run = np.zeros(n, dtype=np.int64)
     last_category = np.full(n, -2, dtype=np.int64)
     everyone = np.arange(n)
+    # Without live events the feed cannot know what was watched: those videos are blocked.
     blocked = outcomes.blocked
+    if not config.live_events:
+        blocked = np.zeros((n, len(catalogue)), dtype=bool) if blocked is None else blocked
     outcomes.start(np.random.default_rng([config.seed, 0, 1]))
     for step in tqdm(range(steps), desc="simulate", unit="step", disable=not progress):
         rows = np.flatnonzero(active)
@@ -190,12 +196,15 @@ def simulate(
         watched = outcomes.watch(everyone, columns, rng)[rows]
         outcomes.advance(everyone, columns, rng)
         viewed[rows, step], ratios[rows, step], positions[rows, step] = picked, watched, pick
-        feed.add_views(
-            users[rows],
-            catalogue[picked],
-            watched,
-            np.full(len(rows), start_time + step * config.step_seconds),
-        )
+        if config.live_events:
+            feed.add_views(
+                users[rows],
+                catalogue[picked],
+                watched,
+                np.full(len(rows), start_time + step * config.step_seconds),
+            )
+        else:
+            blocked[rows, picked] = True
         frame = pl.DataFrame({"video_duration": duration_ms[picked], "watch_ratio": watched})
         weak_run[rows] = np.where(weak_rule.disliked(frame), weak_run[rows] + 1, 0)
         cats = category[picked]
