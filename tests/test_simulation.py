@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from shortrec.cli import app
 from shortrec.data.synth import load_world_config, planted_taste
-from shortrec.leaderboard import leaderboard_rows
+from shortrec.leaderboard import leaderboard_rows, simulation_rows
 from shortrec.serving.runs import load_run
 from shortrec.simulation.simulate import (
     SIMULATION_METRICS,
@@ -212,13 +212,24 @@ def test_the_batched_feed_gives_every_user_what_recommend_gives_one(runs):
 def test_static_ablation_markdown_and_report(runs, tmp_path):
     from shortrec.report.report import build_report
 
-    invoke("simulate", runs["sasrec"], "--steps", "10", "--no-live-events")
     run = runs["sasrec"]
+    invoke("simulate", run, "--steps", "10")
+    invoke("simulate", run, "--steps", "10", "--no-live-events")
     assert "simulation_test-static" in json.loads((run / "metrics.json").read_text())
     static = pl.read_parquet(run / "simulation_test-static_events.parquet")
+    live = pl.read_parquet(run / "simulation_test_events.parquet")
     assert static.select("user_id", "video_id").is_unique().all()  # still never a repeat
+    assert not static.equals(live)  # SASRec reacts to live events
+    (row,) = [r for r in simulation_rows(run.parent, "test", "watch_seconds", "popular")
+              if r["model"] == "sasrec"]  # fmt: skip
+    live_seconds = pl.read_parquet(run / "per_user_simulation_test.parquet")["watch_seconds"]
+    static_seconds = pl.read_parquet(run / "per_user_simulation_test-static.parquet")[
+        "watch_seconds"
+    ]
+    difference = (live_seconds - static_seconds).mean()
+    assert row["live_vs_static"].difference.mean == pytest.approx(difference)
     table = invoke("leaderboard", "--runs-dir", run.parent, "--simulation", "--markdown")
-    assert table.startswith("| model | users | watch_seconds") and "| sasrec (static) |" in table
+    assert table.startswith("| model | users | watch_seconds") and "without live events" in table
     html = build_report(run.parent, tmp_path / "report").read_text()
     simulation = html.split('id="simulation"')[1].split("</section>")[0]
-    assert "<td>sasrec (static)</td>" in simulation and "<img" in simulation
+    assert "<td>sasrec</td>" in simulation and "<img" in simulation

@@ -15,9 +15,11 @@ SHOWN_METRICS = ("ndcg@10", "graded_ndcg@10", "recall@20")
 SIMULATION_SHOWN = ("watch_seconds", "session_length", "liked_share", "categories")
 
 
-def _paired_on_users(run_a: Path, run_b: Path, on: str, metric: str) -> PairedComparison:
+def _paired_on_users(
+    run_a: Path, run_b: Path, on: str, metric: str, on_b: str | None = None
+) -> PairedComparison:
     a = per_user_metrics(run_a, on)
-    b = per_user_metrics(run_b, on)
+    b = per_user_metrics(run_b, on_b or on)
     joined = a.select("user_id", metric).join(
         b.select("user_id", metric), on="user_id", suffix="_b", how="inner"
     )
@@ -106,38 +108,51 @@ def leaderboard_table(
 
 
 def simulation_rows(runs_dir: str | Path, on: str, metric: str, baseline: str) -> list[dict]:
-    """Leaderboard rows of the feed simulations of the `on` users: key `simulation_<on>` and
-    its variants (`simulation_<on>-static`, without live events: the model name says so),
-    sorted by `metric`, each with the run's offline `on` summary under "offline"."""
+    """Leaderboard rows of the feed simulations of the `on` users (key `simulation_<on>`),
+    sorted by `metric`, each with the run's offline `on` summary ("offline") and, when the run
+    was also simulated without live events (`simulation_<on>-static`), that summary
+    ("static") and the paired difference live minus static ("live_vs_static")."""
     key = f"simulation_{on}"
-    variants = sorted(
-        {k for run in list_runs(runs_dir) for k in read_metrics(run) if k.startswith(key)}
-    )
-    if not variants:
-        raise ValueError(f"no run in {runs_dir} was simulated on {on}; run `shortrec simulate RUN`")
-    rows = []
-    for variant in variants:
-        for row in leaderboard_rows(runs_dir, variant, metric, baseline):
-            suffix = variant.removeprefix(key).removeprefix("-")
-            row["model"] += f" ({suffix})" if suffix else ""
-            rows.append(row)
-    rows.sort(key=lambda r: -r["summary"].get(metric, {"mean": float("-inf")})["mean"])
+    try:
+        rows = leaderboard_rows(runs_dir, key, metric, baseline)
+    except ValueError:
+        raise ValueError(
+            f"no run in {runs_dir} was simulated on {on}; run `shortrec simulate RUN --users {on}`"
+        ) from None
+    static = f"{key}-static"
+    for row in rows:
+        run_dir = Path(runs_dir) / row["run"]
+        result = read_metrics(run_dir).get(static)
+        row["static"] = result["summary"] if result else None
+        row["live_vs_static"] = (
+            _paired_on_users(run_dir, run_dir, static, metric, key) if result else None
+        )
     return rows
 
 
+def simulation_header(on: str, metric: str, baseline: str) -> list[str]:
+    return ["model", "users", *SIMULATION_SHOWN, f"Δ{metric} vs {baseline}",
+            f"{metric} without live events", f"Δ{metric} live - without",
+            f"offline {on} ndcg@10"]  # fmt: skip
+
+
+def simulation_cells(row: dict, metric: str) -> list[str]:
+    def paired(p: PairedComparison | None) -> str:
+        return "-" if p is None else f"{p.difference} p={p.p_value:.1g}"
+
+    return [
+        row["model"], str(row["users"]), *(_interval(row["summary"], m) for m in SIMULATION_SHOWN),
+        paired(row["paired"]), "-" if row["static"] is None else _interval(row["static"], metric),
+        paired(row["live_vs_static"]), _interval(row["offline"], "ndcg@10"),
+    ]  # fmt: skip
+
+
 def _simulation_table(runs_dir: str | Path, on: str, metric: str, baseline: str) -> Table:
-    rows = simulation_rows(runs_dir, on, metric, baseline)
     table = Table(title=f"feed simulation of the {on} users, sorted by {metric}")
-    for column in ("model", "users", *SIMULATION_SHOWN, f"Δ{metric} vs {baseline}",
-                   f"offline {on} ndcg@10"):  # fmt: skip
+    for column in simulation_header(on, metric, baseline):
         table.add_column(column)
-    for r in rows:
-        p = r["paired"]
-        table.add_row(
-            r["model"], str(r["users"]), *(_interval(r["summary"], m) for m in SIMULATION_SHOWN),
-            "-" if p is None else f"{p.difference} p={p.p_value:.1g}",
-            _interval(r["offline"], "ndcg@10"),
-        )  # fmt: skip
+    for row in simulation_rows(runs_dir, on, metric, baseline):
+        table.add_row(*simulation_cells(row, metric))
     return table
 
 
@@ -161,15 +176,8 @@ def leaderboard_markdown(runs_dir: str | Path, on: str, metric: str, baseline: s
 
 def simulation_markdown(runs_dir: str | Path, on: str, metric: str, baseline: str) -> str:
     """The `--simulation` table as Markdown, for README and reports."""
-    header = ["model", "users", *SIMULATION_SHOWN, f"Δ{metric} vs {baseline} [95% CI]", "p",
-              f"offline {on} ndcg@10"]  # fmt: skip
+    header = simulation_header(on, metric, baseline)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in simulation_rows(runs_dir, on, metric, baseline):
-        p = r["paired"]
-        cells = [
-            r["model"], str(r["users"]), *(_interval(r["summary"], m) for m in SIMULATION_SHOWN),
-            "-" if p is None else str(p.difference), "-" if p is None else f"{p.p_value:.1g}",
-            _interval(r["offline"], "ndcg@10"),
-        ]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
+    for row in simulation_rows(runs_dir, on, metric, baseline):
+        lines.append("| " + " | ".join(simulation_cells(row, metric)) + " |")
     return "\n".join(lines)

@@ -368,7 +368,7 @@ def regression_section(runs_dir: Path, figures) -> Section:
 
 def simulation_section(runs_dir: Path, figures) -> Section:
     """`shortrec simulate` results: watch time and sessions per model, beside offline NDCG."""
-    from shortrec.leaderboard import SIMULATION_SHOWN, simulation_rows
+    from shortrec.leaderboard import simulation_cells, simulation_header, simulation_rows
 
     section = Section("simulation")
     rows, on = [], None
@@ -384,7 +384,8 @@ def simulation_section(runs_dir: Path, figures) -> Section:
     section.body.append(
         f'<p class="note">Every {on} user of small_matrix watches a feed from each run: '
         "means over users with 95% bootstrap intervals, paired difference in watch time against "
-        'popularity. "(static)": the same model without live events.</p>'
+        "popularity, and against the same model without live events (views not posted back, "
+        "so it scores every step from the big_matrix history alone).</p>"
     )
     estimates = [e for r in rows if (e := _estimate(r["model"], r["summary"].get("watch_seconds")))]
     section.body.append(
@@ -394,20 +395,12 @@ def simulation_section(runs_dir: Path, figures) -> Section:
             "watch time per session by model",
         )
     )
-    header = ["model", "users", *SIMULATION_SHOWN, "Δwatch_seconds vs popular [95% CI]", "p",
-              f"offline {on} ndcg@10"]  # fmt: skip
+    header = simulation_header(on, "watch_seconds", "popular")
     lines = ["<tr>" + "".join(f"<th>{_escape(h)}</th>" for h in header) + "</tr>"]
     for r in rows:
-        paired = r["paired"]
-        cells = [
-            str(r["users"]),
-            *(_interval_text(r["summary"].get(m)) for m in SIMULATION_SHOWN),
-            "-" if paired is None else str(paired.difference),
-            "-" if paired is None else f"{paired.p_value:.2g}",
-            _interval_text(r["offline"].get("ndcg@10")),
-        ]
+        model, *cells = simulation_cells(r, "watch_seconds")
         lines.append(
-            f"<tr><td>{_escape(r['model'])}</td>"
+            f"<tr><td>{_escape(model)}</td>"
             + "".join(f'<td class="num">{_escape(c)}</td>' for c in cells)
             + "</tr>"
         )
