@@ -519,7 +519,8 @@ def simulate(
     intervals = result.intervals()
     typer.echo(
         f"{config.key} ({result.per_user.height} users, watch ratios from {result.outcomes}, "
-        f"{result.seconds:.1f} s): " + ", ".join(f"{m} {intervals[m]}" for m in SIMULATION_METRICS)
+        f"{result.seconds:.1f} s, steps {result.loop_seconds:.1f} s): "
+        + ", ".join(f"{m} {intervals[m]}" for m in SIMULATION_METRICS)
     )
 
 
