@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from itertools import chain
 
 import numpy as np
 import polars as pl
@@ -128,6 +129,8 @@ class Feed:
         self._catalogue = IdMap(self.catalogue_ids)
         self.base = Histories.from_frame(views)
         self._base_users = IdMap(self.base.user_ids)
+        # Catalogue position of every dataset view, so a batch finds watched videos by lookup.
+        self._base_columns = self._catalogue.index(self.base.video_ids).astype(np.int32)
         self.popularity = self._popularity(views)
         self._served = served
         self._live: dict[int, _LiveViews] = {}
@@ -253,21 +256,26 @@ class Feed:
     def histories_of(self, user_ids: np.ndarray) -> Histories:
         """Dataset views followed by live ones, in time order, of the given users (one table,
         rows in sorted user id order): what the model scores them with."""
+        return self._merged_views(user_ids)[0]
+
+    def _merged_views(self, user_ids: np.ndarray) -> tuple[Histories, np.ndarray]:
+        """`histories_of` plus the catalogue position of every view (-1: not in it)."""
         users = np.unique(np.asarray(user_ids, dtype=np.int64))
         base_starts, base_lengths = _slices(self.base, users)
         with self._lock:
             extras = [self._live.get(int(user)) for user in users]
-            live = [
-                (
-                    np.asarray(extra.video_ids, dtype=np.int64),
-                    np.asarray(extra.watch_ratios, dtype=np.float32),
-                    np.asarray(extra.timestamps, dtype=np.float64),
-                )
-                for extra in extras
-                if extra is not None
-            ]
-        live_lengths = np.array([len(extra.video_ids) if extra else 0 for extra in extras])
-        live_lengths = live_lengths.astype(np.int64)
+            live_lengths = np.array([len(e.video_ids) if e else 0 for e in extras], np.int64)
+            extras = [e for e in extras if e is not None]
+            total = int(live_lengths.sum())
+            live_videos = np.fromiter(
+                chain.from_iterable(e.video_ids for e in extras), np.int64, total
+            )
+            live_ratios = np.fromiter(
+                chain.from_iterable(e.watch_ratios for e in extras), np.float32, total
+            )
+            live_times = np.fromiter(
+                chain.from_iterable(e.timestamps for e in extras), np.float64, total
+            )
         lengths = base_lengths + live_lengths
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         # Flat positions: each user's dataset views, then their live views.
@@ -277,13 +285,15 @@ class Feed:
         video_ids = np.empty(offsets[-1], np.int64)
         watch_ratios = np.empty(offsets[-1], np.float32)
         timestamps = np.empty(offsets[-1], np.float64)
+        columns = np.empty(offsets[-1], np.int32)
         video_ids[base_at] = self.base.video_ids[base_from]
         watch_ratios[base_at] = self.base.watch_ratios[base_from]
         timestamps[base_at] = self.base.timestamps[base_from]
-        if live:
-            video_ids[live_at] = np.concatenate([v for v, _, _ in live])
-            watch_ratios[live_at] = np.concatenate([w for _, w, _ in live])
-            timestamps[live_at] = np.concatenate([t for _, _, t in live])
+        columns[base_at] = self._base_columns[base_from]
+        if total:
+            video_ids[live_at], watch_ratios[live_at] = live_videos, live_ratios
+            timestamps[live_at] = live_times
+            columns[live_at] = self._catalogue.index(live_videos)
             # Same order as views_of: by time, views without one first, stable.
             key = np.nan_to_num(timestamps, nan=-np.inf)
             user_row = np.repeat(np.arange(len(users)), lengths)
@@ -291,15 +301,16 @@ class Feed:
             if step_down.any():
                 order = np.lexsort((key, user_row))
                 video_ids, watch_ratios = video_ids[order], watch_ratios[order]
-                timestamps = timestamps[order]
+                timestamps, columns = timestamps[order], columns[order]
         keep = lengths > 0
-        return Histories(
+        histories = Histories(
             user_ids=users[keep],
             offsets=np.concatenate([[0], np.cumsum(lengths[keep])]).astype(np.int64),
             video_ids=video_ids,
             watch_ratios=watch_ratios,
             timestamps=timestamps,
         )
+        return histories, columns
 
     def recommend_batch(
         self, user_ids: np.ndarray, k: int = 10, blocked: np.ndarray | None = None
@@ -313,11 +324,10 @@ class Feed:
         served = self._served  # one read: a swap during this request does not affect it
         user_ids = np.asarray(user_ids, dtype=np.int64)
         n, m = len(user_ids), len(self.catalogue_ids)
-        histories = self.histories_of(user_ids)
+        histories, view_columns = self._merged_views(user_ids)
         starts, lengths = _slices(histories, user_ids)
         watched = np.zeros((n, m), dtype=bool) if blocked is None else blocked.copy()
-        flat = _ranges(starts, lengths)
-        columns = self._catalogue.index(histories.video_ids[flat])
+        columns = view_columns[_ranges(starts, lengths)]
         users_of_view = np.repeat(np.arange(n), lengths)
         known = columns >= 0
         watched[users_of_view[known], columns[known]] = True
