@@ -84,16 +84,16 @@ class SimulationConfig:
     live_events: bool = True
 
     def __post_init__(self) -> None:
+        if isinstance(self.choice, dict):
+            self.choice = ChoiceModel(**self.choice)
+        if isinstance(self.exit, dict):
+            self.exit = ExitModel(**self.exit)
         if self.users not in ("tune", "test"):
             raise ValueError(f"--users must be tune or test, got {self.users!r}")
         if self.steps < 1 or self.slate < 1:
             raise ValueError(f"--steps and --slate must be >= 1, got {self.steps}, {self.slate}")
         if not 0 <= self.exit.leave_probability <= 1:
             raise ValueError("the per-view leave probability must be in [0, 1]")
-        if isinstance(self.choice, dict):
-            self.choice = ChoiceModel(**self.choice)
-        if isinstance(self.exit, dict):
-            self.exit = ExitModel(**self.exit)
 
     @property
     def key(self) -> str:
@@ -233,7 +233,7 @@ def simulate(
     per_user = per_user.with_columns(pl.Series("exit", exit_reason.astype(str)))
     return SimulationResult(
         config=config,
-        outcomes=f"{outcomes.name}",
+        outcomes=outcomes.name,
         per_user=per_user,
         events=events,
         seconds=time.perf_counter() - started,
