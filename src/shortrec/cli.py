@@ -485,14 +485,26 @@ def leaderboard(
     on: str = typer.Option("test", help="tune | test (| test:sampled-100 ...)"),
     metric: str = typer.Option("ndcg@10", help="Metric to sort by."),
     baseline: str = typer.Option("popular", help="Model to pair every run against."),
+    simulation: bool = typer.Option(
+        False,
+        help="Show `shortrec simulate` results of the --on users (sorted by --metric, "
+        "default watch_seconds) beside the offline ndcg@10.",
+    ),
+    markdown: bool = typer.Option(False, help="Print the table as Markdown."),
 ) -> None:
     """Print runs side by side: means with 95% intervals, paired difference vs a baseline."""
     from rich.console import Console
 
-    from shortrec.leaderboard import leaderboard_table
+    from shortrec.leaderboard import leaderboard_markdown, leaderboard_table, simulation_markdown
 
+    if simulation and metric == "ndcg@10":
+        metric = "watch_seconds"
     try:
-        table = leaderboard_table(runs_dir, on, metric, baseline)
+        if markdown:
+            as_markdown = simulation_markdown if simulation else leaderboard_markdown
+            typer.echo(as_markdown(runs_dir, on, metric, baseline))
+            return
+        table = leaderboard_table(runs_dir, on, metric, baseline, simulation=simulation)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
     Console(width=220).print(table)
@@ -550,6 +562,70 @@ def recommend(
 
         write_table(table, out)
         typer.echo(f"wrote {table.height} rows to {out}")
+
+
+# --- simulate ------------------------------------------------------------------------------
+# (section owned by simulation)
+
+
+@app.command()
+def simulate(
+    run_dir: Path = typer.Argument(..., help="A run folder (kuairec protocol)."),
+    users: str = typer.Option("test", help="tune | test: which small_matrix users."),
+    steps: int = typer.Option(50, min=1, help="Views per session at most."),
+    slate: int = typer.Option(1, min=1, help="Videos shown per step; the user watches one."),
+    seed: int = typer.Option(0, help="Seed of the users' randomness (choices, noise, exits)."),
+    outcomes: str = typer.Option(
+        "auto",
+        help="Watch ratios from: world (a synthetic world's taste model, with noise and "
+        "session drift), matrix (small_matrix as observed), auto (world when there is one).",
+    ),
+    world: Path | None = typer.Option(
+        None, help="world.json of the synthetic world (default: found via the data manifest)."
+    ),
+    weak_streak: int = typer.Option(
+        2, min=0, help="Exit after this many weak (disliked) views in a row; 0: never."
+    ),
+    repeat_run: int = typer.Option(
+        6, min=0, help="Exit after this many views in a row of one category; 0: never."
+    ),
+    leave_probability: float = typer.Option(
+        0.01, min=0.0, max=1.0, help="Chance of leaving after any view."
+    ),
+    position_bias: float = typer.Option(
+        0.5, help="Choice model: logit penalty per slate position (slates > 1)."
+    ),
+    live_events: bool = typer.Option(
+        True,
+        help="Post each view back to the policy as a live event (--no-live-events: the "
+        "policy sees only the big_matrix history; recorded as simulation_<users>-static).",
+    ),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Simulate a run as a feed for every tune/test user: watch time, session length, likes."""
+    from shortrec.simulation.simulate import (
+        SIMULATION_METRICS,
+        ChoiceModel,
+        ExitModel,
+        SimulationConfig,
+        simulate_run,
+    )
+
+    try:
+        config = SimulationConfig(
+            users=users, steps=steps, slate=slate, seed=seed, outcomes=outcomes,
+            live_events=live_events, choice=ChoiceModel(position_bias=position_bias),
+            exit=ExitModel(weak_streak, repeat_run, leave_probability),
+        )  # fmt: skip
+        result = simulate_run(run_dir, config, world_file=world, progress=progress)
+    except (ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    intervals = result.intervals()
+    typer.echo(
+        f"{config.key} ({result.per_user.height} users, watch ratios from {result.outcomes}, "
+        f"{result.seconds:.1f} s, steps {result.loop_seconds:.1f} s): "
+        + ", ".join(f"{m} {intervals[m]}" for m in SIMULATION_METRICS)
+    )
 
 
 # --- serve ---------------------------------------------------------------------------------

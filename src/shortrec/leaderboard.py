@@ -16,11 +16,16 @@ from shortrec.evaluation.statistics import PairedComparison, paired_comparison
 from shortrec.runs import RunConfig, list_runs, per_user_metrics, read_metrics
 
 SHOWN_METRICS = ("ndcg@10", "graded_ndcg@10", "recall@20")
+# `--simulation`: the feed simulation's per-user metrics (shortrec.simulation), with the
+# offline ndcg@10 of the same users beside them.
+SIMULATION_SHOWN = ("watch_seconds", "session_length", "liked_share", "categories")
 
 
-def _paired_on_users(run_a: Path, run_b: Path, on: str, metric: str) -> PairedComparison:
+def _paired_on_users(
+    run_a: Path, run_b: Path, on: str, metric: str, on_b: str | None = None
+) -> PairedComparison:
     a = per_user_metrics(run_a, on)
-    b = per_user_metrics(run_b, on)
+    b = per_user_metrics(run_b, on_b or on)
     joined = a.select("user_id", metric).join(
         b.select("user_id", metric), on="user_id", suffix="_b", how="inner"
     )
@@ -85,6 +90,9 @@ def leaderboard_rows(runs_dir: str | Path, on: str, metric: str, baseline: str) 
             "summary": result["summary"],
             "coverage@10": result["aggregate"].get("coverage@10"),
             "train_seconds": metrics.get("train_seconds"),
+            "offline": metrics.get(on.removeprefix("simulation_").split("-")[0], {}).get(
+                "summary", {}
+            ),
             "paired": None,
         }
         base = baselines.get(group)
@@ -116,8 +124,14 @@ def _interval(summary: dict, metric: str) -> str:
     return "-" if v is None else f"{v['mean']:.4f} [{v['low']:.4f}, {v['high']:.4f}]"
 
 
-def leaderboard_table(runs_dir: str | Path, on: str, metric: str, baseline: str) -> Group:
-    """One rich table per comparable group (data, protocol, like rule)."""
+def leaderboard_table(
+    runs_dir: str | Path, on: str, metric: str, baseline: str, simulation: bool = False
+) -> Group | Table:
+    """One rich table per comparable group (data, protocol, like rule). With `simulation`,
+    `on` is a set (tune/test) and the table shows the feed simulation of that set, sorted by
+    `metric`, beside each run's offline ndcg@10."""
+    if simulation:
+        return _simulation_table(runs_dir, on, metric, baseline)
     tables = []
     for rows in _groups(leaderboard_rows(runs_dir, on, metric, baseline)):
         modes = ", ".join(sorted({r["mode"] for r in rows}))
@@ -141,6 +155,55 @@ def leaderboard_table(runs_dir: str | Path, on: str, metric: str, baseline: str)
     return Group(*tables)
 
 
+def simulation_rows(runs_dir: str | Path, on: str, metric: str, baseline: str) -> list[dict]:
+    """Leaderboard rows of the feed simulations of the `on` users (key `simulation_<on>`),
+    sorted by `metric`, each with the run's offline `on` summary ("offline") and, when the run
+    was also simulated without live events (`simulation_<on>-static`), that summary
+    ("static") and the paired difference live minus static ("live_vs_static")."""
+    key = f"simulation_{on}"
+    try:
+        rows = leaderboard_rows(runs_dir, key, metric, baseline)
+    except ValueError:
+        raise ValueError(
+            f"no run in {runs_dir} was simulated on {on}; run `shortrec simulate RUN --users {on}`"
+        ) from None
+    static = f"{key}-static"
+    for row in rows:
+        run_dir = Path(runs_dir) / row["run"]
+        result = read_metrics(run_dir).get(static)
+        row["static"] = result["summary"] if result else None
+        row["live_vs_static"] = (
+            _paired_on_users(run_dir, run_dir, static, metric, key) if result else None
+        )
+    return rows
+
+
+def simulation_header(on: str, metric: str, baseline: str) -> list[str]:
+    return ["model", "users", *SIMULATION_SHOWN, f"Δ{metric} vs {baseline}",
+            f"{metric} without live events", f"Δ{metric} live - without",
+            f"offline {on} ndcg@10"]  # fmt: skip
+
+
+def simulation_cells(row: dict, metric: str) -> list[str]:
+    def paired(p: PairedComparison | None) -> str:
+        return "-" if p is None else f"{p.difference} p={p.p_value:.1g}"
+
+    return [
+        row["model"], str(row["users"]), *(_interval(row["summary"], m) for m in SIMULATION_SHOWN),
+        paired(row["paired"]), "-" if row["static"] is None else _interval(row["static"], metric),
+        paired(row["live_vs_static"]), _interval(row["offline"], "ndcg@10"),
+    ]  # fmt: skip
+
+
+def _simulation_table(runs_dir: str | Path, on: str, metric: str, baseline: str) -> Table:
+    table = Table(title=f"feed simulation of the {on} users, sorted by {metric}")
+    for column in simulation_header(on, metric, baseline):
+        table.add_column(column)
+    for row in simulation_rows(runs_dir, on, metric, baseline):
+        table.add_row(*simulation_cells(row, metric))
+    return table
+
+
 def leaderboard_markdown(runs_dir: str | Path, on: str, metric: str, baseline: str) -> str:
     """The same tables as Markdown, for README and reports."""
     header = ["model", "mode", "like rule", "users", *SHOWN_METRICS,
@@ -162,3 +225,12 @@ def _markdown_row(r: dict) -> str:
         "-" if r["train_seconds"] is None else f"{r['train_seconds']:.1f}",
     ]  # fmt: skip
     return "| " + " | ".join(cells) + " |"
+
+
+def simulation_markdown(runs_dir: str | Path, on: str, metric: str, baseline: str) -> str:
+    """The `--simulation` table as Markdown, for README and reports."""
+    header = simulation_header(on, metric, baseline)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in simulation_rows(runs_dir, on, metric, baseline):
+        lines.append("| " + " | ".join(simulation_cells(row, metric)) + " |")
+    return "\n".join(lines)

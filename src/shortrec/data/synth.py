@@ -560,6 +560,22 @@ def _ground_truth(world: _World) -> pl.DataFrame:
     )
 
 
+def load_world_config(path: str | Path) -> SynthConfig:
+    """The config a world was generated with, from its world.json."""
+    raw = json.loads(Path(path).read_text())
+    known = {f.name for f in dataclasses.fields(SynthConfig)}
+    return SynthConfig(**{k: v for k, v in raw.items() if k in known})
+
+
+def planted_taste(config: SynthConfig) -> tuple[TasteModel, np.ndarray, np.ndarray]:
+    """(taste model, raw user ids, raw video ids of its rows) of the world `config` generates,
+    rebuilt from the same random stream as `generate` (for the feed simulator)."""
+    world = _build_world(
+        config, np.random.default_rng(np.random.SeedSequence(config.seed).spawn(1)[0])
+    )
+    return world.taste, world.user_ids, world.video_ids
+
+
 def generate(config: SynthConfig, progress: bool = True) -> Release:
     """Build the whole release in memory (deterministic given config)."""
     streams = np.random.SeedSequence(config.seed).spawn(4)

@@ -16,6 +16,7 @@ log play time stays at the calibrated width.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -136,6 +137,20 @@ class TasteModel:
             topic=topic.astype(np.float32),
         )
 
+    def restricted(self, users: np.ndarray, videos: np.ndarray) -> TasteModel:
+        """The same tastes for a subset of users and videos (rows in the given order), so a
+        dense appeal block of just those pairs is cheap."""
+        return dataclasses.replace(
+            self,
+            duration_ms=self.duration_ms[videos],
+            user_bias=self.user_bias[users],
+            quality=self.quality[videos],
+            user_features=self.user_features[users],
+            video_features=self.video_features[videos],
+            topic=self.topic[videos],
+            _appeal_matrix=None,
+        )
+
     @property
     def n_users(self) -> int:
         return len(self.user_bias)
@@ -188,11 +203,13 @@ class TasteModel:
         p = self.params
         return scipy.special.expit(scipy.special.logit(p.skip_rate) - p.skip_slope * appeal)
 
-    def expected_watch_ratio(self, users: np.ndarray, videos: np.ndarray) -> np.ndarray:
+    def expected_watch_ratio(
+        self, users: np.ndarray, videos: np.ndarray, drift: np.ndarray | float = 0.0
+    ) -> np.ndarray:
         """Noise-free expected watch_ratio of each (user, video) pair: the mixture's mean with
-        the session state at its average (zero)."""
+        the session state at its average (zero drift), or with the given session `drift`."""
         p = self.params
-        appeal = self.pair_appeal(users, videos)
+        appeal = self.pair_appeal(users, videos) + drift
         play_s = np.exp(p.base_log_seconds + appeal + self._length_log_seconds(videos))
         replay_mean = 1.0 + p.replay_rate / (p.replay_tail - 1.0)
         watched = play_s * np.exp(p.noise_sd**2 / 2) * replay_mean * (1.0 - p.exit_rate / 2)
@@ -228,6 +245,36 @@ class TasteModel:
         )
         state -= (rho ** (position + 1.0))[:, None] * carried
         return p.drift_weight * np.einsum("ij,ij->i", state, topic)
+
+    # --- one session, view by view (the feed simulator) ------------------------------------
+    # The same AR(1) as `session_drift`, advanced online: state_0 is a shock, and each view
+    # pushes the next state toward the topic just watched, relative to `centre`, the topic the
+    # user watches on average (`session_drift` centres on the sequence's own mean, which an
+    # online session cannot know in advance).
+
+    def session_start(self, n_sessions: int, rng: np.random.Generator) -> np.ndarray:
+        """Session states (sessions x n_topics) at each session's first view."""
+        p = self.params
+        shocks = rng.standard_normal((n_sessions, p.n_topics))
+        return (np.sqrt(1 - p.drift_memory**2) * shocks).astype(np.float32)
+
+    def session_step(
+        self,
+        state: np.ndarray,
+        watched: np.ndarray,
+        centre: np.ndarray,
+        rng: np.random.Generator,
+    ) -> np.ndarray:
+        """States after each session watched one more video (`watched`: video positions)."""
+        p = self.params
+        rho = p.drift_memory
+        shocks = rng.standard_normal(state.shape)
+        pushed = p.binge_strength * (1 - rho) * (self.topic[watched] - centre)
+        return (rho * state + pushed + np.sqrt(1 - rho**2) * shocks).astype(np.float32)
+
+    def session_drift_of(self, state: np.ndarray, videos: np.ndarray) -> np.ndarray:
+        """Drift (log-seconds) of candidate `videos` (sessions x k positions) in each state."""
+        return self.params.drift_weight * np.einsum("ij,ikj->ik", state, self.topic[videos])
 
     def sample_play_ms(
         self,

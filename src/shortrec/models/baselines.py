@@ -87,14 +87,28 @@ class OracleRecommender(Recommender):
     """Ranks by the synthetic world's noise-free expected watch ratio: the ceiling.
 
     Only defined for synthetic worlds (their `ground_truth.parquet`); pairs outside the
-    ground truth score lowest."""
+    ground truth score lowest. `target="watch_time"` ranks by the expected seconds watched
+    instead (expected ratio x length): the ceiling of a feed judged by watch time, which the
+    ratio oracle is not, since a high ratio mostly means a short video."""
 
     name: ClassVar[str] = "oracle"
+    target: str = "watch_ratio"  # watch_ratio | watch_time
 
     def fit(self, data: TrainingData, context: FitContext | None = None) -> OracleRecommender:
+        if self.target not in ("watch_ratio", "watch_time"):
+            raise ValueError(
+                f"oracle target must be watch_ratio or watch_time, got {self.target!r}"
+            )
         if data.ground_truth is None:
             raise ValueError("the oracle needs a synthetic world with ground truth; this has none")
-        self.truth_ = data.ground_truth.select("user_id", "video_id", "expected_watch_ratio")
+        truth = data.ground_truth.select("user_id", "video_id", "expected_watch_ratio")
+        if self.target == "watch_time":
+            truth = truth.join(data.videos.select("video_id", "video_duration"), on="video_id")
+            truth = truth.select(
+                "user_id", "video_id",
+                pl.col("expected_watch_ratio") * pl.col("video_duration") / 1000.0,
+            )  # fmt: skip
+        self.truth_ = truth
         return self
 
     def score(self, user_ids, video_ids, histories: Histories) -> np.ndarray:

@@ -28,6 +28,7 @@ SECTIONS = {
     "tuning-history": "Tuning history",
     "examples": "Top-10 examples",
     "regression-errors": "Watch-ratio regression errors",
+    "simulation": "Feed simulation",
 }
 
 
@@ -356,6 +357,48 @@ def regression_section(runs_dir: Path, figures) -> Section:
     return section
 
 
+def simulation_section(runs_dir: Path, figures) -> Section:
+    """`shortrec simulate` results: watch time and sessions per model, beside offline NDCG."""
+    from shortrec.leaderboard import simulation_cells, simulation_header, simulation_rows
+
+    section = Section("simulation")
+    rows, on = [], None
+    for on in ("test", "tune"):
+        try:
+            rows = simulation_rows(runs_dir, on, "watch_seconds", "popular")
+            break
+        except ValueError:
+            continue
+    if not rows:
+        section.body.append('<p class="empty">No run was simulated (run `shortrec simulate`).</p>')
+        return section
+    section.body.append(
+        f'<p class="note">Every {on} user of small_matrix watches a feed from each run: '
+        "means over users with 95% bootstrap intervals, paired difference in watch time against "
+        "popularity, and against the same model without live events (views not posted back, "
+        "so it scores every step from the big_matrix history alone).</p>"
+    )
+    estimates = [e for r in rows if (e := _estimate(r["model"], r["summary"].get("watch_seconds")))]
+    section.body.append(
+        figures.img(
+            "simulation",
+            plots.leaderboard_figure(estimates, "watch seconds", "watch time per session"),
+            "watch time per session by model",
+        )
+    )
+    header = simulation_header(on, "watch_seconds", "popular")
+    lines = ["<tr>" + "".join(f"<th>{_escape(h)}</th>" for h in header) + "</tr>"]
+    for r in rows:
+        model, *cells = simulation_cells(r, "watch_seconds")
+        lines.append(
+            f"<tr><td>{_escape(model)}</td>"
+            + "".join(f'<td class="num">{_escape(c)}</td>' for c in cells)
+            + "</tr>"
+        )
+    section.body.append("<table>" + "\n".join(lines) + "</table>")
+    return section
+
+
 def build_report(
     runs_dir: str | Path,
     out_dir: str | Path,
@@ -400,6 +443,7 @@ def build_report(
         tuning_section(storage or default_storage(runs_dir), metric, figures),
         examples_section(results, example_users, k),
         regression_section(runs_dir, figures),
+        simulation_section(runs_dir, figures),
     ]
     template = Template(resources.files("shortrec.report").joinpath("template.html").read_text())
     page = template.substitute(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from itertools import chain
 
 import numpy as np
 import polars as pl
@@ -39,6 +40,18 @@ class Recommendations:
     history_length: int
     video_ids: np.ndarray
     scores: np.ndarray
+
+
+@dataclass(frozen=True)
+class RecommendationBatch:
+    """Top-k lists of many users, one row each (padded with video id -1, score -inf)."""
+
+    user_ids: np.ndarray
+    model: str
+    strategies: np.ndarray  # per user: "model", or "popularity" for a user with no views
+    history_lengths: np.ndarray
+    video_ids: np.ndarray  # (users, k)
+    scores: np.ndarray  # (users, k)
 
 
 @dataclass(frozen=True)
@@ -116,6 +129,8 @@ class Feed:
         self._catalogue = IdMap(self.catalogue_ids)
         self.base = Histories.from_frame(views)
         self._base_users = IdMap(self.base.user_ids)
+        # Catalogue position of every dataset view, so a batch finds watched videos by lookup.
+        self._base_columns = self._catalogue.index(self.base.video_ids).astype(np.int32)
         self.popularity = self._popularity(views)
         self._served = served
         self._live: dict[int, _LiveViews] = {}
@@ -227,34 +242,142 @@ class Feed:
 
     def recommend(self, user_id: int, k: int = 10) -> Recommendations:
         """Top-k unwatched catalogue videos; users with no views at all get the most popular."""
-        served = self._served  # one read: a swap during this request does not affect it
-        views = self.views_of(user_id)
-        unwatched = np.ones(len(self.catalogue_ids), dtype=bool)
-        watched_idx = self._catalogue.index(views.video_ids)
-        unwatched[watched_idx[watched_idx >= 0]] = False
-        candidates = self.catalogue_ids[unwatched]
-        if len(views.video_ids) == 0:
-            strategy, scores = "popularity", self.popularity[unwatched].astype(np.float64)
-        elif len(candidates) == 0:
-            strategy, scores = "model", np.empty(0, np.float64)
-        else:
-            strategy = "model"
-            user = np.array([user_id], dtype=np.int64)
-            scores = np.asarray(served.model.score(user, candidates, views.histories))[0]
-            scores = scores.astype(np.float64)
-            scores[~np.isfinite(scores)] = -np.inf  # a broken score ranks last, never first
-        top = _top_k(candidates, scores, k)
+        batch = self.recommend_batch(np.array([user_id], dtype=np.int64), k)
+        found = batch.video_ids[0] >= 0
         return Recommendations(
             user_id=user_id,
+            model=batch.model,
+            strategy=str(batch.strategies[0]),
+            history_length=int(batch.history_lengths[0]),
+            video_ids=batch.video_ids[0][found],
+            scores=batch.scores[0][found],
+        )
+
+    def histories_of(self, user_ids: np.ndarray) -> Histories:
+        """Dataset views followed by live ones, in time order, of the given users (one table,
+        rows in sorted user id order): what the model scores them with."""
+        return self._merged_views(user_ids)[0]
+
+    def _merged_views(self, user_ids: np.ndarray) -> tuple[Histories, np.ndarray]:
+        """`histories_of` plus the catalogue position of every view (-1: not in it)."""
+        users = np.unique(np.asarray(user_ids, dtype=np.int64))
+        base_starts, base_lengths = _slices(self.base, users)
+        with self._lock:
+            extras = [self._live.get(int(user)) for user in users]
+            live_lengths = np.array([len(e.video_ids) if e else 0 for e in extras], np.int64)
+            extras = [e for e in extras if e is not None]
+            total = int(live_lengths.sum())
+            live_videos = np.fromiter(
+                chain.from_iterable(e.video_ids for e in extras), np.int64, total
+            )
+            live_ratios = np.fromiter(
+                chain.from_iterable(e.watch_ratios for e in extras), np.float32, total
+            )
+            live_times = np.fromiter(
+                chain.from_iterable(e.timestamps for e in extras), np.float64, total
+            )
+        lengths = base_lengths + live_lengths
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        # Flat positions: each user's dataset views, then their live views.
+        base_at = _ranges(offsets[:-1], base_lengths)
+        base_from = _ranges(base_starts, base_lengths)
+        live_at = _ranges(offsets[:-1] + base_lengths, live_lengths)
+        video_ids = np.empty(offsets[-1], np.int64)
+        watch_ratios = np.empty(offsets[-1], np.float32)
+        timestamps = np.empty(offsets[-1], np.float64)
+        columns = np.empty(offsets[-1], np.int32)
+        video_ids[base_at] = self.base.video_ids[base_from]
+        watch_ratios[base_at] = self.base.watch_ratios[base_from]
+        timestamps[base_at] = self.base.timestamps[base_from]
+        columns[base_at] = self._base_columns[base_from]
+        if total:
+            video_ids[live_at], watch_ratios[live_at] = live_videos, live_ratios
+            timestamps[live_at] = live_times
+            columns[live_at] = self._catalogue.index(live_videos)
+            # Same order as views_of: by time, views without one first, stable.
+            key = np.nan_to_num(timestamps, nan=-np.inf)
+            user_row = np.repeat(np.arange(len(users)), lengths)
+            step_down = (np.diff(key) < 0) & (user_row[1:] == user_row[:-1])
+            if step_down.any():
+                order = np.lexsort((key, user_row))
+                video_ids, watch_ratios = video_ids[order], watch_ratios[order]
+                timestamps, columns = timestamps[order], columns[order]
+        keep = lengths > 0
+        histories = Histories(
+            user_ids=users[keep],
+            offsets=np.concatenate([[0], np.cumsum(lengths[keep])]).astype(np.int64),
+            video_ids=video_ids,
+            watch_ratios=watch_ratios,
+            timestamps=timestamps,
+        )
+        return histories, columns
+
+    def recommend_batch(
+        self, user_ids: np.ndarray, k: int = 10, blocked: np.ndarray | None = None
+    ) -> RecommendationBatch:
+        """Top-k unwatched catalogue videos for many users with one `score` call: what
+        `recommend` serves one user, and what the feed simulator asks for every step.
+
+        `blocked` (users x catalogue, bool) leaves out further videos per user. Users with no
+        views at all get the most popular; a user with fewer than k videos left gets a row
+        padded with video id -1 and score -inf."""
+        served = self._served  # one read: a swap during this request does not affect it
+        user_ids = np.asarray(user_ids, dtype=np.int64)
+        n, m = len(user_ids), len(self.catalogue_ids)
+        histories, view_columns = self._merged_views(user_ids)
+        starts, lengths = _slices(histories, user_ids)
+        watched = np.zeros((n, m), dtype=bool) if blocked is None else blocked.copy()
+        columns = view_columns[_ranges(starts, lengths)]
+        users_of_view = np.repeat(np.arange(n), lengths)
+        known = columns >= 0
+        watched[users_of_view[known], columns[known]] = True
+        cold = lengths == 0
+        scores = np.empty((n, m), dtype=np.float32)  # what models return: no copy to widen
+        scores[cold] = self.popularity
+        if (~cold).any():
+            scores[~cold] = served.model.score(user_ids[~cold], self.catalogue_ids, histories)
+        scores[~np.isfinite(scores)] = -np.inf  # a broken score ranks last, never first
+        top = _top_k_rows(self.catalogue_ids, scores, watched, k)
+        top_scores = np.take_along_axis(scores, top, axis=1).astype(np.float64)
+        found = ~np.take_along_axis(watched, top, axis=1)
+        return RecommendationBatch(
+            user_ids=user_ids,
             model=served.name,
-            strategy=strategy,
-            history_length=len(views.video_ids),
-            video_ids=candidates[top],
-            scores=np.asarray(scores[top], dtype=np.float64),
+            strategies=np.where(cold, "popularity", "model"),
+            history_lengths=lengths,
+            video_ids=np.where(found, self.catalogue_ids[top], -1),
+            scores=np.where(found, top_scores, -np.inf),
         )
 
 
-def _top_k(candidates: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the k best scores, best first (equal scores: smaller video id first)."""
-    keep = np.argpartition(-scores, k - 1)[:k] if len(scores) > k else np.arange(len(scores))
-    return keep[np.lexsort((candidates[keep], -scores[keep]))]
+def _slices(histories: Histories, user_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(start, length) of each user's views in `histories` ((0, 0) for users without any)."""
+    rows = histories.position(user_ids)
+    known = rows >= 0
+    starts = np.zeros(len(user_ids), dtype=np.int64)
+    lengths = np.zeros(len(user_ids), dtype=np.int64)
+    starts[known] = histories.offsets[rows[known]]
+    lengths[known] = histories.lengths[rows[known]]
+    return starts, lengths
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenated arange(start, start + length) for every (start, length) pair."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    ends = np.cumsum(lengths)
+    return np.repeat(np.asarray(starts, dtype=np.int64) - ends + lengths, lengths) + np.arange(
+        ends[-1] if len(ends) else 0
+    )
+
+
+def _top_k_rows(candidates: np.ndarray, scores: np.ndarray, hidden: np.ndarray, k: int):
+    """Per row, positions of the k best scores, best first (equal scores: smaller video id
+    first); hidden videos come after every shown one, a -inf score after every finite one."""
+    k = min(k, scores.shape[1])
+    rank = np.where(hidden, -np.inf, np.maximum(scores, -np.finfo(scores.dtype).max))
+    if scores.shape[1] > k:
+        keep = np.argpartition(-rank, k - 1, axis=1)[:, :k]
+    else:
+        keep = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+    order = np.lexsort((candidates[keep], -np.take_along_axis(rank, keep, axis=1)))
+    return np.take_along_axis(keep, order, axis=1)
