@@ -193,7 +193,7 @@ def train_run(
     metrics = {
         "train_seconds": train_seconds,
         "peak_rss_mb": peak_rss_mb(),
-        "fit": getattr(model, "fit_report_", {}),
+        "fit": dict(model.fit_report_),
     }
     _write_metrics(run_dir, metrics)
     for which in evaluate_on:

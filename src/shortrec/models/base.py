@@ -36,8 +36,9 @@ import dataclasses
 import json
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -165,6 +166,9 @@ class Recommender:
     name: ClassVar[str] = "base"
     reports_epochs: ClassVar[bool] = False  # calls `report_epoch` once per epoch
     devices: ClassVar[tuple[str, ...]] = ("cpu",)  # what its `device` hyperparameter accepts
+    # Fit diagnostics (per-epoch `history`, anything worth recording); `fit` assigns a new
+    # dict, which runs copy into metrics.json under "fit". Empty until then.
+    fit_report_: ClassVar[Mapping[str, Any]] = MappingProxyType({})
     seed: int = 0
 
     # --- learning ----------------------------------------------------------------------------
