@@ -53,7 +53,7 @@ def world():
 
 FAST = {
     "als": {"factors": 8, "iterations": 10, "regularization": 0.1},
-    "bpr": {"factors": 8, "iterations": 60, "learning_rate": 0.05},
+    "bpr": {"factors": 8, "epochs": 30, "learning_rate": 0.05, "batch_size": 256},
     "ease": {},  # the default l2
     "autoencoder": {"hidden_sizes": "32,16", "epochs": 40, "batch_size": 32, "device": "cpu"},
     "multvae": {
