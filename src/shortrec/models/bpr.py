@@ -8,11 +8,11 @@ trailed RecBole on held-out real data (test NDCG@10 0.052 vs 0.067); the epoch c
 a fixed budget gets wrong, so validation decides it here.
 
 What it learns from (`signal="likes"`, the default): a triple says "the user prefers this
-liked video to that one". Each liked view is paired with a uniform negative (never one of the
-user's liked videos); each disliked view is an explicit negative, paired with one of the
-user's liked videos and weighted by `dislike_weight`. Neutral views (neither liked nor
-disliked) are neither positives nor explicit negatives. With `signal="views"` every view is a
-positive, negatives are drawn among unviewed videos, and nothing is disliked (the exposure
+video to that one". Each liked view is a positive paired with a uniform negative (never one
+of the user's positives); a neutral view (watched, neither liked nor disliked) is a positive
+whose triples weigh `neutral_weight`; each disliked view is an explicit negative, paired with
+one of the user's positives and weighted by `dislike_weight`, and is never a positive. With
+`signal="views"` every view is a positive of weight 1 and nothing is disliked (the exposure
 ablation).
 
 Training users keep their embeddings; other users are folded in as the mean embedding of the
@@ -85,7 +85,10 @@ class BPRRecommender(Recommender, ViewWeighting):
     epochs: int = hyperparameter(300, "Most epochs; early stopping usually ends sooner.")
     patience: int = hyperparameter(10, "Epochs without a better validation NDCG@10 to stop.")
     dislike_weight: float = hyperparameter(
-        1.0, "Weight of a (liked, disliked) triple; 0 ignores dislikes (signal likes)."
+        1.0, "Weight of a (positive, disliked) triple; 0 ignores dislikes (signal likes)."
+    )
+    neutral_weight: float = hyperparameter(
+        0.0, "Weight of a neutral view's triples; 0: only liked views are positives."
     )
     validation_users: int = hyperparameter(2000, "Users sampled for validation NDCG@10.")
     num_threads: int = hyperparameter(1, "torch CPU threads; 0 keeps torch's own.")
@@ -97,6 +100,7 @@ class BPRRecommender(Recommender, ViewWeighting):
             "learning_rate": trial.suggest_float("learning_rate", 3e-4, 1e-2, log=True),
             "regularization": trial.suggest_float("regularization", 1e-6, 1e-2, log=True),
             "dislike_weight": trial.suggest_float("dislike_weight", 0.0, 3.0),
+            "neutral_weight": trial.suggest_float("neutral_weight", 0.0, 1.0),
         }
 
     def fit(self, data: TrainingData, context: FitContext | None = None) -> BPRRecommender:
@@ -110,9 +114,15 @@ class BPRRecommender(Recommender, ViewWeighting):
         self.video_map_ = IdMap.from_ids(train["video_id"].to_numpy())
         self.fit_signal(data, self.video_map_)
         positives, dislikes = self.signal_matrices(train, self.user_map_, self.video_map_)
+        seen = self.views_matrix(train, self.user_map_, self.video_map_)
+        positives.data[:] = 1.0  # from here on, an entry is the weight of its triples
+        if self.signal == "likes" and self.neutral_weight > 0:
+            neutral = (seen > 0).astype(np.float32) - (positives > 0) - (dislikes > 0)
+            neutral.data = np.maximum(neutral.data, 0.0) * self.neutral_weight
+            positives = (positives + neutral).tocsr()
+            positives.eliminate_zeros()
         if positives.nnz == 0:
             raise ValueError("bpr: no training view is a positive (no liked views)")
-        seen = self.views_matrix(train, self.user_map_, self.video_map_)
         check = ValidationRanking.build(
             self, data.validation, self.user_map_, self.video_map_, seen,
             self.validation_users, self.seed,
@@ -169,9 +179,9 @@ class BPRRecommender(Recommender, ViewWeighting):
     def _triples(
         self, positives: sp.csr_matrix, dislikes: sp.csr_matrix, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """One epoch's (user, positive, negative, weight): every positive with a fresh uniform
-        negative outside the user's positives, then every disliked view with one of the user's
-        positives."""
+        """One epoch's (user, positive, negative, weight): every positive (its entry is its
+        weight) with a fresh uniform negative outside the user's positives, then every disliked
+        view with one of the user's positives."""
         n_videos = positives.shape[1]
         counts = np.diff(positives.indptr)
         users = np.repeat(np.arange(positives.shape[0]), counts)
@@ -185,7 +195,7 @@ class BPRRecommender(Recommender, ViewWeighting):
             if not hit.any():
                 break
             neg[hit] = rng.integers(0, n_videos, int(hit.sum()))
-        weights = np.ones(len(users), dtype=np.float32)
+        weights = positives.data.astype(np.float32)
         if dislikes.nnz and self.dislike_weight > 0:
             d_users = np.repeat(np.arange(dislikes.shape[0]), np.diff(dislikes.indptr))
             d_videos = dislikes.indices.astype(np.int64)
@@ -219,7 +229,8 @@ class BPRRecommender(Recommender, ViewWeighting):
     def score(self, user_ids, video_ids, histories: Histories) -> np.ndarray:
         user_ids, video_ids = np.asarray(user_ids, dtype=np.int64), np.asarray(video_ids)
         columns = self.video_map_.index(video_ids)
-        scores = self.user_factors_from(histories, user_ids) @ self.item_factors_[
-            np.maximum(columns, 0)
-        ].T
+        scores = (
+            self.user_factors_from(histories, user_ids)
+            @ self.item_factors_[np.maximum(columns, 0)].T
+        )
         return unknown_videos_last(scores, columns >= 0)

@@ -33,7 +33,6 @@ sees the view.
 from __future__ import annotations
 
 import dataclasses
-
 from typing import TYPE_CHECKING
 
 import numpy as np
