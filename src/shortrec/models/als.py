@@ -27,7 +27,12 @@ from threadpoolctl import threadpool_limits
 
 from shortrec.data.histories import Histories, IdMap
 from shortrec.models.base import FitContext, Recommender, TrainingData
-from shortrec.models.interactions import ViewWeighting, hyperparameter, unknown_videos_last
+from shortrec.models.interactions import (
+    WEIGHTING_HELP,
+    ViewWeighting,
+    hyperparameter,
+    unknown_videos_last,
+)
 
 
 def _threads(num_threads: int) -> int:
@@ -78,11 +83,14 @@ class ALSRecommender(_FactorModel):
     """Weighted-confidence ALS; `device="cuda"` trains on implicit's GPU backend."""
 
     name: ClassVar[str] = "als"
-    factors: int = 64
-    regularization: float = 0.05
-    alpha: float = hyperparameter(10.0, "Confidence of a liked view: 1 + alpha * its weight.")
+    # Defaults from `shortrec tune als` on the tune users of the seed-0 quickstart world
+    # (README, "Collaborative filtering: likes, dislikes and defaults").
+    weighting: str = hyperparameter("linear", WEIGHTING_HELP)
+    factors: int = 32
+    regularization: float = 0.1
+    alpha: float = hyperparameter(2.0, "Confidence of a liked view: 1 + alpha * its weight.")
     dislike_confidence: float = hyperparameter(
-        1.0, "A disliked view is preference 0 with confidence 1 + alpha * this."
+        0.6, "A disliked view is preference 0 with confidence 1 + alpha * this."
     )
     iterations: int = 15
     num_threads: int = hyperparameter(1, "implicit's threads; 0 uses every core.")

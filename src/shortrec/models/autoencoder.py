@@ -111,7 +111,7 @@ class RowAutoencoder(Recommender, ViewWeighting):
     weight_decay: float = 0.0
     epochs: int = hyperparameter(200, "Most epochs; early stopping usually ends sooner.")
     batch_size: int = 256
-    epoch_rows: int = hyperparameter(20_000, "User rows per epoch (at least one pass).")
+    epoch_rows: int = hyperparameter(5_000, "User rows per epoch (at least one pass).")
     patience: int = hyperparameter(10, "Epochs without a better validation NDCG@10 to stop.")
     validation_users: int = hyperparameter(2000, "Users sampled for validation NDCG@10.")
     device: str = hyperparameter("auto", "auto | cpu | cuda.")

@@ -82,9 +82,11 @@ class EASERecommender(Recommender, ViewWeighting):
 
     name: ClassVar[str] = "ease"
     weighting: str = hyperparameter("binary", WEIGHTING_HELP)
-    l2: float = hyperparameter(500.0, "L2 penalty on the item-item weights (lambda).")
+    # Defaults from `shortrec tune ease` on the tune users of the seed-0 quickstart world
+    # (README, "Collaborative filtering: likes, dislikes and defaults").
+    l2: float = hyperparameter(1300.0, "L2 penalty on the item-item weights (lambda).")
     dislike_weight: float = hyperparameter(
-        0.0, "A disliked view enters a row as -this (signal likes); 0 ignores dislikes."
+        0.12, "A disliked view enters a row as -this (signal likes); 0 ignores dislikes."
     )
     num_threads: int = hyperparameter(1, "BLAS threads; 0 leaves BLAS its own.")
 
