@@ -354,3 +354,13 @@ def test_bpr_triples_pair_dislikes_with_likes_and_never_draw_a_liked_negative():
     assert positives[users, pos].A1.all()  # every positive is one of the user's likes
     assert not positives[users[uniform], neg[uniform]].A1.any()  # no liked negative
     assert sorted(zip(users[~uniform], neg[~uniform], strict=True)) == [(0, 2), (1, 5)]
+
+
+def test_als_disliked_views_are_confident_zeros():
+    """implicit reads a negative entry as preference 0 with that confidence."""
+    import scipy.sparse as sp
+
+    als = model_class("als")(alpha=2.0, dislike_confidence=0.5)
+    liked = sp.csr_matrix(np.array([[1.0, 0.0, 0.0]], np.float32))
+    disliked = sp.csr_matrix(np.array([[0.0, 1.0, 0.0]], np.float32))
+    np.testing.assert_allclose(als.confidences(liked, disliked).toarray(), [[3.0, -2.0, 0.0]])
