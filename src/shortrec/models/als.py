@@ -1,8 +1,8 @@
 """Weighted matrix factorisation (Hu, Koren & Volinsky 2008) with the `implicit` library.
 
 What it learns from (`signal="likes"`, the default): a liked view is preference 1 with
-confidence 1 + alpha * weight (the weight from `ViewWeighting`, by default log1p of the watch
-ratio); a disliked view is preference 0 with confidence 1 + alpha * dislike_confidence (implicit
+confidence 1 + alpha * weight (the weight from `ViewWeighting`, by default the watch ratio
+clipped at 5); a disliked view is preference 0 with confidence 1 + alpha * dislike_confidence (implicit
 reads a negative entry as exactly that), so a video the user swiped away is pushed down harder
 than one never shown; every other pair, neutral views included, is preference 0 with
 confidence 1. With `signal="views"` every view is a positive (the exposure ablation).
