@@ -5,7 +5,8 @@ confidence 1 + alpha * weight (the weight from `ViewWeighting`, by default the w
 clipped at 5); a disliked view is preference 0 with confidence 1 + alpha *
 dislike_confidence (implicit reads a negative entry as exactly that), so a video the user
 swiped away is pushed down harder than one never shown; every other pair, neutral views
-included, is preference 0 with confidence 1. With `signal="views"` every view is a positive (the exposure ablation).
+included, is preference 0 with confidence 1. With `signal="views"` every view is a positive
+(the exposure ablation).
 
 At scoring time it re-solves each user's factors from the history it is given, labelled by
 the fitted like rule (implicit's `recalculate_user`, one least-squares solve per user in C++),
