@@ -27,14 +27,19 @@ def _child(kind: str, l2: float) -> dict:
     from als_speed import synthetic_views
 
     from shortrec.data.histories import IdMap
+    from shortrec.data.labels import LikeRule
+    from shortrec.models.base import TrainingData
     from shortrec.models.ease import EASERecommender
 
     views = synthetic_views()
-    model = EASERecommender(l2=l2)
+    # Every view a row entry and BLAS's own threads: the textbook version's work.
+    model = EASERecommender(l2=l2, signal="views", num_threads=0)
     fit_s = fit_cpu_s = float("nan")
     if kind == "shortrec":
+        data = TrainingData.build(views, like_rule=LikeRule(kind="threshold"))
+        del views
         started, cpu = time.perf_counter(), time.process_time()
-        model.fit(views)
+        model.fit(data)
         fit_s, fit_cpu_s = time.perf_counter() - started, time.process_time() - cpu
     else:
         matrix = model.views_matrix(

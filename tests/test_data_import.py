@@ -26,7 +26,7 @@ FAST = {
     "autoencoder": ["--epochs", "2"],
     "multvae": ["--epochs", "2"],
     "two-tower": ["--epochs", "1"],
-    "bpr": ["--iterations", "5"],
+    "bpr": ["--epochs", "3"],
     "als": ["--iterations", "3"],
     "two-stage": ["--candidates-per-retriever", "10"],
 }

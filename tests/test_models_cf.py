@@ -53,14 +53,21 @@ def world():
 
 FAST = {
     "als": {"factors": 8, "iterations": 10, "regularization": 0.1},
-    "bpr": {"factors": 8, "iterations": 60, "learning_rate": 0.05},
+    "bpr": {"factors": 8, "epochs": 30, "learning_rate": 0.05, "batch_size": 256},
     "ease": {},  # the default l2
-    "autoencoder": {"hidden_sizes": "32,16", "epochs": 40, "batch_size": 32, "device": "cpu"},
+    "autoencoder": {
+        "hidden_sizes": "32,16",
+        "epochs": 40,
+        "batch_size": 32,
+        "epoch_rows": 200,
+        "device": "cpu",
+    },
     "multvae": {
         "hidden": 32,
         "latent": 8,
         "epochs": 40,
         "batch_size": 32,
+        "epoch_rows": 200,
         "anneal_steps": 200,
         "device": "cpu",
     },
@@ -158,7 +165,7 @@ def test_autoencoder_early_stopping_uses_validation(world):
     train, _, _ = world
     validation = planted_views(np.arange(200), views_per_user=4, seed=3)
     model = model_class("autoencoder")(
-        hidden_sizes="32,16", epochs=200, batch_size=32, patience=2, device="cpu"
+        hidden_sizes="32,16", epochs=200, batch_size=32, epoch_rows=200, patience=2, device="cpu"
     ).fit(training(train, validation))
     history = model.fit_report_["history"]
     ndcg = [record["validation_ndcg@10"] for record in history]
@@ -272,3 +279,88 @@ def test_train_cli_end_to_end(tmp_path, name, flags):
     assert saved["model"] == name
     assert saved["params"][flags[0][2:]] == float(flags[1])
     assert load_model(model_dir).name == name
+
+
+# --- likes and dislikes ---------------------------------------------------------------------
+def exposure_views(user_ids: np.ndarray, seed: int) -> pl.DataFrame:
+    """The feed shows each user mostly the OTHER group's videos, which they swipe away (watch
+    ratio ~0.1, disliked), and a few of their own group's, which they watch (~1.2, liked):
+    exposure and taste point opposite ways."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for group in (0, 1):
+        users = user_ids[user_ids % 2 == group]
+        for videos, n, ratio in ((GROUP_VIDEOS[group], 5, 1.2), (GROUP_VIDEOS[1 - group], 15, 0.1)):
+            picked = rng.choice(videos, size=(len(users), n))
+            frames.append(
+                pl.DataFrame(
+                    {
+                        "user_id": np.repeat(users, n),
+                        "video_id": picked.ravel(),
+                        "watch_ratio": rng.gamma(20.0, ratio / 20.0, picked.size),
+                        "timestamp": rng.uniform(0, 1e6, picked.size),
+                    }
+                )
+            )
+    return pl.concat(frames)
+
+
+@pytest.mark.parametrize("name", CF_MODELS)
+def test_likes_signal_learns_taste_and_views_signal_learns_exposure(name):
+    train = training(exposure_views(np.arange(200), seed=4))
+    new_users = np.arange(10_000, 10_040)
+    histories = Histories.from_frame(exposure_views(new_users, seed=5))
+    videos = np.arange(1000, 1000 + N_VIDEOS)
+    auc = {}
+    for signal in ("likes", "views"):
+        model = model_class(name)(**FAST[name], signal=signal).fit(train)
+        auc[signal] = group_auc(model.score(new_users, videos, histories), new_users, videos)
+    assert auc["likes"] > 0.8, auc  # the group the user likes ranks first
+    assert auc["views"] < 0.5, auc  # the group the feed showed ranks first
+
+
+def test_histories_are_labelled_like_the_training_views():
+    """The duration-aware rule labels a history at scoring time exactly as it labelled the
+    same views in training (it needs each video's duration, which the model keeps)."""
+    from shortrec.data.labels import LikeRule
+
+    rng = np.random.default_rng(0)
+    views = planted_views(np.arange(50), views_per_user=10, seed=6).with_columns(
+        video_duration=pl.col("video_id").map_elements(
+            lambda v: float(2000 + 977 * (v % 17)), return_dtype=pl.Float64
+        )
+    )
+    views = views.with_columns(pl.Series("watch_ratio", rng.uniform(0, 2, views.height)))
+    data = training(views, like_rule=LikeRule(kind="duration", n_buckets=4))
+    model = model_class("ease")()
+    users, videos = IdMap.from_ids(views["user_id"]), IdMap.from_ids(views["video_id"])
+    model.fit_signal(data, videos)
+    liked, disliked = model.signal_matrices(data.views, users, videos)
+    from_history = model.history_signal(Histories.from_frame(views), users.raw_ids, videos)
+    assert liked.nnz > 0 and disliked.nnz > 0
+    np.testing.assert_array_equal(from_history[0].toarray(), liked.toarray())
+    np.testing.assert_array_equal(from_history[1].toarray(), disliked.toarray())
+
+
+def test_bpr_triples_pair_dislikes_with_likes_and_never_draw_a_liked_negative():
+    bpr = model_class("bpr")(dislike_weight=2.0)
+    import scipy.sparse as sp
+
+    positives = sp.csr_matrix(np.array([[1, 1, 0, 0, 0, 0], [0, 0, 0, 1, 0, 0]], np.float32))
+    dislikes = sp.csr_matrix(np.array([[0, 0, 1, 0, 0, 0], [0, 0, 0, 0, 0, 1]], np.float32))
+    users, pos, neg, weights = bpr._triples(positives, dislikes, np.random.default_rng(0))
+    uniform = weights == 1.0
+    assert uniform.sum() == positives.nnz and (weights[~uniform] == 2.0).sum() == 2
+    assert positives[users, pos].A1.all()  # every positive is one of the user's likes
+    assert not positives[users[uniform], neg[uniform]].A1.any()  # no liked negative
+    assert sorted(zip(users[~uniform], neg[~uniform], strict=True)) == [(0, 2), (1, 5)]
+
+
+def test_als_disliked_views_are_confident_zeros():
+    """implicit reads a negative entry as preference 0 with that confidence."""
+    import scipy.sparse as sp
+
+    als = model_class("als")(alpha=2.0, dislike_confidence=0.5)
+    liked = sp.csr_matrix(np.array([[1.0, 0.0, 0.0]], np.float32))
+    disliked = sp.csr_matrix(np.array([[0.0, 1.0, 0.0]], np.float32))
+    np.testing.assert_allclose(als.confidences(liked, disliked).toarray(), [[3.0, -2.0, 0.0]])

@@ -19,7 +19,7 @@ REGISTRY: dict[str, str] = {
     "mean-regression": "shortrec.models.regression:MeanRegressor",
     "two-stage": "shortrec.models.two_stage:TwoStageRecommender",
     "als": "shortrec.models.als:ALSRecommender",
-    "bpr": "shortrec.models.als:BPRRecommender",
+    "bpr": "shortrec.models.bpr:BPRRecommender",
     "ease": "shortrec.models.ease:EASERecommender",
     "autoencoder": "shortrec.models.autoencoder:DeepAutoencoderRecommender",
     "multvae": "shortrec.models.multvae:MultVAERecommender",

@@ -1,15 +1,20 @@
-"""Matrix factorisation with the `implicit` library: ALS (Hu, Koren & Volinsky 2008) and BPR.
+"""Weighted matrix factorisation (Hu, Koren & Volinsky 2008) with the `implicit` library.
 
-ALS weighs each view by a confidence 1 + alpha * weight (the weight from `ViewWeighting`, by
-default log1p of the watch ratio) and treats unviewed videos as weak negatives. At scoring
-time it re-solves each user's factors from the history it is given (implicit's
-`recalculate_user`, one least-squares solve per user in C++), so users unseen in training and
-histories that grew after training are scored from what they actually watched. With
+What it learns from (`signal="likes"`, the default): a liked view is preference 1 with
+confidence 1 + alpha * weight (the weight from `ViewWeighting`, by default the watch ratio
+clipped at 5); a disliked view is preference 0 with confidence 1 + alpha *
+dislike_confidence (implicit reads a negative entry as exactly that), so a video the user
+swiped away is pushed down harder than one never shown; every other pair, neutral views
+included, is preference 0 with confidence 1. With `signal="views"` every view is a positive
+(the exposure ablation). With
 `engine="spark"` the factors are trained by Spark MLlib's ALS instead (see `als_spark`), for
 logs beyond one machine; scoring is the same.
 
-BPR learns from which videos were viewed at all; it keeps the factors of training users and
-folds in other users as the mean factor of the videos in their history.
+At scoring time it re-solves each user's factors from the history it is given, labelled by
+the fitted like rule (implicit's `recalculate_user`, one least-squares solve per user in C++),
+so users unseen in training and histories that grew after training are scored from what they
+actually watched. implicit uses one thread by default: on a machine shared with other jobs,
+more threads than free cores make every solve wait.
 """
 
 from __future__ import annotations
@@ -19,10 +24,8 @@ import os
 from typing import ClassVar
 
 import numpy as np
-import polars as pl
 import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
-from implicit.cpu.bpr import BayesianPersonalizedRanking
 from threadpoolctl import threadpool_limits
 
 from shortrec.data.histories import Histories, IdMap
@@ -53,18 +56,20 @@ def _check_device(device: str) -> None:
 
 @dataclasses.dataclass
 class _FactorModel(Recommender, ViewWeighting):
-    """Shared state of the two factor models: id maps and factors."""
+    """Id maps and factors."""
 
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
 
-    def _fit_maps(self, train: pl.DataFrame) -> sp.csr_matrix:
-        """The training matrix, with the id maps it is indexed by."""
+    def _fit_maps(self, data: TrainingData) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """The (positives, dislikes) training matrices, with the id maps they are indexed by."""
+        train = data.views
         if train.height == 0:
             raise ValueError(f"{self.name}: the training frame has no views")
         self.check_weighting()
         self.user_map_ = IdMap.from_ids(train["user_id"].to_numpy())
         self.video_map_ = IdMap.from_ids(train["video_id"].to_numpy())
-        return self.views_matrix(train, self.user_map_, self.video_map_)
+        self.fit_signal(data, self.video_map_)
+        return self.signal_matrices(train, self.user_map_, self.video_map_)
 
     def _store(self, model) -> None:
         if self.device == "cuda":  # an implicit.gpu model keeps its factors on the device
@@ -83,11 +88,17 @@ class ALSRecommender(_FactorModel):
     """Weighted-confidence ALS; `device="cuda"` trains on implicit's GPU backend."""
 
     name: ClassVar[str] = "als"
-    factors: int = 64
-    regularization: float = 0.05
-    alpha: float = hyperparameter(10.0, "Confidence of a view: 1 + alpha * its weight.")
+    # Defaults from `shortrec tune als` on the tune users of the seed-0 quickstart world
+    # (README, "Collaborative filtering: likes, dislikes and defaults").
+    weighting: str = hyperparameter("linear", WEIGHTING_HELP)
+    factors: int = 32
+    regularization: float = 0.1
+    alpha: float = hyperparameter(2.0, "Confidence of a liked view: 1 + alpha * its weight.")
+    dislike_confidence: float = hyperparameter(
+        0.6, "A disliked view is preference 0 with confidence 1 + alpha * this."
+    )
     iterations: int = 15
-    num_threads: int = hyperparameter(0, "implicit's threads; 0 uses every core.")
+    num_threads: int = hyperparameter(1, "implicit's threads; 0 uses every core.")
     device: str = hyperparameter("cpu", "cpu | cuda (implicit's GPU build).")
     engine: str = hyperparameter("implicit", "Trainer: implicit (one process) | spark (MLlib).")
     spark_master: str = hyperparameter(
@@ -101,14 +112,20 @@ class ALSRecommender(_FactorModel):
             "factors": trial.suggest_categorical("factors", [32, 64, 128, 256]),
             "regularization": trial.suggest_float("regularization", 1e-3, 1.0, log=True),
             "alpha": trial.suggest_float("alpha", 1.0, 100.0, log=True),
+            "dislike_confidence": trial.suggest_float("dislike_confidence", 0.0, 3.0),
             "iterations": trial.suggest_int("iterations", 5, 30),
         }
 
-    def confidences(self, weights: sp.csr_matrix) -> sp.csr_matrix:
-        """Hu et al.'s confidence 1 + alpha * weight, on the stored entries only."""
+    def confidences(
+        self, weights: sp.csr_matrix, dislikes: sp.csr_matrix | None = None
+    ) -> sp.csr_matrix:
+        """Hu et al.'s confidence 1 + alpha * weight on the positives' stored entries, and
+        -(1 + alpha * dislike_confidence) on disliked ones (implicit: preference 0)."""
         confidence = weights.copy()
         confidence.data = (1.0 + self.alpha * confidence.data).astype(np.float32)
-        return confidence
+        if dislikes is not None and dislikes.nnz:
+            confidence = confidence - dislikes * (1.0 + self.alpha * self.dislike_confidence)
+        return confidence.tocsr().astype(np.float32)
 
     def _solver(self) -> AlternatingLeastSquares:
         return AlternatingLeastSquares(
@@ -124,11 +141,11 @@ class ALSRecommender(_FactorModel):
         _check_device(self.device)
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
-        weights = self._fit_maps(data.views)
+        positives, dislikes = self._fit_maps(data)
         if self.engine == "spark":
-            self._fit_spark(weights)
+            self._fit_spark(positives - dislikes * self.dislike_confidence)
             return self
-        confidence = self.confidences(weights)
+        confidence = self.confidences(positives, dislikes)
         # implicit runs its own thread pool; a multi-threaded BLAS underneath it oversubscribes
         # the cores (implicit warns it can be 10x slower), so BLAS gets one thread here.
         with threadpool_limits(1, "blas"):
@@ -163,83 +180,16 @@ class ALSRecommender(_FactorModel):
     def user_factors_from(self, histories: Histories, user_ids: np.ndarray) -> np.ndarray:
         """Least-squares user factors given the item factors and each user's history; users
         with no usable history get the mean training user."""
-        history = self.history_matrix(histories, user_ids, self.video_map_)
+        history, dislikes = self.history_signal(histories, user_ids, self.video_map_)
+        confidence = self.confidences(history, dislikes)
         with threadpool_limits(1, "blas"):  # also keeps implicit's BLAS check quiet
             solver = self._solver()
             solver.item_factors = self.item_factors_
-            factors = solver.recalculate_user(np.arange(len(user_ids)), self.confidences(history))
-        empty = np.diff(history.indptr) == 0
+            factors = solver.recalculate_user(np.arange(len(user_ids)), confidence)
+        empty = np.diff(confidence.indptr) == 0
         factors[empty] = self.user_factors_.mean(axis=0)
         return factors
 
     def score(self, user_ids, video_ids, histories: Histories) -> np.ndarray:
         user_ids, video_ids = np.asarray(user_ids), np.asarray(video_ids)
-        return self._scores(self.user_factors_from(histories, user_ids), video_ids)
-
-
-@dataclasses.dataclass
-class BPRRecommender(_FactorModel):
-    """Bayesian personalised ranking (Rendle et al. 2009) on which videos each user viewed."""
-
-    name: ClassVar[str] = "bpr"
-    weighting: str = hyperparameter("binary", WEIGHTING_HELP + " BPR only asks whether.")
-    factors: int = 64
-    learning_rate: float = 0.05
-    regularization: float = 0.01
-    iterations: int = 100
-    num_threads: int = hyperparameter(0, "implicit's threads; 0 uses every core.")
-    device: str = hyperparameter("cpu", "cpu | cuda (implicit's GPU build).")
-
-    @classmethod
-    def search_space(cls, trial) -> dict:
-        return {
-            "factors": trial.suggest_categorical("factors", [32, 64, 128, 256]),
-            "learning_rate": trial.suggest_float("learning_rate", 1e-3, 0.2, log=True),
-            "regularization": trial.suggest_float("regularization", 1e-4, 0.1, log=True),
-            "iterations": trial.suggest_int("iterations", 50, 300, step=50),
-        }
-
-    def fit(self, data: TrainingData, context: FitContext | None = None) -> BPRRecommender:
-        _check_device(self.device)
-        views = self._fit_maps(data.views)
-        views.data[:] = 1.0  # BPR only asks whether a view happened
-        settings = dict(
-            factors=self.factors,
-            learning_rate=self.learning_rate,
-            regularization=self.regularization,
-            iterations=self.iterations,
-            random_state=self.seed,
-        )
-        with threadpool_limits(1, "blas"):
-            if self.device == "cuda":
-                from implicit.gpu.bpr import BayesianPersonalizedRanking as GpuBPR
-
-                model = GpuBPR(**settings)
-            else:
-                model = BayesianPersonalizedRanking(
-                    **settings, num_threads=_threads(self.num_threads)
-                )
-            model.fit(views, show_progress=False)
-        self._store(model)
-        return self
-
-    def user_factors_from(self, histories: Histories, user_ids: np.ndarray) -> np.ndarray:
-        """Training users keep their factors; others get the mean factor of the videos they
-        viewed (the last column is implicit's item bias, which users weigh by 1)."""
-        rows = self.user_map_.index(user_ids)
-        factors = np.empty((len(user_ids), self.item_factors_.shape[1]), dtype=np.float32)
-        factors[rows >= 0] = self.user_factors_[rows[rows >= 0]]
-        new = np.flatnonzero(rows < 0)
-        if len(new):
-            history = self.history_matrix(histories, user_ids[new], self.video_map_)
-            history.data[:] = 1.0
-            counts = np.asarray(history.sum(axis=1)).ravel()
-            folded = (history @ self.item_factors_) / np.maximum(counts, 1.0)[:, None]
-            folded[:, -1] = 1.0
-            folded[counts == 0] = self.user_factors_.mean(axis=0)
-            factors[new] = folded
-        return factors
-
-    def score(self, user_ids, video_ids, histories: Histories) -> np.ndarray:
-        user_ids, video_ids = np.asarray(user_ids, dtype=np.int64), np.asarray(video_ids)
         return self._scores(self.user_factors_from(histories, user_ids), video_ids)

@@ -106,7 +106,8 @@ def spark_als_factors(
     seed: int,
     master: str = "local[*]",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Train MLlib's implicit ALS on the entries (rows[i], cols[i]) of weight weights[i] of a
+    """Train MLlib's implicit ALS on the entries (rows[i], cols[i]) of weight weights[i] (a
+    negative weight: a disliked view, preference 0 with confidence 1 + alpha * |weight|) of a
     `shape` user x video matrix (dense indices); return (user_factors, item_factors) as float32
     arrays of `shape[0]` and `shape[1]` rows. A user or video without entries gets zeros, the
     least-squares solution `implicit` gives it."""
@@ -116,7 +117,9 @@ def spark_als_factors(
         {
             "user": np.asarray(rows, dtype=np.int32),
             "item": np.asarray(cols, dtype=np.int32),
-            "rating": np.maximum(np.asarray(weights, dtype=np.float32), _SMALLEST_WEIGHT),
+            # Spark reads rating r as preference (r > 0) with confidence 1 + alpha * |r|, so a
+            # negative weight is a disliked view; a 0 would read as "not viewed".
+            "rating": np.where(weights == 0, _SMALLEST_WEIGHT, weights).astype(np.float32),
         }
     )
     from pyspark.ml.recommendation import ALS

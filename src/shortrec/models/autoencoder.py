@@ -1,13 +1,26 @@
 """A deep autoencoder over user histories, and the training loop it shares with Mult-VAE.
 
-Both models read a user's whole history row (one entry per video), corrupt it with input
-dropout, and learn to reconstruct it; the reconstruction ranks the videos. As with EASE there
-is no per-user state, so a user never seen in training is scored from their history alone.
+Both models read a user's whole history row (one entry per viewed video, L2-normalised, then
+corrupted by input dropout) and output a score per video that ranks the videos. As with EASE
+there is no per-user state, so a user never seen in training is scored from their history
+alone, and scoring needs no labels.
+
+What they learn from (`signal="likes"`, the default): the input is the whole history (what the
+feed showed and the user watched), the target is the user's liked views only, so the network
+learns which videos a history predicts the user will like; disliked and neutral views are
+input, never targets. With `signal="views"` the target is the input row (the classic
+reconstruction objective, which learns exposure: the ablation).
 
 Training runs over mini-batches of user rows (sparse rows made dense per batch) with Adam.
-Given a `validation` frame, each epoch ends with NDCG@10 of the validation views (ranked
-among unseen videos, from the user's training row) and training stops after `patience`
-epochs without improvement, keeping the best weights.
+An epoch is `epoch_rows` user rows (successive shuffled passes over the users, at least one
+pass): with one pass per epoch a catalogue of a few thousand users gets a handful of steps
+per epoch and early stopping ends training after a few dozen steps, badly undertrained.
+RecBole draws one row per interaction per epoch, which is far more than CPUs afford at
+KuaiRec's density; a fixed row budget keeps epochs comparable across data sizes. Given a
+`validation` frame, each epoch ends with NDCG@10 of the validation positives (ranked
+among videos the user had not viewed) and training stops after `patience` epochs without
+improvement, keeping the best weights. torch uses `num_threads` CPU threads (1 by default:
+the rows are small enough that more threads mostly wait on each other on a shared machine).
 """
 
 from __future__ import annotations
@@ -18,22 +31,22 @@ import math
 from typing import ClassVar
 
 import numpy as np
-import polars as pl
 import scipy.sparse as sp
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from shortrec.data.histories import Histories, IdMap
-from shortrec.evaluation.metrics import full_ranking_metrics
 from shortrec.models.base import FitContext, Recommender, TrainingData
 from shortrec.models.interactions import (
     WEIGHTING_HELP,
+    ValidationRanking,
     ViewWeighting,
     hyperparameter,
     row_popularity,
     unknown_videos_last,
 )
+from shortrec.training.device import torch_threads
 
 LOSSES = ("multinomial", "bce", "mse")
 
@@ -75,11 +88,11 @@ class DeepAutoencoderNet(nn.Module):
         self.decoder = _mlp([*hidden_sizes[::-1], n_videos])
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
-        x = F.normalize(F.dropout(rows, self.dropout, self.training), dim=1)
+        x = F.dropout(F.normalize(rows, dim=1), self.dropout, self.training)
         return self.decoder(torch.tanh(self.encoder(x)))
 
-    def loss(self, rows: torch.Tensor, step: int) -> torch.Tensor:
-        return reconstruction_loss(self(rows), rows, self.loss_name)
+    def loss(self, rows: torch.Tensor, targets: torch.Tensor, step: int) -> torch.Tensor:
+        return reconstruction_loss(self(rows), targets, self.loss_name)
 
 
 @dataclasses.dataclass
@@ -87,7 +100,8 @@ class RowAutoencoder(Recommender, ViewWeighting):
     """Training, scoring and persistence shared by the history-row autoencoders.
 
     Subclasses set `name` and implement `build_network(n_videos)`; the network's
-    `forward(rows)` returns logits over videos and `loss(rows, step)` the training loss."""
+    `forward(rows)` returns logits over videos and `loss(rows, targets, step)` the training
+    loss."""
 
     reports_epochs: ClassVar[bool] = True
     devices: ClassVar[tuple[str, ...]] = ("auto", "cpu", "cuda")
@@ -95,18 +109,20 @@ class RowAutoencoder(Recommender, ViewWeighting):
     dropout: float = hyperparameter(0.5, "Input dropout: share of a history hidden per step.")
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
-    epochs: int = 50
+    epochs: int = hyperparameter(200, "Most epochs; early stopping usually ends sooner.")
     batch_size: int = 256
-    patience: int = hyperparameter(5, "Epochs without a better validation NDCG@10 to stop.")
+    epoch_rows: int = hyperparameter(5_000, "User rows per epoch (at least one pass).")
+    patience: int = hyperparameter(10, "Epochs without a better validation NDCG@10 to stop.")
     validation_users: int = hyperparameter(2000, "Users sampled for validation NDCG@10.")
     device: str = hyperparameter("auto", "auto | cpu | cuda.")
+    num_threads: int = hyperparameter(1, "torch CPU threads; 0 keeps torch's own.")
 
     def build_network(self, n_videos: int) -> nn.Module:
         raise NotImplementedError
 
     # --- training ------------------------------------------------------------------------
     def fit(self, data: TrainingData, context: FitContext | None = None) -> RowAutoencoder:
-        train, validation = data.views, data.validation
+        train = data.views
         if train.height == 0:
             raise ValueError(f"{self.name}: the training frame has no views")
         if self.epochs < 1 or self.batch_size < 1:
@@ -115,13 +131,22 @@ class RowAutoencoder(Recommender, ViewWeighting):
         device = resolve_device(self.device)
         users = IdMap.from_ids(train["user_id"].to_numpy())
         self.video_map_ = IdMap.from_ids(train["video_id"].to_numpy())
-        matrix = self.views_matrix(train, users, self.video_map_)
-        self.popularity_ = row_popularity(matrix)
-        check = self._validation_set(matrix, users, validation)
+        inputs = self.views_matrix(train, users, self.video_map_)
+        targets, _ = self.signal_matrices(train, users, self.video_map_)
+        self.popularity_ = row_popularity(targets)
+        check = ValidationRanking.build(
+            self, data.validation, users, self.video_map_, inputs, self.validation_users,
+            self.seed,
+        )  # fmt: skip
         rng = np.random.default_rng(self.seed)
-        trainable = np.flatnonzero(np.diff(matrix.indptr) > 0)
+        trainable = np.flatnonzero(np.diff(targets.indptr) > 0)
+        if len(trainable) == 0:
+            raise ValueError(f"{self.name}: no training view is a positive (no liked views)")
         # fork_rng keeps the seeding of weights and dropout out of the caller's torch state.
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        with (
+            torch_threads(self.num_threads),
+            torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
+        ):
             torch.manual_seed(self.seed)
             network = self.build_network(len(self.video_map_)).to(device)
             optimiser = torch.optim.Adam(
@@ -132,18 +157,25 @@ class RowAutoencoder(Recommender, ViewWeighting):
             for epoch in range(self.epochs):
                 network.train()
                 total = 0.0
-                n_batches = max(1, math.ceil(len(trainable) / self.batch_size))
-                for batch in np.array_split(rng.permutation(trainable), n_batches):
-                    rows = torch.from_numpy(matrix[batch].toarray()).to(device)
-                    loss = network.loss(rows, step)
+                passes = max(1, math.ceil(self.epoch_rows / len(trainable)))
+                rows = np.concatenate([rng.permutation(trainable) for _ in range(passes)])
+                rows = rows[: max(self.epoch_rows, len(trainable))]
+                n_batches = max(1, math.ceil(len(rows) / self.batch_size))
+                for batch in np.array_split(rows, n_batches):
+                    loss = network.loss(
+                        torch.from_numpy(inputs[batch].toarray()).to(device),
+                        torch.from_numpy(targets[batch].toarray()).to(device),
+                        step,
+                    )
                     optimiser.zero_grad()
                     loss.backward()
                     optimiser.step()
                     total += float(loss.detach()) * len(batch)
                     step += 1
-                record = {"epoch": epoch + 1, "loss": total / max(len(trainable), 1)}
+                record = {"epoch": epoch + 1, "loss": total / len(rows)}
                 if check is not None:
-                    record["validation_ndcg@10"] = ndcg = self._validation_ndcg(network, *check)
+                    scores = self._forward(network, inputs[check.rows])
+                    record["validation_ndcg@10"] = ndcg = check.ndcg(scores)
                     self.report_epoch(context, epoch + 1, ndcg)
                     if ndcg > best_ndcg:
                         best_ndcg, best_state, stale = ndcg, copy.deepcopy(network.state_dict()), 0
@@ -155,39 +187,18 @@ class RowAutoencoder(Recommender, ViewWeighting):
             if best_state is not None:
                 network.load_state_dict(best_state)
         self.network_ = network.cpu().eval()
-        self.fit_report_ = {"history": history}
+        self.fit_report_ = {
+            "history": history,
+            "best_validation_ndcg@10": None if best_state is None else float(best_ndcg),
+            "signal": self.signal if data.has_watch_ratio else "views (no watch ratio)",
+        }
         return self
-
-    def _validation_set(
-        self, matrix: sp.csr_matrix, users: IdMap, validation: pl.DataFrame | None
-    ) -> tuple[sp.csr_matrix, np.ndarray] | None:
-        """(training rows, relevance among unseen videos) of sampled validation users."""
-        if validation is None or validation.height == 0:
-            return None
-        targets = self.views_matrix(validation, users, self.video_map_)
-        targets.data[:] = 1.0
-        targets = targets - targets.multiply(matrix > 0)  # only videos new to the user
-        targets.eliminate_zeros()
-        candidates = np.flatnonzero((np.diff(targets.indptr) > 0) & (np.diff(matrix.indptr) > 0))
-        if len(candidates) == 0:
-            return None
-        rng = np.random.default_rng(self.seed + 1)
-        chosen = np.sort(rng.permutation(candidates)[: self.validation_users])
-        return matrix[chosen], targets[chosen].toarray() > 0
-
-    def _validation_ndcg(
-        self, network: nn.Module, inputs: sp.csr_matrix, relevance: np.ndarray
-    ) -> float:
-        scores = self._forward(network, inputs)
-        scores[inputs.toarray() > 0] = -np.inf  # seen in training: not a candidate
-        metrics, _ = full_ranking_metrics(scores, relevance, ks=(10,), seed=self.seed)
-        return float(np.nanmean(metrics["ndcg@10"]))
 
     def _forward(self, network: nn.Module, rows: sp.csr_matrix) -> np.ndarray:
         device = next(network.parameters()).device
         network.eval()
         out = np.empty(rows.shape, dtype=np.float32)
-        with torch.no_grad():
+        with torch_threads(self.num_threads), torch.no_grad():
             for start in range(0, rows.shape[0], 1024):
                 batch = torch.from_numpy(rows[start : start + 1024].toarray()).to(device)
                 out[start : start + 1024] = network(batch).float().cpu().numpy()

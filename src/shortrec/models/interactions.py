@@ -1,7 +1,19 @@
-"""The sparse user x video matrix every collaborative-filtering model learns from.
+"""The sparse user x video matrices every collaborative-filtering model learns from.
 
 ALS, BPR, EASE and the autoencoders all read views through `ViewWeighting`, so they agree on
-what one view is worth:
+what a view says and what it is worth.
+
+What a view says (`signal`). A view is exposure: the feed showed the video, the user may have
+swiped past it. With `signal="likes"` (the default) the positives are the views the run's
+fitted like rule calls liked, and the disliked views form a second matrix, which each model
+uses as negatives in its own way (see its module). With `signal="views"` every view is a
+positive and nothing is negative: the exposure-learning ablation. A log without watch ratios
+is labelled by the `all` rule (every view liked), so both signals coincide there.
+At scoring time a history carries watch ratios but no labels: the model keeps the fitted rule
+(`like_rule_`) and each training video's duration (`video_durations_`, which the
+duration-aware rule needs) and labels the history the same way.
+
+What a view is worth:
 
 - `weighting="binary"`: every view weighs 1;
   `"linear"`: its watch ratio; `"log"`: log1p(watch ratio) (long re-watches saturate).
@@ -21,13 +33,23 @@ sees the view.
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
 from shortrec.data.histories import Histories, IdMap
+from shortrec.data.labels import LikeRule
 
+if TYPE_CHECKING:
+    from shortrec.models.base import TrainingData
+
+SIGNALS = ("likes", "views")
+SIGNAL_HELP = (
+    "What is a positive: likes (liked views; disliked views are negatives) | views (every "
+    "view, the exposure ablation)."
+)
 WEIGHTINGS = ("binary", "linear", "log")
 REPEATS = ("max", "sum")
 _MAX_LOOKUP_TABLE = 16_000_000  # raw ids up to this use a lookup table (<= 128 MB)
@@ -47,9 +69,12 @@ class ViewWeighting:
     min_watch_ratio: float = hyperparameter(0.0, "Drop views whose watch ratio is below this.")
     max_watch_ratio: float = hyperparameter(5.0, "Clip watch ratios to this first.")
     repeat: str = hyperparameter("max", "Repeated views of a pair: max | sum of weights.")
+    signal: str = hyperparameter("likes", SIGNAL_HELP)
 
     def check_weighting(self) -> None:
         """Raise a clear error for a weighting setting no model can use."""
+        if self.signal not in SIGNALS:
+            raise ValueError(f"signal must be one of {SIGNALS}, got {self.signal!r}")
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
         if self.repeat not in REPEATS:
@@ -84,24 +109,81 @@ class ViewWeighting:
     def history_matrix(
         self, histories: Histories, user_ids: np.ndarray, videos: IdMap
     ) -> sp.csr_matrix:
-        """One row per entry of `user_ids` (in that order) holding that user's history;
-        users without history get empty rows."""
-        user_ids = np.asarray(user_ids, dtype=np.int64)
-        history_rows = histories.position(user_ids)
-        found = history_rows >= 0
-        lengths = np.zeros(len(user_ids), dtype=np.int64)
-        starts = np.zeros(len(user_ids), dtype=np.int64)
-        lengths[found] = histories.lengths[history_rows[found]]
-        starts[found] = histories.offsets[history_rows[found]]
-        # Flat index of every history view of every requested user, without a Python loop.
-        first_of_row = np.cumsum(lengths) - lengths
-        flat = np.repeat(starts - first_of_row, lengths) + np.arange(lengths.sum())
-        return self._matrix(
-            np.repeat(np.arange(len(user_ids)), lengths),
-            positions(videos, histories.video_ids[flat]),
-            histories.watch_ratios[flat],
+        """One row per entry of `user_ids` (in that order) holding that user's whole history
+        (every view, whatever the signal); users without history get empty rows."""
+        rows, cols, watch_ratio = _history_entries(histories, user_ids, videos)
+        return self._matrix(rows, cols, watch_ratio, (len(user_ids), len(videos)))
+
+    # --- likes and dislikes ----------------------------------------------------------------
+    def fit_signal(self, data: TrainingData, videos: IdMap) -> None:
+        """Keep what labelling a history at scoring time needs: the fitted like rule and the
+        duration of each video of `videos` (NaN when the views do not say)."""
+        self.like_rule_ = data.like_rule
+        durations = np.full(len(videos), np.nan, dtype=np.float32)
+        if "video_duration" in data.views.columns:
+            per_video = data.views.group_by("video_id").agg(pl.col("video_duration").first())
+            cols = positions(videos, per_video["video_id"].to_numpy())
+            known = cols >= 0
+            durations[cols[known]] = per_video["video_duration"].to_numpy()[known]
+        self.video_durations_ = durations
+
+    def signal_matrices(
+        self, views: pl.DataFrame, users: IdMap, videos: IdMap
+    ) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """(positives, dislikes) of labelled training `views`: the weighted liked views (or
+        every view with `signal="views"`) and a 0/1 matrix of the disliked views (empty with
+        `signal="views"`). A pair liked in one view and disliked in another is a positive."""
+        rows = positions(users, views["user_id"].to_numpy())
+        cols = positions(videos, views["video_id"].to_numpy())
+        return self._signal_pair(
+            rows,
+            cols,
+            views["watch_ratio"].to_numpy(),
+            views["liked"].to_numpy(),
+            views["disliked"].to_numpy(),
+            (len(users), len(videos)),
+        )
+
+    def history_signal(
+        self, histories: Histories, user_ids: np.ndarray, videos: IdMap
+    ) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """`signal_matrices` of each requested user's history, labelled by `like_rule_`."""
+        rows, cols, watch_ratio = _history_entries(histories, user_ids, videos)
+        frame = pl.DataFrame(
+            {
+                "watch_ratio": watch_ratio.astype(np.float64),
+                "video_duration": np.where(
+                    cols >= 0, self.video_durations_[np.maximum(cols, 0)], np.nan
+                ).astype(np.float64),
+            }
+        )
+        rule: LikeRule = self.like_rule_
+        return self._signal_pair(
+            rows,
+            cols,
+            watch_ratio,
+            rule.liked(frame),
+            rule.disliked(frame),
             (len(user_ids), len(videos)),
         )
+
+    def _signal_pair(self, rows, cols, watch_ratio, liked, disliked, shape):
+        self.check_weighting()
+        if self.signal == "views":
+            return self._matrix(rows, cols, watch_ratio, shape), sp.csr_matrix(
+                shape, dtype=np.float32
+            )
+        liked, disliked = np.asarray(liked, bool), np.asarray(disliked, bool)
+        positives = self._matrix(rows[liked], cols[liked], watch_ratio[liked], shape)
+        keep = disliked & (rows >= 0) & (cols >= 0)
+        dislikes = sp.csr_matrix(
+            (np.ones(int(keep.sum()), np.float32), (rows[keep], cols[keep])), shape=shape
+        )
+        dislikes.sum_duplicates()
+        dislikes.data[:] = 1.0
+        dislikes = dislikes - dislikes.multiply(positives > 0)
+        dislikes.eliminate_zeros()
+        return positives, dislikes.tocsr().astype(np.float32)
 
     def _matrix(
         self, rows: np.ndarray, cols: np.ndarray, watch_ratio: np.ndarray, shape: tuple[int, int]
@@ -121,6 +203,80 @@ class ViewWeighting:
         return sp.csr_matrix(
             (merged.astype(np.float32), (key % shape[1]).astype(np.int32), indptr), shape=shape
         )
+
+
+@dataclasses.dataclass
+class ValidationRanking:
+    """Early stopping's yardstick: NDCG@10 of sampled users' validation positives (liked
+    views, or every view with `signal="views"`), ranked among the videos the user had not
+    viewed in training, as the evaluation ranks them."""
+
+    rows: np.ndarray  # the sampled users' rows in the training matrices
+    seen: sp.csr_matrix  # their training views: not candidates
+    relevance: np.ndarray  # bool (users x videos)
+    seed: int
+
+    @classmethod
+    def build(
+        cls,
+        weighting: ViewWeighting,
+        validation: pl.DataFrame,
+        users: IdMap,
+        videos: IdMap,
+        seen: sp.csr_matrix,
+        n_users: int,
+        seed: int,
+    ) -> ValidationRanking | None:
+        """None when no user has a new validation positive (early stopping is then off)."""
+        if validation.height == 0:
+            return None
+        if weighting.signal == "likes":
+            validation = validation.filter(pl.col("liked"))
+        rows = positions(users, validation["user_id"].to_numpy())
+        cols = positions(videos, validation["video_id"].to_numpy())
+        keep = (rows >= 0) & (cols >= 0)
+        targets = sp.csr_matrix(
+            (np.ones(int(keep.sum()), np.float32), (rows[keep], cols[keep])), shape=seen.shape
+        )
+        targets.data[:] = 1.0
+        targets = targets - targets.multiply(seen > 0)  # only videos new to the user
+        targets.eliminate_zeros()
+        candidates = np.flatnonzero((np.diff(targets.indptr) > 0) & (np.diff(seen.indptr) > 0))
+        if len(candidates) == 0:
+            return None
+        chosen = np.sort(np.random.default_rng(seed + 1).permutation(candidates)[:n_users])
+        return cls(chosen, seen[chosen], targets[chosen].toarray() > 0, seed)
+
+    def ndcg(self, scores: np.ndarray) -> float:
+        """Mean NDCG@10 of `scores` (sampled users x videos, rows in `rows` order)."""
+        from shortrec.evaluation.metrics import full_ranking_metrics
+
+        scores = np.array(scores, dtype=np.float32)
+        scores[self.seen.toarray() > 0] = -np.inf
+        metrics, _ = full_ranking_metrics(scores, self.relevance, ks=(10,), seed=self.seed)
+        return float(np.nanmean(metrics["ndcg@10"]))
+
+
+def _history_entries(
+    histories: Histories, user_ids: np.ndarray, videos: IdMap
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, video column, watch ratio) of every history view of the requested users; row i
+    is `user_ids[i]`, columns of videos outside `videos` are -1."""
+    user_ids = np.asarray(user_ids, dtype=np.int64)
+    history_rows = histories.position(user_ids)
+    found = history_rows >= 0
+    lengths = np.zeros(len(user_ids), dtype=np.int64)
+    starts = np.zeros(len(user_ids), dtype=np.int64)
+    lengths[found] = histories.lengths[history_rows[found]]
+    starts[found] = histories.offsets[history_rows[found]]
+    # Flat index of every history view of every requested user, without a Python loop.
+    first_of_row = np.cumsum(lengths) - lengths
+    flat = np.repeat(starts - first_of_row, lengths) + np.arange(lengths.sum())
+    return (
+        np.repeat(np.arange(len(user_ids)), lengths),
+        positions(videos, histories.video_ids[flat]),
+        np.nan_to_num(histories.watch_ratios[flat], nan=1.0),
+    )
 
 
 def stable_argsort(keys: np.ndarray) -> np.ndarray:

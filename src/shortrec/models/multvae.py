@@ -3,7 +3,13 @@
 The decoder is a softmax over videos, the likelihood multinomial; the KL weight grows as
 min(beta_cap, step / anneal_steps) over gradient steps, as in the paper's code (cap 0.2,
 200,000 steps). At scoring time the encoder's mean is decoded, without sampling.
-Training, early stopping and persistence are shared with the deep autoencoder.
+Defaults are RecBole 1.2's MultiVAE (itself the paper's): one 600-unit tanh layer each side,
+a 128-d latent, the L2-normalised input row then dropout 0.5, Adam at 1e-3; the number of
+epochs is chosen by validation NDCG@10 (early stopping), not fixed.
+
+What it learns from: the whole history in, the liked views as the multinomial's target (see
+the autoencoder module; `signal="views"` reconstructs every view). Training, early stopping
+and persistence are shared with the deep autoencoder.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ class MultVAENet(nn.Module):
         )
 
     def encode(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = F.normalize(F.dropout(rows, self.dropout, self.training), dim=1)
+        x = F.dropout(F.normalize(rows, dim=1), self.dropout, self.training)
         mean, log_variance = self.encoder(x).split(self.latent, dim=1)
         return mean, log_variance
 
@@ -50,10 +56,10 @@ class MultVAENet(nn.Module):
         mean, _ = self.encode(rows)
         return self.decoder(mean)
 
-    def loss(self, rows: torch.Tensor, step: int) -> torch.Tensor:
+    def loss(self, rows: torch.Tensor, targets: torch.Tensor, step: int) -> torch.Tensor:
         mean, log_variance = self.encode(rows)
         z = mean + torch.randn_like(mean) * torch.exp(0.5 * log_variance)
-        log_likelihood = (F.log_softmax(self.decoder(z), dim=1) * rows).sum(dim=1).mean()
+        log_likelihood = (F.log_softmax(self.decoder(z), dim=1) * targets).sum(dim=1).mean()
         kl = (-0.5 * (1 + log_variance - mean.pow(2) - log_variance.exp()).sum(dim=1)).mean()
         beta = min(self.beta_cap, step / max(self.anneal_steps, 1))
         return -log_likelihood + beta * kl
@@ -61,11 +67,11 @@ class MultVAENet(nn.Module):
 
 @dataclasses.dataclass
 class MultVAERecommender(RowAutoencoder):
-    """Mult-VAE with the paper's defaults: 600-d hidden layer, 200-d latent, dropout 0.5."""
+    """Mult-VAE with RecBole's defaults: 600-d hidden layer, 128-d latent, dropout 0.5."""
 
     name: ClassVar[str] = "multvae"
     hidden: int = 600
-    latent: int = 200
+    latent: int = 128
     beta_cap: float = hyperparameter(0.2, "Largest weight of the KL term.")
     anneal_steps: int = hyperparameter(200_000, "KL weight = min(beta_cap, step / anneal_steps).")
     batch_size: int = 500
@@ -74,7 +80,7 @@ class MultVAERecommender(RowAutoencoder):
     def search_space(cls, trial) -> dict:
         return {
             "hidden": trial.suggest_categorical("hidden", [300, 600]),
-            "latent": trial.suggest_categorical("latent", [100, 200]),
+            "latent": trial.suggest_categorical("latent", [64, 128, 200]),
             "dropout": trial.suggest_float("dropout", 0.2, 0.7),
             "beta_cap": trial.suggest_float("beta_cap", 0.05, 0.5),
             "learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True),
