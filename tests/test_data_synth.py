@@ -29,7 +29,7 @@ from shortrec.data.synth import (
     generate,
     synthesize,
 )
-from shortrec.data.synth_taste import TasteModel, TasteParams
+from shortrec.data.synth_taste import TasteModel, TasteParams, ViewContext
 from shortrec.evaluation.metrics import full_ranking_metrics
 
 SHARED = Path(os.environ.get("SHORTREC_SHARED", Path(__file__).parents[2] / "shared"))
@@ -319,3 +319,59 @@ def test_cli_synth_writes_a_release_and_prints_the_calibration(tmp_path):
     assert small.height > 5000
     bad = CliRunner().invoke(app, ["data", "synth", "--out", str(tmp_path), "--scale", "huge"])
     assert bad.exit_code == 2 and "scale must be one of" in bad.output
+
+
+def test_duplicates_are_scattered_after_their_original_within_the_user(world):
+    big = _read(world, "big_matrix").with_row_index("row")
+    columns = [c for c in big.columns if c != "row"]
+    copies = big.filter(pl.struct(columns).is_duplicated())
+    first_and_last = copies.group_by(columns).agg(
+        pl.col("row").min(), pl.col("row").max().alias("last")
+    )
+    gap = first_and_last["last"] - first_and_last["row"]
+    assert (gap >= 1).all() and (gap > 1).mean() > 0.8  # rarely right next to the original
+    users = big["user_id"].to_numpy()
+    assert (np.diff(users) >= 0).all(), "rows stay grouped by user"
+
+
+def test_timestamps_run_past_the_dates_within_the_real_range(tmp_path):
+    release = generate(SynthConfig(scale="tiny", seed=0, clock_skew_share=0.05), progress=False)
+    big = release.tables["big_matrix"]
+    first_day, after_last_day = 1_593_878_400, 1_599_321_600  # local midnights: Jul 5, Sep 6
+    assert 1_592_872_451 <= big["timestamp"].min() < first_day  # real first: Jun 23 08:34
+    assert after_last_day < big["timestamp"].max() <= 1_599_694_333  # real last: Sep 10 07:32
+    assert (big["date"].min(), big["date"].max()) == (20200705, 20200905)  # labels unchanged
+
+
+def test_play_and_watch_ratio_respect_the_real_maxima():
+    release = generate(SynthConfig(scale="small", seed=0), progress=False)
+    big, small = release.tables["big_matrix"], release.tables["small_matrix"]
+    assert big["play_duration"].max() <= 999_639 < small["play_duration"].max() * 10
+    for frame in (big, small):
+        assert frame["watch_ratio"].max() <= 573.5
+        assert frame["watch_ratio"].quantile(0.999) > 5  # the tail is still there
+    assert small["video_duration"].min() >= 3067
+
+
+def test_repeat_views_pile_up_on_the_most_viewed_videos(world):
+    big = _read(world, "big_matrix").unique()
+    per_video = big.group_by("video_id").agg(rows=pl.len(), viewers=pl.col("user_id").n_unique())
+    per_video = per_video.sort("viewers", descending=True)
+    repeats = (per_video["rows"] / per_video["viewers"]).to_numpy()
+    assert repeats[0] > 2.5 and np.median(repeats) < 1.3
+
+
+def test_expected_watch_ratio_is_the_mean_of_the_sampled_views():
+    """The oracle is the expectation of what sample_play_ms draws, truncated tail included."""
+    params = TasteParams(replay_rate=0.2)  # many replays, so the tail's mean matters
+    rng = np.random.default_rng(0)
+    taste = TasteModel.sample(
+        params, rng, 3, np.array([1500, 9000, 60000]), [[1], [2], [3]], np.arange(3), 3
+    )
+    users = np.repeat(np.arange(3), 3 * 200_000)
+    videos = np.tile(np.repeat(np.arange(3), 200_000), 3)
+    play = taste.sample_play_ms(users, videos, np.zeros(len(users)), rng, ViewContext())
+    observed = pl.DataFrame({"u": users, "v": videos, "wr": play / taste.duration_ms[videos]})
+    means = observed.group_by("u", "v").agg(pl.col("wr").mean()).sort("u", "v")
+    expected = taste.expected_watch_ratio(means["u"].to_numpy(), means["v"].to_numpy())
+    np.testing.assert_allclose(means["wr"].to_numpy(), expected, rtol=0.03)
