@@ -96,6 +96,9 @@ def test_cli_calibrate_is_strict_only_when_asked(world, tmp_path):
     strict = CliRunner().invoke(app, ["data", "calibrate", str(tmp_path), "--strict"])
     assert loose.exit_code == 0 and strict.exit_code == 1
     assert not all_passed(calibrate(tmp_path))
+    table = CliRunner().invoke(app, ["data", "calibrate", str(world), "--markdown"])
+    assert table.exit_code == 0 and table.output.startswith("| statistic | real KuaiRec |")
+    assert len(table.output.splitlines()) == len(TARGETS) + 2
     missing = CliRunner().invoke(app, ["data", "calibrate", str(tmp_path / "nowhere")])
     assert missing.exit_code == 2 and "big_matrix.csv is missing" in missing.output
 

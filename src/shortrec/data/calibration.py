@@ -358,7 +358,7 @@ def report_table(checks: list[Check], title: str = "Calibration against KuaiRec 
             label,
             _number(check.expected),
             _number(check.actual),
-            f"{check.difference:+.2f}" if check.target.absolute else f"{check.difference:+.1%}",
+            _difference_text(check),
             verdict,
         )
     if scaled:
@@ -368,6 +368,24 @@ def report_table(checks: list[Check], title: str = "Calibration against KuaiRec 
             "per-video counts by the user share (small_videos, small_users: of small_matrix)."
         )
     return table
+
+
+def _difference_text(check: Check) -> str:
+    return f"{check.difference:+.2f}" if check.target.absolute else f"{check.difference:+.1%}"
+
+
+def markdown_table(checks: list[Check]) -> str:
+    """The report as a Markdown table (the README's calibration table)."""
+    lines = ["| statistic | real KuaiRec | synthetic | diff | tolerance |", "|---|---|---|---|---|"]
+    for check in checks:
+        label = check.target.label + (" (scaled)" if check.expected != check.target.value else "")
+        tolerance = _tolerance(check.target) if check.checked else "reported"
+        verdict = "" if check.passed else " **FAIL**"
+        lines.append(
+            f"| {label} | {_number(check.expected)} | {_number(check.actual)} | "
+            f"{_difference_text(check)} | {tolerance}{verdict} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def all_passed(checks: list[Check]) -> bool:

@@ -76,7 +76,6 @@ VIDEO_VIEWS_KNOTS = ((0, 1), (0.25, 36), (0.5, 228), (0.75, 1971), (0.9, 3600), 
 DURATION_KNOTS = ((0, 140), (0.01, 3000), (0.1, 4836), (0.2, 6036), (0.3, 7002), (0.4, 8034),
                   (0.5, 9174), (0.6, 10404), (0.7, 11532), (0.8, 13632), (0.9, 20064),
                   (0.97, 60000), (0.995, 180000), (1.0, 315072))  # fmt: skip
-SMALL_MIN_DURATION_MS = 3067  # shortest video of the real small_matrix
 RAW_ROWS_PER_PAIR = 12_530_806 / 10_300_969
 DEDUP_ROWS_PER_PAIR = 11_564_987 / 10_300_969
 
@@ -353,11 +352,10 @@ def _build_world(config: SynthConfig, rng: np.random.Generator) -> _World:
     video_target = (
         _inverse_cdf(VIDEO_VIEWS_KNOTS, _ranks01(z)) / DEDUP_ROWS_PER_PAIR * n_u / REAL_USERS
     )
-    # small_matrix's videos favour popular ones, none shorter than the real block's shortest.
+    # small_matrix's videos favour popular ones (by appeal: the feed's length bias is its own).
     weight = (
         _inverse_cdf(VIDEO_VIEWS_KNOTS, _ranks01(appeal_z)) ** config.small_video_popularity_bias
     )
-    weight[duration < SMALL_MIN_DURATION_MS] = 0.0
     small_videos = np.sort(
         rng.choice(n_v, scale.n_small_videos, replace=False, p=weight / weight.sum())
     )
