@@ -350,6 +350,7 @@ def test_play_and_watch_ratio_respect_the_real_maxima():
     for frame in (big, small):
         assert frame["watch_ratio"].max() <= 573.5
         assert frame["watch_ratio"].quantile(0.999) > 5  # the tail is still there
+    assert small["video_duration"].min() >= 3067 > big["video_duration"].min()
 
 
 def test_repeat_views_pile_up_on_the_most_viewed_videos(world):

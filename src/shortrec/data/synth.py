@@ -76,6 +76,7 @@ VIDEO_VIEWS_KNOTS = ((0, 1), (0.25, 36), (0.5, 228), (0.75, 1971), (0.9, 3600), 
 DURATION_KNOTS = ((0, 140), (0.01, 3000), (0.1, 4836), (0.2, 6036), (0.3, 7002), (0.4, 8034),
                   (0.5, 9174), (0.6, 10404), (0.7, 11532), (0.8, 13632), (0.9, 20064),
                   (0.97, 60000), (0.995, 180000), (1.0, 315072))  # fmt: skip
+SMALL_MIN_DURATION_MS = 3067  # shortest video of the real small_matrix
 RAW_ROWS_PER_PAIR = 12_530_806 / 10_300_969
 DEDUP_ROWS_PER_PAIR = 11_564_987 / 10_300_969
 
@@ -356,9 +357,16 @@ def _build_world(config: SynthConfig, rng: np.random.Generator) -> _World:
     weight = (
         _inverse_cdf(VIDEO_VIEWS_KNOTS, _ranks01(appeal_z)) ** config.small_video_popularity_bias
     )
-    small_videos = np.sort(
-        rng.choice(n_v, scale.n_small_videos, replace=False, p=weight / weight.sum())
-    )
+    small_videos = rng.choice(n_v, scale.n_small_videos, replace=False, p=weight / weight.sum())
+    # The real block has no video under 3,067 ms: each shorter pick gives way to the most
+    # popular unpicked video of admissible length.
+    picked = np.zeros(n_v, bool)
+    picked[small_videos] = True
+    too_short = picked & (duration < SMALL_MIN_DURATION_MS)
+    admissible = np.flatnonzero(~picked & (duration >= SMALL_MIN_DURATION_MS))
+    picked[too_short] = False
+    picked[admissible[np.argsort(-weight[admissible], kind="stable")[: too_short.sum()]]] = True
+    small_videos = np.flatnonzero(picked)
     small_users = np.sort(rng.choice(n_u, scale.n_small_users, replace=False))
     return _World(
         user_ids, video_ids, small_users, small_videos, taste, tags, category_code,
