@@ -201,9 +201,10 @@ class SynthConfig:
     small_video_popularity_bias: float = 0.5  # small_matrix videos favour popular ones
     review_rate: float = DEDUP_ROWS_PER_PAIR - 1  # repeat views per distinct pair
     # Repeat views pile up on the most-viewed videos: the real top video has 24,173 distinct
-    # rows from at most 7,176 users. Extra views per viewer of the video ranked r:
-    # top_video_repeats * r ** -top_repeat_decay, taken out of the other videos' repeats.
-    top_video_repeats: float = 2.7
+    # rows from at most 7,176 users. Extra views per viewer of the video ranked r: enough for
+    # the top one to reach top_video_rows (scaled by the user share) times r ** -top_repeat_decay,
+    # taken out of the other videos' repeats.
+    top_video_rows: float = 24_173
     top_repeat_decay: float = 1.0
     duplicate_rate: float = 965_819 / 11_564_987  # exact duplicate rows per distinct row
     small_missing_rate: float = 17_827 / (1411 * 3327)  # unobserved cells of small_matrix
@@ -358,14 +359,14 @@ def _build_world(config: SynthConfig, rng: np.random.Generator) -> _World:
         _inverse_cdf(VIDEO_VIEWS_KNOTS, _ranks01(appeal_z)) ** config.small_video_popularity_bias
     )
     small_videos = rng.choice(n_v, scale.n_small_videos, replace=False, p=weight / weight.sum())
-    # The real block has no video under 3,067 ms: each shorter pick gives way to the most
-    # popular unpicked video of admissible length.
+    # The real block has no video under 3,067 ms: each shorter pick (~1%) gives way to the
+    # unpicked video of admissible length closest to it in popularity.
     picked = np.zeros(n_v, bool)
     picked[small_videos] = True
-    too_short = picked & (duration < SMALL_MIN_DURATION_MS)
-    admissible = np.flatnonzero(~picked & (duration >= SMALL_MIN_DURATION_MS))
-    picked[too_short] = False
-    picked[admissible[np.argsort(-weight[admissible], kind="stable")[: too_short.sum()]]] = True
+    for video in np.flatnonzero(picked & (duration < SMALL_MIN_DURATION_MS)):
+        admissible = np.flatnonzero(~picked & (duration >= SMALL_MIN_DURATION_MS))
+        picked[video] = False
+        picked[admissible[np.argmin(np.abs(weight[admissible] - weight[video]))]] = True
     small_videos = np.flatnonzero(picked)
     small_users = np.sort(rng.choice(n_u, scale.n_small_users, replace=False))
     return _World(
@@ -558,7 +559,9 @@ def _big_matrix(world: _World, config: SynthConfig, rng: np.random.Generator) ->
     viewers = np.bincount(videos, minlength=world.taste.n_videos)
     rank = np.empty(len(viewers))
     rank[np.argsort(-viewers, kind="stable")] = np.arange(1.0, len(viewers) + 1.0)
-    top = config.top_video_repeats * rank[videos] ** -config.top_repeat_decay
+    top_rows = config.top_video_rows * world.taste.n_users / REAL_USERS
+    top_repeats = max(top_rows / viewers.max() - 1.0 - config.review_rate, 0.0)
+    top = top_repeats * rank[videos] ** -config.top_repeat_decay
     rest = max(config.review_rate * len(users) - (top * lift).sum(), 0.0) / len(users)
     extra = rng.poisson((rest + top) * lift)
     users, videos = np.repeat(users, 1 + extra), np.repeat(videos, 1 + extra)
