@@ -561,9 +561,11 @@ def _big_matrix(world: _World, config: SynthConfig, rng: np.random.Generator) ->
     rank[np.argsort(-viewers, kind="stable")] = np.arange(1.0, len(viewers) + 1.0)
     top_rows = config.top_video_rows * world.taste.n_users / REAL_USERS
     top_repeats = max(top_rows / viewers.max() - 1.0 - config.review_rate, 0.0)
-    top = top_repeats * rank[videos] ** -config.top_repeat_decay
-    rest = max(config.review_rate * len(users) - (top * lift).sum(), 0.0) / len(users)
-    extra = rng.poisson((rest + top) * lift)
+    top = top_repeats * rank[videos] ** -config.top_repeat_decay * lift
+    budget = config.review_rate * len(users)  # the head never takes more than every repeat
+    top *= min(1.0, budget / max(top.sum(), 1e-9))
+    rest = (budget - top.sum()) / len(users)
+    extra = rng.poisson(rest * lift + top)
     users, videos = np.repeat(users, 1 + extra), np.repeat(videos, 1 + extra)
     dates = list(BIG_DAY_ROWS)
     epoch_ms, date = _timestamps(
