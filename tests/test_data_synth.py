@@ -278,9 +278,11 @@ def test_session_drift_persists_along_a_sequence_and_resets_between_users():
     np.testing.assert_allclose(both[5000:], alone, atol=1e-5)
 
 
-def test_big_matrix_sequences_come_in_same_category_runs(world):
-    big = _read(world, "big_matrix").unique(maintain_order=True)
-    categories = _read(world, "kuairec_caption_category").select(
+def test_big_matrix_sequences_come_in_same_category_runs():
+    # A tiny world has one or two views per user-day, too few for runs; a small one has ~15.
+    release = generate(SynthConfig(scale="small", seed=0), progress=False)
+    big = release.tables["big_matrix"].unique(maintain_order=True)
+    categories = release.tables["kuairec_caption_category"].select(
         "video_id", "first_level_category_id"
     )
     seq = big.join(categories, on="video_id", how="left").sort("user_id", "timestamp")
