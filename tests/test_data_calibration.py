@@ -17,6 +17,7 @@ from shortrec.data.calibration import (
     all_passed,
     calibrate,
     compute_stats,
+    release_stats,
     report_table,
 )
 from shortrec.data.schema import INTERACTION_COLUMNS
@@ -67,6 +68,9 @@ def test_check_pass_fail_and_info_rows():
     exact = Target("d", "d", 20200705, "test", tolerance=0.0)
     assert Check(exact, 20200705, 20200705).passed and not Check(exact, 20200705, 20200706).passed
     assert not Check(target, 100.0, float("nan")).passed
+    days = Target("t", "t", -11.6, "test", tolerance=0.5, absolute=True)
+    assert Check(days, -11.6, -11.2).passed and not Check(days, -11.6, -11.0).passed
+    assert Check(days, -11.6, -11.2).difference == pytest.approx(0.4)
 
 
 def test_every_target_names_its_source_and_the_table_has_the_report_columns(world):
@@ -92,5 +96,37 @@ def test_cli_calibrate_is_strict_only_when_asked(world, tmp_path):
     strict = CliRunner().invoke(app, ["data", "calibrate", str(tmp_path), "--strict"])
     assert loose.exit_code == 0 and strict.exit_code == 1
     assert not all_passed(calibrate(tmp_path))
+    table = CliRunner().invoke(app, ["data", "calibrate", str(world), "--markdown"])
+    assert table.exit_code == 0 and table.output.startswith("| statistic | real KuaiRec |")
+    assert len(table.output.splitlines()) == len(TARGETS) + 2
     missing = CliRunner().invoke(app, ["data", "calibrate", str(tmp_path / "nowhere")])
     assert missing.exit_code == 2 and "big_matrix.csv is missing" in missing.output
+
+
+def _views(rows: list[tuple]) -> pl.DataFrame:
+    columns = ("user_id", "video_id", "play_duration", "video_duration", "time", "date",
+               "timestamp", "watch_ratio")  # fmt: skip
+    return pl.DataFrame(rows, schema=INTERACTION_COLUMNS, orient="row").select(columns)
+
+
+def test_new_statistics_on_a_hand_made_release():
+    day = 1_593_878_400.0  # 2020-07-05 00:00 local
+    a = (1, 10, 500, 1000, "2020-07-05 00:00:10.000", 20200705, day + 10, 0.5)
+    b = (1, 11, 4000, 1000, "2020-07-05 00:01:00.000", 20200705, day + 60, 4.0)
+    skewed = (1, 12, 0, 1000, "2020-06-23 08:00:00.000", 20200706, day - 11.667 * 86400, 0.0)
+    late = (2, 10, 900, 1000, "2020-09-10 07:00:00.000", 20200905, day + 67.29 * 86400, 0.9)
+    big = _views([a, b, a, skewed, late, late])  # one duplicate apart, one right after
+    small = _views(
+        [(1, 20, 1, 1000, None, None, None, 0.001)] * 1
+        + [(1, 21, 2, 1000, "2020-07-05 00:00:10.000", 20200705.0, day + 10, 0.002)]
+    )
+    stats = release_stats(big, small)
+    assert stats["big_duplicates_adjacent"] == pytest.approx(0.5)
+    assert stats["big_user_days"] == 3  # (1, Jul 5), (1, Jul 6), (2, Sep 5)
+    assert stats["big_user_day_median"] == 2
+    assert stats["small_user_days"] == 1  # the row without a date does not count
+    assert stats["big_time_min"] == pytest.approx(-11.667, abs=1e-6)
+    assert stats["big_time_max"] == pytest.approx(67.29, abs=1e-6)
+    assert stats["big_date_mismatch"] == pytest.approx(3 / 6)  # the skewed and late rows
+    assert stats["big_wr_max"] == 4.0 and stats["big_play_max"] == 4000
+    assert stats["video_rows_max"] == 2  # video 10: a and late (dedup)

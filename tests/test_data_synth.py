@@ -29,7 +29,7 @@ from shortrec.data.synth import (
     generate,
     synthesize,
 )
-from shortrec.data.synth_taste import TasteModel, TasteParams
+from shortrec.data.synth_taste import TasteModel, TasteParams, ViewContext
 from shortrec.evaluation.metrics import full_ranking_metrics
 
 SHARED = Path(os.environ.get("SHORTREC_SHARED", Path(__file__).parents[2] / "shared"))
@@ -169,9 +169,8 @@ def _ndcg10(scores: np.ndarray, liked: np.ndarray) -> float:
     return float(np.nanmean(metrics["ndcg@10"]))
 
 
-@pytest.mark.parametrize("scale", ["tiny", "small"])
-def test_oracle_beats_popularity_beats_random_on_small_matrix(scale):
-    release = generate(SynthConfig(scale=scale, seed=1), progress=False)
+def _ndcgs_on_small_matrix(release, rule_text: str) -> dict[str, float]:
+    """NDCG@10 of the oracle, big_matrix popularity and random scores on small_matrix."""
     big, small = release.tables["big_matrix"], release.tables["small_matrix"]
     users = np.sort(small["user_id"].unique().to_numpy())
     videos = np.sort(small["video_id"].unique().to_numpy())
@@ -188,18 +187,30 @@ def test_oracle_beats_popularity_beats_random_on_small_matrix(scale):
     counts = dict(zip(viewers["video_id"].to_list(), viewers["user_id"].to_list(), strict=True))
     popular = np.broadcast_to(np.array([counts.get(v, 0) for v in videos], float), oracle.shape)
     rng = np.random.default_rng(0)
-    noise = [rng.random(oracle.shape) for _ in range(5)]
+    rule = LikeRule.parse(rule_text).fit(big)
+    liked = dense(small.with_columns(liked=pl.Series(rule.liked(small))), "liked", 0.0) > 0
+    return {
+        "oracle": _ndcg10(oracle, liked),
+        "popular": _ndcg10(popular, liked),
+        "random": float(np.mean([_ndcg10(rng.random(oracle.shape), liked) for _ in range(5)])),
+    }
+
+
+# A tiny world has 100 small_matrix videos: popularity's margin over random varies from 0.01 to
+# 0.1 between seeds, so the tiny case averages three worlds.
+@pytest.mark.parametrize("scale, seeds", [("tiny", (1, 2, 3)), ("small", (1,))])
+def test_oracle_beats_popularity_beats_random_on_small_matrix(scale, seeds):
+    releases = [generate(SynthConfig(scale=scale, seed=seed), progress=False) for seed in seeds]
     for text in ("duration:0.8", "threshold:0.7"):
-        rule = LikeRule.parse(text).fit(big)
-        liked = dense(small.with_columns(liked=pl.Series(rule.liked(small))), "liked", 0.0) > 0
-        random = np.mean([_ndcg10(scores, liked) for scores in noise])
-        assert _ndcg10(oracle, liked) > _ndcg10(popular, liked) + 0.1, text
-        assert _ndcg10(oracle, liked) > random + 0.2, text
+        results = [_ndcgs_on_small_matrix(release, text) for release in releases]
+        ndcg = {name: np.mean([result[name] for result in results]) for name in results[0]}
+        assert ndcg["oracle"] > ndcg["popular"] + 0.1, (text, ndcg)
+        assert ndcg["oracle"] > ndcg["random"] + 0.2, (text, ndcg)
         if text.startswith("duration"):
             # With a fixed threshold, popularity's few top videos win or lose by their length
             # (short ones are "liked" whatever the taste), so only the length-aware rule is a
             # stable test of popularity's signal.
-            assert _ndcg10(popular, liked) > random + 0.02, text
+            assert ndcg["popular"] > ndcg["random"] + 0.02, (text, ndcg)
 
 
 def test_personalisation_learned_from_big_matrix_beats_popularity(tmp_path):
@@ -267,9 +278,11 @@ def test_session_drift_persists_along_a_sequence_and_resets_between_users():
     np.testing.assert_allclose(both[5000:], alone, atol=1e-5)
 
 
-def test_big_matrix_sequences_come_in_same_category_runs(world):
-    big = _read(world, "big_matrix").unique(maintain_order=True)
-    categories = _read(world, "kuairec_caption_category").select(
+def test_big_matrix_sequences_come_in_same_category_runs():
+    # A tiny world has one or two views per user-day, too few for runs; a small one has ~15.
+    release = generate(SynthConfig(scale="small", seed=0), progress=False)
+    big = release.tables["big_matrix"].unique(maintain_order=True)
+    categories = release.tables["kuairec_caption_category"].select(
         "video_id", "first_level_category_id"
     )
     seq = big.join(categories, on="video_id", how="left").sort("user_id", "timestamp")
@@ -319,3 +332,59 @@ def test_cli_synth_writes_a_release_and_prints_the_calibration(tmp_path):
     assert small.height > 5000
     bad = CliRunner().invoke(app, ["data", "synth", "--out", str(tmp_path), "--scale", "huge"])
     assert bad.exit_code == 2 and "scale must be one of" in bad.output
+
+
+def test_duplicates_are_scattered_after_their_original_within_the_user(world):
+    big = _read(world, "big_matrix").with_row_index("row")
+    columns = [c for c in big.columns if c != "row"]
+    copies = big.filter(pl.struct(columns).is_duplicated())
+    first_and_last = copies.group_by(columns).agg(
+        pl.col("row").min(), pl.col("row").max().alias("last")
+    )
+    gap = first_and_last["last"] - first_and_last["row"]
+    assert (gap >= 1).all() and (gap > 1).mean() > 0.8  # rarely right next to the original
+    users = big["user_id"].to_numpy()
+    assert (np.diff(users) >= 0).all(), "rows stay grouped by user"
+
+
+def test_timestamps_run_past_the_dates_within_the_real_range(tmp_path):
+    release = generate(SynthConfig(scale="tiny", seed=0, clock_skew_share=0.05), progress=False)
+    big = release.tables["big_matrix"]
+    first_day, after_last_day = 1_593_878_400, 1_599_321_600  # local midnights: Jul 5, Sep 6
+    assert 1_592_872_451 <= big["timestamp"].min() < first_day  # real first: Jun 23 08:34
+    assert after_last_day < big["timestamp"].max() <= 1_599_694_333  # real last: Sep 10 07:32
+    assert (big["date"].min(), big["date"].max()) == (20200705, 20200905)  # labels unchanged
+
+
+def test_play_and_watch_ratio_respect_the_real_maxima():
+    release = generate(SynthConfig(scale="small", seed=0), progress=False)
+    big, small = release.tables["big_matrix"], release.tables["small_matrix"]
+    assert big["play_duration"].max() <= 999_639 < small["play_duration"].max() * 10
+    for frame in (big, small):
+        assert frame["watch_ratio"].max() <= 573.5
+        assert frame["watch_ratio"].quantile(0.999) > 5  # the tail is still there
+    assert small["video_duration"].min() >= 3067 > big["video_duration"].min()
+
+
+def test_repeat_views_pile_up_on_the_most_viewed_videos(world):
+    big = _read(world, "big_matrix").unique()
+    per_video = big.group_by("video_id").agg(rows=pl.len(), viewers=pl.col("user_id").n_unique())
+    per_video = per_video.sort("viewers", descending=True)
+    repeats = (per_video["rows"] / per_video["viewers"]).to_numpy()
+    assert repeats[0] > 2.0 and np.median(repeats) < 1.3
+
+
+def test_expected_watch_ratio_is_the_mean_of_the_sampled_views():
+    """The oracle is the expectation of what sample_play_ms draws, truncated tail included."""
+    params = TasteParams(replay_rate=0.2)  # many replays, so the tail's mean matters
+    rng = np.random.default_rng(0)
+    taste = TasteModel.sample(
+        params, rng, 3, np.array([1500, 9000, 60000]), [[1], [2], [3]], np.arange(3), 3
+    )
+    users = np.repeat(np.arange(3), 3 * 200_000)
+    videos = np.tile(np.repeat(np.arange(3), 200_000), 3)
+    play = taste.sample_play_ms(users, videos, np.zeros(len(users)), rng, ViewContext())
+    observed = pl.DataFrame({"u": users, "v": videos, "wr": play / taste.duration_ms[videos]})
+    means = observed.group_by("u", "v").agg(pl.col("wr").mean()).sort("u", "v")
+    expected = taste.expected_watch_ratio(means["u"].to_numpy(), means["v"].to_numpy())
+    np.testing.assert_allclose(means["wr"].to_numpy(), expected, rtol=0.03)

@@ -185,13 +185,16 @@ def data_export(
 # (section owned by the synthetic world)
 
 
-def _print_calibration(directory: Path) -> bool:
+def _print_calibration(directory: Path, markdown: bool = False) -> bool:
     from rich.console import Console
 
-    from shortrec.data.calibration import all_passed, calibrate, report_table
+    from shortrec.data.calibration import all_passed, calibrate, markdown_table, report_table
 
     checks = calibrate(directory)
-    Console().print(report_table(checks, title=f"Calibration of {directory}"))
+    if markdown:
+        typer.echo(markdown_table(checks), nl=False)
+    else:
+        Console().print(report_table(checks, title=f"Calibration of {directory}"))
     return all_passed(checks)
 
 
@@ -224,10 +227,11 @@ def data_synth(
 def data_calibrate(
     directory: Path = typer.Argument(..., help="Directory with big_matrix.csv, small_matrix.csv."),
     strict: bool = typer.Option(False, help="Exit with status 1 when a check fails."),
+    markdown: bool = typer.Option(False, help="Print a Markdown table (as in the README)."),
 ) -> None:
     """Compare a KuaiRec-format release with the published statistics of the real one."""
     try:
-        passed = _print_calibration(directory)
+        passed = _print_calibration(directory, markdown)
     except (ValueError, FileNotFoundError, pl_compute_error()) as error:
         fail(str(error))
     if strict and not passed:

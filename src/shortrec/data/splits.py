@@ -76,7 +76,10 @@ def kuairec_split(
     observed small_matrix, ranking all its videos; small_matrix users are split by a stable
     hash into tune (`tune_fraction`) and test."""
     big = data.big_matrix
-    cutoff = big["timestamp"].max() - validation_days * _DAY
+    # The log ends at its 99.9th timestamp percentile, not its largest timestamp: a few events
+    # carry a skewed device clock (real big_matrix timestamps run to Sep 10 for dates up to
+    # Sep 5), and one of them must not shrink the validation window to nothing.
+    cutoff = big["timestamp"].quantile(0.999, "higher") - validation_days * _DAY
     train = big.filter(pl.col("timestamp") <= cutoff)
     validation = big.filter(pl.col("timestamp") > cutoff)
     small = data.small_matrix

@@ -73,9 +73,10 @@ USER_ROWS_KNOTS = ((0, 100), (0.25, 883), (0.5, 1846.5), (0.75, 2461), (0.95, 34
 VIDEO_VIEWS_KNOTS = ((0, 1), (0.25, 36), (0.5, 228), (0.75, 1971), (0.9, 3600), (0.98, 5500),
                      (1.0, 7000))  # fmt: skip
 # Per-video length (ms): published deciles; ends at the published extremes.
-DURATION_KNOTS = ((0, 1000), (0.01, 3000), (0.1, 4836), (0.2, 6036), (0.3, 7002), (0.4, 8034),
+DURATION_KNOTS = ((0, 140), (0.01, 3000), (0.1, 4836), (0.2, 6036), (0.3, 7002), (0.4, 8034),
                   (0.5, 9174), (0.6, 10404), (0.7, 11532), (0.8, 13632), (0.9, 20064),
                   (0.97, 60000), (0.995, 180000), (1.0, 315072))  # fmt: skip
+SMALL_MIN_DURATION_MS = 3067  # shortest video of the real small_matrix
 RAW_ROWS_PER_PAIR = 12_530_806 / 10_300_969
 DEDUP_ROWS_PER_PAIR = 11_564_987 / 10_300_969
 
@@ -165,6 +166,10 @@ SMALL_HOUR_SHARE = (
     5.27, 4.79, 4.44, 4.11, 3.74, 3.47, 3.37, 3.14, 2.98, 2.74, 2.36, 1.89,
 )  # fmt: skip
 SHANGHAI_OFFSET_S = 8 * 3600  # Asia/Shanghai had no daylight saving in 2020
+# First and last timestamps of the real files (local time): a few events carry a skewed device
+# clock, so timestamps run past the dates they are filed under.
+BIG_TIME_RANGE = ("2020-06-23T08:34:11.373", "2020-09-10T07:32:12.427")
+SMALL_TIME_RANGE = ("2020-07-04T02:23:26.060", "2020-09-05T23:57:23.683")
 
 
 @dataclass
@@ -178,10 +183,11 @@ class SynthConfig:
     # big_matrix views come from the production feed: more zero plays, swipes and early exits,
     # and a heavier replay tail than in the fully observed small_matrix block (its published
     # p25 is 0.31 against small_matrix's 0.47). log_shift is relative to the re-centred appeal.
+    # The feed's logger keeps plays under 1,000 s (the real big_matrix maximum is 999,639 ms).
     big_view_context: ViewContext = field(
         default_factory=lambda: ViewContext(
-            log_shift=0.3, noise_sd=0.26, zero_rate=0.0192, skip_rate=0.015, replay_rate=0.04,
-            exit_rate=0.36,
+            log_shift=0.32, noise_sd=0.26, zero_rate=0.0192, skip_rate=0.015, replay_rate=0.028,
+            exit_rate=0.36, replay_tail=1.2, max_play_ms=999_639,
         )
     )  # fmt: skip
     # How strongly big_matrix exposure follows a user's taste (exposure weight exp(x * appeal));
@@ -189,13 +195,30 @@ class SynthConfig:
     exposure_taste: float = 4.0
     recentre_exposure: float = 1.0  # share of the exposed appeal surplus taken out of play time
     exposure_quality_corr: float = 0.85  # rank correlation of a video's exposure and quality
+    # The feed shows very short videos less: the real row-weighted length deciles sit above the
+    # per-video ones (p10 6,066 vs 4,836 ms). Weight of log length in the popularity copula.
+    exposure_duration_corr: float = 0.2
     small_video_popularity_bias: float = 0.5  # small_matrix videos favour popular ones
     review_rate: float = DEDUP_ROWS_PER_PAIR - 1  # repeat views per distinct pair
+    # Repeat views pile up on the most-viewed videos: the real top video has 24,173 distinct
+    # rows from at most 7,176 users. Extra views per viewer of the video ranked r: enough for
+    # the top one to reach top_video_rows (scaled by the user share) times r ** -top_repeat_decay,
+    # taken out of the other videos' repeats.
+    top_video_rows: float = 24_173
+    top_repeat_decay: float = 1.0
     duplicate_rate: float = 965_819 / 11_564_987  # exact duplicate rows per distinct row
     small_missing_rate: float = 17_827 / (1411 * 3327)  # unobserved cells of small_matrix
     small_null_rate: float = 181_992 / 4_676_570  # small rows with empty time/date/timestamp
     category_run_share: float = 0.6  # views that come in same-category runs within a day
-    day_activity_shape: float = 0.8  # gamma shape of a user's per-day activity
+    day_activity_shape: float = 4.0  # gamma shape of a user's per-day activity in big_matrix
+    # small_matrix users were shown the whole block on a schedule: far steadier days (real
+    # rows per user-day: std 32.6 around a mean of 51.9, against 78.8 around 66.5 in big).
+    small_day_activity_shape: float = 10.0
+    # Users skip whole days: 6.3% of big_matrix's user x date cells and 2.5% of small_matrix's
+    # are empty in the real files, more than a user's activity level alone leaves empty.
+    absent_day_rate: float = 0.055
+    small_absent_day_rate: float = 0.02
+    clock_skew_share: float = 0.0005  # events whose timestamp is off by hours to days
     ipf_iterations: int = 20  # strongly taste-driven exposure needs more to fit video targets
 
     def __post_init__(self) -> None:
@@ -318,18 +341,33 @@ def _build_world(config: SynthConfig, rng: np.random.Generator) -> _World:
     )
     user_u = _ranks01(rng.standard_normal(n_u) + shift)
     user_target = _inverse_cdf(USER_ROWS_KNOTS, user_u) / RAW_ROWS_PER_PAIR * n_v / REAL_VIDEOS
-    # Popularity: the published per-video shape, correlated with quality (exposure bias).
+    # Popularity: the published per-video shape, correlated with quality (exposure bias) and
+    # lower for videos shorter than 7 s, down to 1 s (the real row-weighted length deciles sit
+    # above the per-video ones below the median; sub-second clips still get shown, and give
+    # the real extreme watch ratios).
     rho = config.exposure_quality_corr
-    z = rho * taste.quality / taste.params.quality_sd + np.sqrt(1 - rho**2) * rng.standard_normal(
-        n_v
-    )
+    shortness = np.clip(np.log(duration / 7_000.0), np.log(1 / 7), 0.0)
+    appeal_z = rho * taste.quality / taste.params.quality_sd + np.sqrt(
+        1 - rho**2
+    ) * rng.standard_normal(n_v)
+    z = appeal_z + config.exposure_duration_corr * shortness / max(shortness.std(), 1e-9)
     video_target = (
         _inverse_cdf(VIDEO_VIEWS_KNOTS, _ranks01(z)) / DEDUP_ROWS_PER_PAIR * n_u / REAL_USERS
     )
-    weight = video_target**config.small_video_popularity_bias
-    small_videos = np.sort(
-        rng.choice(n_v, scale.n_small_videos, replace=False, p=weight / weight.sum())
+    # small_matrix's videos favour popular ones (by appeal: the feed's length bias is its own).
+    weight = (
+        _inverse_cdf(VIDEO_VIEWS_KNOTS, _ranks01(appeal_z)) ** config.small_video_popularity_bias
     )
+    small_videos = rng.choice(n_v, scale.n_small_videos, replace=False, p=weight / weight.sum())
+    # The real block has no video under 3,067 ms: each shorter pick (~1%) gives way to the
+    # unpicked video of admissible length closest to it in popularity.
+    picked = np.zeros(n_v, bool)
+    picked[small_videos] = True
+    for video in np.flatnonzero(picked & (duration < SMALL_MIN_DURATION_MS)):
+        admissible = np.flatnonzero(~picked & (duration >= SMALL_MIN_DURATION_MS))
+        picked[video] = False
+        picked[admissible[np.argmin(np.abs(weight[admissible] - weight[video]))]] = True
+    small_videos = np.flatnonzero(picked)
     small_users = np.sort(rng.choice(n_u, scale.n_small_users, replace=False))
     return _World(
         user_ids, video_ids, small_users, small_videos, taste, tags, category_code,
@@ -396,16 +434,25 @@ def _timestamps(
     dates: list[str],
     day_rows: np.ndarray,
     hour_share: tuple[float, ...],
+    day_shape: float,
+    absent_rate: float,
+    time_range: tuple[str, str],
     config: SynthConfig,
     seed: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Unix time (ms) and date label of each view. Days follow the published per-day counts
-    with per-user variation; hours the published profile. Within a user's day, views come
-    partly in same-category runs, as a feed does, so recent views predict the next ones."""
+    with per-user variation (gamma weights of shape `day_shape`, whole days skipped at
+    `absent_rate`); hours the published profile.
+    Within a user's day, views come partly in same-category runs, as a feed does, so recent
+    views predict the next ones. A few views carry a skewed device clock: their timestamp moves
+    up to 13 days either way, within the real file's `time_range`."""
     n = len(users)
     n_days = len(dates)
-    day_weight = np.asarray(day_rows, np.float64)[None, :] * rng.gamma(
-        config.day_activity_shape, size=(n_users, n_days)
+    absent = rng.random((n_users, n_days)) < absent_rate
+    day_weight = (
+        np.asarray(day_rows, np.float64)[None, :]
+        * rng.gamma(day_shape, size=(n_users, n_days))
+        * np.where(absent, 1e-9, 1.0)
     )
     cum = np.cumsum(day_weight, axis=1)
     cum = cum / cum[:, -1:] + np.arange(n_users)[:, None]
@@ -428,7 +475,17 @@ def _timestamps(
     previous = np.r_[False, np.diff(_day_epochs(dates)) == 86_400]
     late_filed = (assigned < 90_000) & previous[day] & (rng.random(n) < 0.7)
     date_label = np.where(late_filed, _date_ints(dates)[np.maximum(day - 1, 0)], date_label)
+    skewed = np.flatnonzero(rng.random(n) < config.clock_skew_share)
+    first, last = (_local_epoch_ms(t) for t in time_range)
+    lo = np.maximum(epoch_ms[skewed] - 13 * 86_400_000, first)
+    hi = np.minimum(epoch_ms[skewed] + 13 * 86_400_000, last)
+    epoch_ms[skewed] = lo + np.floor(rng.random(len(skewed)) * (hi - lo)).astype(np.int64)
     return epoch_ms, date_label
+
+
+def _local_epoch_ms(local_time: str) -> int:
+    """Unix time (ms) of an Asia/Shanghai local time."""
+    return int(np.datetime64(local_time, "ms").astype(np.int64)) - SHANGHAI_OFFSET_S * 1000
 
 
 def _user_time_order(users: np.ndarray, epoch_ms: np.ndarray) -> np.ndarray:
@@ -498,23 +555,46 @@ def _big_matrix(world: _World, config: SynthConfig, rng: np.random.Generator) ->
     # distribution where the real one is whatever exposure_taste is (ranking is unaffected).
     appeal_offset = -(appeal.mean() - world.taste.mean_appeal()) * config.recentre_exposure
     lift = np.exp(0.5 * (appeal - appeal.mean()))
-    extra = rng.poisson(config.review_rate * lift / lift.mean())
+    lift /= lift.mean()
+    viewers = np.bincount(videos, minlength=world.taste.n_videos)
+    rank = np.empty(len(viewers))
+    rank[np.argsort(-viewers, kind="stable")] = np.arange(1.0, len(viewers) + 1.0)
+    top_rows = config.top_video_rows * world.taste.n_users / REAL_USERS
+    top_repeats = max(top_rows / viewers.max() - 1.0 - config.review_rate, 0.0)
+    top = top_repeats * rank[videos] ** -config.top_repeat_decay * lift
+    budget = config.review_rate * len(users)  # the head never takes more than every repeat
+    top *= min(1.0, budget / max(top.sum(), 1e-9))
+    rest = (budget - top.sum()) / len(users)
+    extra = rng.poisson(rest * lift + top)
     users, videos = np.repeat(users, 1 + extra), np.repeat(videos, 1 + extra)
     dates = list(BIG_DAY_ROWS)
     epoch_ms, date = _timestamps(
         rng, users, videos, world.category_code, world.taste.n_users, dates,
-        np.array(list(BIG_DAY_ROWS.values())), BIG_HOUR_SHARE, config, config.seed * 2 + 1,
+        np.array(list(BIG_DAY_ROWS.values())), BIG_HOUR_SHARE, config.day_activity_shape,
+        config.absent_day_rate, BIG_TIME_RANGE, config, config.seed * 2 + 1,
     )  # fmt: skip
     order = _user_time_order(users, epoch_ms)
     users, videos, epoch_ms, date = users[order], videos[order], epoch_ms[order], date[order]
     play = _watch(world, users, videos, rng, config.big_view_context, appeal_offset)
-    # Exact duplicate rows: the same logged event written twice (7.7% of the real rows).
-    copies = 1 + (rng.random(len(users)) < config.duplicate_rate)
-    rows = np.repeat(np.arange(len(users)), copies)
+    rows = _with_duplicates(users, config.duplicate_rate, rng)
     frame = _interaction_frame(
         world, users[rows], videos[rows], epoch_ms[rows], date[rows], play[rows]
     )
     return frame.select(_INTERACTION_ORDER)
+
+
+def _with_duplicates(users: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
+    """Row order with exact duplicates: the same logged event written twice (7.7% of the real
+    rows). The copy comes with a later delivery, so it lands at a random later place among the
+    same user's rows (`users` sorted), rarely next to its original."""
+    n = len(users)
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    ends = np.repeat(np.r_[starts[1:], n], np.diff(np.r_[starts, n]))
+    original = np.flatnonzero(rng.random(n) < rate)
+    after = original + np.floor(rng.random(len(original)) * (ends[original] - original))
+    rows = np.r_[np.arange(n), original]
+    key = np.r_[np.arange(n) * 2, after.astype(np.int64) * 2 + 1]
+    return rows[np.argsort(key, kind="stable")]
 
 
 def _small_matrix(world: _World, config: SynthConfig, rng: np.random.Generator) -> pl.DataFrame:
@@ -525,7 +605,8 @@ def _small_matrix(world: _World, config: SynthConfig, rng: np.random.Generator) 
     dates = _small_dates()
     epoch_ms, date = _timestamps(
         rng, users, videos, world.category_code, world.taste.n_users, dates,
-        np.array(SMALL_DAY_ROWS), SMALL_HOUR_SHARE, config, config.seed * 2 + 2,
+        np.array(SMALL_DAY_ROWS), SMALL_HOUR_SHARE, config.small_day_activity_shape,
+        config.small_absent_day_rate, SMALL_TIME_RANGE, config, config.seed * 2 + 2,
     )  # fmt: skip
     order = _user_time_order(users, epoch_ms)
     users, videos, epoch_ms, date = users[order], videos[order], epoch_ms[order], date[order]

@@ -5,7 +5,9 @@ user-video affinity over tags, first-level categories and latent factors, a weak
 plus a session drift that follows the user's recent viewing. People watch roughly the same
 ~7-12 s whatever the length, so watch_ratio = play time / length falls with length. On top sit
 instant zero plays, quick swipes (more likely when the video does not suit the user) and
-replays with a Pareto tail. The noise-free expectation of that mixture is the oracle's score.
+replays with a Pareto tail, truncated so a view never exceeds ~573 plays of the video (both real
+matrices top out there: 573.5 in big_matrix, 571.5 in small_matrix). The noise-free expectation of
+that mixture is the oracle's score.
 
 The defaults make user-video affinity (sd ~0.43 log-seconds, mostly 16 latent factors, which
 collaborative models can recover, plus tag and category interests) dominate video quality
@@ -27,6 +29,7 @@ N_TAGS = 31  # KuaiRec item_categories tag ids 0..30
 REFERENCE_DURATION_S = 9.6  # per-video median length; the length effect is relative to it
 LENGTH_EFFECT_CAP_S = 13.0
 MAX_PLAY_MS = 7_988_155  # longest play in the real small_matrix
+MAX_WATCH_RATIO = 573.5  # most plays of one video in one view, in both real matrices
 DENSE_APPEAL_MAX_CELLS = 100_000_000  # above this, pair appeals are computed in chunks
 
 
@@ -54,6 +57,7 @@ class TasteParams:
     exit_rate: float = 0.0  # views left at a uniformly random point of the would-be play time
     replay_rate: float = 0.035
     replay_tail: float = 1.6  # Pareto shape of extra plays (in units of the play time)
+    max_watch_ratio: float = MAX_WATCH_RATIO  # replays are truncated at this watch ratio
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,13 @@ class ViewContext:
     replay_rate: float | None = None
     skip_max_seconds: float | None = None
     exit_rate: float | None = None
+    replay_tail: float | None = None
+    max_play_ms: int | None = None  # the logger's longest play (default MAX_PLAY_MS)
+
+
+def _truncated_pareto_mean(shape: float, most: np.ndarray) -> np.ndarray:
+    """Mean of a Pareto(shape) variable on [1, most]."""
+    return shape / (shape - 1.0) * (1.0 - most ** (1.0 - shape)) / (1.0 - most**-shape)
 
 
 def _tag_matrix(tags: list[list[int]], n_videos: int) -> np.ndarray:
@@ -211,11 +222,14 @@ class TasteModel:
         p = self.params
         appeal = self.pair_appeal(users, videos) + drift
         play_s = np.exp(p.base_log_seconds + appeal + self._length_log_seconds(videos))
-        replay_mean = 1.0 + p.replay_rate / (p.replay_tail - 1.0)
+        duration_s = self.duration_ms[videos] / 1000.0
+        longest_s = np.minimum(p.max_watch_ratio * duration_s, MAX_PLAY_MS / 1000.0)
+        most = np.maximum(longest_s / play_s, 1.0 + 1e-9)
+        replay_mean = 1.0 + p.replay_rate * (_truncated_pareto_mean(p.replay_tail, most) - 1.0)
         watched = play_s * np.exp(p.noise_sd**2 / 2) * replay_mean * (1.0 - p.exit_rate / 2)
         skip = self._skip_probability(appeal)
         seconds = (1.0 - p.zero_rate) * ((1.0 - skip) * watched + skip * p.skip_max_seconds / 2)
-        return seconds / (self.duration_ms[videos] / 1000.0)
+        return seconds / duration_s
 
     def session_drift(
         self, users: np.ndarray, videos: np.ndarray, rng: np.random.Generator
@@ -295,8 +309,15 @@ class TasteModel:
         appeal = self.pair_appeal(users, videos) + appeal_offset
         log_s = p.base_log_seconds + c.log_shift + appeal + self._length_log_seconds(videos) + drift
         play_s = np.exp(log_s + (c.noise_sd or p.noise_sd) * rng.standard_normal(n))
-        replay = rng.random(n) < (c.replay_rate or p.replay_rate)
-        play_s[replay] *= 1.0 + rng.pareto(p.replay_tail, int(replay.sum()))
+        replay = np.flatnonzero(rng.random(n) < (c.replay_rate or p.replay_rate))
+        # Extra plays: Pareto(tail) times the play, truncated at max_watch_ratio plays of the video
+        # and at the logger's longest play, so neither limit piles rows up.
+        tail = c.replay_tail or p.replay_tail
+        max_play_ms = c.max_play_ms or MAX_PLAY_MS
+        longest = np.minimum(p.max_watch_ratio * self.duration_ms[videos[replay]], max_play_ms)
+        most = longest / 1000.0 / play_s[replay]
+        cut = 1.0 - np.maximum(most, 1.0) ** -tail
+        play_s[replay] *= (1.0 - rng.random(len(replay)) * cut) ** (-1.0 / tail)
         exit_rate = p.exit_rate if c.exit_rate is None else c.exit_rate
         early_exit = rng.random(n) < exit_rate
         play_s[early_exit] *= rng.random(int(early_exit.sum()))
@@ -306,4 +327,4 @@ class TasteModel:
         )
         play_s[skip] = rng.uniform(0.0, c.skip_max_seconds or p.skip_max_seconds, int(skip.sum()))
         play_s[rng.random(n) < (c.zero_rate or p.zero_rate)] = 0.0
-        return np.minimum(np.round(play_s * 1000.0), MAX_PLAY_MS).astype(np.int64)
+        return np.minimum(np.round(play_s * 1000.0), max_play_ms).astype(np.int64)
