@@ -128,6 +128,10 @@ class LikeRule:
             return np.zeros(frame.height)
         return frame["watch_ratio"].fill_null(np.nan).to_numpy().astype(np.float64)
 
+    def like_threshold(self, frame: pl.DataFrame) -> np.ndarray:
+        """The watch ratio each view of `frame` must reach to count as liked (-inf: any)."""
+        return self._thresholds(frame)[0]
+
     def liked(self, frame: pl.DataFrame) -> np.ndarray:
         like_at, _ = self._thresholds(frame)
         return self._ratios(frame) >= like_at

@@ -87,27 +87,45 @@ class OracleRecommender(Recommender):
     """Ranks by the synthetic world's noise-free expected watch ratio: the ceiling.
 
     Only defined for synthetic worlds (their `ground_truth.parquet`); pairs outside the
-    ground truth score lowest. `target="watch_time"` ranks by the expected seconds watched
-    instead (expected ratio x length): the ceiling of a feed judged by watch time, which the
-    ratio oracle is not, since a high ratio mostly means a short video."""
+    ground truth score lowest. What it ranks by (`target`):
+    - "liked" (default): how far the expected watch ratio clears the run's like threshold for
+      that video (expected / threshold). Under the duration-aware rule a long video is liked
+      at a lower ratio than a short one, so ranking by the raw ratio would not be the ceiling
+      of an evaluation that judges likes;
+    - "watch_ratio": the expected watch ratio itself (the ceiling under a fixed threshold);
+    - "watch_time": the expected seconds watched (ratio x length): the ceiling of a feed
+      judged by watch time, which the ratio oracle is not, since a high ratio mostly means a
+      short video."""
 
     name: ClassVar[str] = "oracle"
-    target: str = "watch_ratio"  # watch_ratio | watch_time
+    target: str = "liked"  # liked | watch_ratio | watch_time
 
     def fit(self, data: TrainingData, context: FitContext | None = None) -> OracleRecommender:
-        if self.target not in ("watch_ratio", "watch_time"):
+        if self.target not in ("liked", "watch_ratio", "watch_time"):
             raise ValueError(
-                f"oracle target must be watch_ratio or watch_time, got {self.target!r}"
+                f"oracle target must be liked, watch_ratio or watch_time, got {self.target!r}"
             )
         if data.ground_truth is None:
             raise ValueError("the oracle needs a synthetic world with ground truth; this has none")
         truth = data.ground_truth.select("user_id", "video_id", "expected_watch_ratio")
+        if self.target != "watch_ratio":
+            durations = data.videos.select("video_id", "video_duration")
+            truth = truth.join(durations, on="video_id", how="left")
         if self.target == "watch_time":
-            truth = truth.join(data.videos.select("video_id", "video_duration"), on="video_id")
             truth = truth.select(
                 "user_id", "video_id",
                 pl.col("expected_watch_ratio") * pl.col("video_duration") / 1000.0,
             )  # fmt: skip
+        elif self.target == "liked":
+            threshold = data.like_rule.like_threshold(
+                truth.with_columns(pl.col("video_duration").fill_null(0))
+            )
+            ratio = truth["expected_watch_ratio"].to_numpy()
+            usable = np.isfinite(threshold) & (threshold > 0)
+            score = np.where(usable, ratio / np.where(usable, threshold, 1.0), ratio)
+            truth = truth.select("user_id", "video_id").with_columns(
+                pl.Series("expected_watch_ratio", score)
+            )
         self.truth_ = truth
         return self
 
