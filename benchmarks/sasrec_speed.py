@@ -38,7 +38,7 @@ from shortrec.data.histories import Histories
 from shortrec.data.labels import LikeRule
 from shortrec.data.splits import leave_last_out_split
 from shortrec.evaluation.protocol import evaluate
-from shortrec.models.base import Recommender
+from shortrec.models.base import FitContext, Recommender, TrainingData
 from shortrec.models.sasrec import SASRec
 from shortrec.training.memory import peak_rss_mb
 
@@ -242,16 +242,16 @@ class ReferenceAsRecommender(Recommender):
 # --- measurements ------------------------------------------------------------------------------
 def run_ours(threads: int, epochs: int) -> dict:
     views = generate_views(**GAMES)
-    model = SASRec(**SETTINGS, epochs=epochs, loss="bce", device="cpu", progress=False,
-                   num_threads=threads)  # fmt: skip
-    model.fit(views)
-    seconds = [r["seconds"] for r in model.history_]
+    model = SASRec(**SETTINGS, epochs=epochs, loss="bce", device="cpu", num_threads=threads)
+    model.fit(TrainingData.build(views), FitContext(progress=False))
+    history = model.fit_report_["history"]
+    seconds = [r["seconds"] for r in history]
     best = float(np.median(seconds[1:])) if len(seconds) > 1 else seconds[0]
     users = views["user_id"].n_unique()
     return {
         "threads": threads,
         "epoch_seconds": seconds,
-        "cpu_seconds_per_epoch": float(np.median([r["cpu_seconds"] for r in model.history_][1:])),
+        "cpu_seconds_per_epoch": float(np.median([r["cpu_seconds"] for r in history][1:])),
         "seconds_per_epoch": best,
         "sequences_per_second": users / best,
         "peak_rss_mb": peak_rss_mb(),
@@ -270,8 +270,10 @@ def run_quality(epochs: int) -> dict:
     views = generate_views(**QUALITY, seed=1)
     split = leave_last_out_split(views)
     rule = LikeRule.parse("threshold:0.7").fit(split.train)
-    ours = SASRec(**SETTINGS, epochs=epochs, device="cpu", progress=False, num_threads=1)
-    ours.fit(split.train)  # no validation: the same fixed number of epochs as the reference
+    ours = SASRec(**SETTINGS, epochs=epochs, device="cpu", num_threads=1)
+    ours.fit(
+        TrainingData.build(split.train), FitContext(progress=False)
+    )  # no validation: the same fixed number of epochs as the reference
     torch.set_num_threads(1)
     reference = ReferenceAsRecommender()
     reference.model_, _ = train_reference(split.train, QUALITY["n_items"], None, epochs)

@@ -50,7 +50,7 @@ def quiet(checkpoint_dir: Path) -> FitContext:
 def small_model(**overrides) -> SASRec:
     params = dict(maxlen=8, hidden_size=16, num_blocks=2, num_heads=2, dropout=0.1,
                   learning_rate=5e-3, batch_size=32, epochs=6, eval_every=2, patience=3,
-                  device="cpu", n_negatives=16, num_threads=1)  # fmt: skip
+                  device="cpu", n_negatives=16, num_threads=1, train_window="last")  # fmt: skip
     params.update(overrides)
     return SASRec(**params)
 
@@ -161,8 +161,8 @@ def test_explicit_negatives_lower_the_disliked_video_score():
         scores = model.score(np.array([1]), videos, history)[0]
         return int((scores > scores[1]).sum())
 
-    plain = rank_of_disliked()
-    aware = rank_of_disliked(explicit_negatives=True, weighted_dislike=5.0)
+    plain = rank_of_disliked(explicit_negatives=False)  # the view-as-positive ablation
+    aware = rank_of_disliked(weighted_dislike=5.0)  # the default: dislikes are negatives
     assert plain <= 2  # learned as the likely next view
     assert aware > plain + 5  # pushed down once dislikes count as negatives
 
@@ -175,10 +175,11 @@ def test_random_training_windows_also_learn():
     assert losses[-1] < 0.7 * losses[0]
 
 
-def test_weighted_dislike_other_than_one_implies_explicit_negatives():
-    assert SASRec(weighted_dislike=2.0).uses_explicit_negatives
-    assert not SASRec().uses_explicit_negatives
-    assert SASRec(explicit_negatives=True).uses_explicit_negatives
+def test_defaults_learn_from_dislikes_and_paper_presets_do_not():
+    assert SASRec().explicit_negatives and SASRec().weighted_dislike > 1
+    for preset in SASRec.presets().values():
+        assert preset["explicit_negatives"] is False and preset["weighted_dislike"] == 1.0
+        assert preset["like_rule"] == "all"  # every interaction a positive, in training and test
 
 
 def test_planted_sequence_is_learned_to_near_perfect_hit_rate():
