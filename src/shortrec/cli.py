@@ -239,6 +239,11 @@ _COMMON_TRAIN_OPTIONS = {
         str | None,
         typer.Option(None, help="Named hyperparameter preset (e.g. paper-ml-1m for sasrec)."),
     ),
+    "nproc": (
+        int,
+        typer.Option(1, help="Data-parallel processes on this machine (models that support "
+                     "it); multi-node: launch with torchrun instead."),
+    ),
 }  # fmt: skip
 
 
@@ -249,12 +254,12 @@ def _make_train_command(name: str):
     model_fields = [f for f in dataclasses.fields(cls) if f.init]
 
     def command(ctx: typer.Context, **kwargs):
-        common = {k: kwargs.pop(k) for k in _COMMON_TRAIN_OPTIONS}
         explicit = {
             key
             for key in kwargs
             if ctx.get_parameter_source(key) is not click.core.ParameterSource.DEFAULT
         }
+        common = {k: kwargs.pop(k) for k in _COMMON_TRAIN_OPTIONS}
         _train(name, cls, kwargs, explicit, **common)
 
     params = [
@@ -271,18 +276,35 @@ def _make_train_command(name: str):
 
 def _train(
     name, cls, params, explicit, data, protocol, like_rule, runs_dir, test, sampled, label,
-    progress, preset,
+    progress, preset, nproc,
 ):  # fmt: skip
     from shortrec.runs import RunConfig, read_metrics, train_run
+    from shortrec.training.distributed import torchrun_command, without_option, world
 
+    if nproc > 1 and not world().active:
+        if not cls.distributed:
+            fail(f"model {name!r} does not train data-parallel; drop --nproc")
+        import subprocess
+        import sys
+
+        argv = without_option(sys.argv[1:], "--nproc")
+        raise typer.Exit(subprocess.run(torchrun_command(nproc, argv)).returncode)
     if preset:
         if preset not in cls.presets():
             known = ", ".join(sorted(cls.presets())) or "none"
             fail(f"model {name!r} has no preset {preset!r} (presets: {known})")
-        # Flags given on the command line win over the preset, whatever their value.
+        # Flags given on the command line win over the preset, whatever their value; a
+        # preset may also set the run's protocol, like rule and sampled evaluation.
+        run_options = {"protocol": protocol, "like_rule": like_rule, "sampled": sampled}
         for key, value in cls.presets()[preset].items():
-            if key not in explicit:
+            if key in explicit:
+                continue
+            if key in run_options:
+                run_options[key] = LikeRule.parse(value) if key == "like_rule" else value
+            else:
                 params[key] = value
+        protocol, like_rule, sampled = (run_options[k] for k in ("protocol", "like_rule",
+                                                                 "sampled"))  # fmt: skip
     try:
         config = RunConfig(
             model=name,
@@ -298,6 +320,8 @@ def _train(
         run_dir = train_run(config, runs_dir, evaluate_on=evaluate_on, progress=progress)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
+    if run_dir is None:  # another rank of a data-parallel job: rank 0 reports
+        return
     typer.echo(f"run: {run_dir}")
     _print_run_metrics(run_dir, read_metrics(run_dir))
 
@@ -306,11 +330,10 @@ def _print_run_metrics(run_dir: Path, metrics: dict) -> None:
     for key, result in metrics.items():
         if not isinstance(result, dict) or "summary" not in result:
             continue
-        shown = {
-            m: result["summary"][m]
-            for m in ("ndcg@10", "graded_ndcg@10", "recall@20", "mrr")
-            if m in result["summary"]
-        }
+        # Sampled (paper) mode: HR@10 beside NDCG@10, as papers report them.
+        names = ("ndcg@10", "hitrate@10", "mrr") if result["mode"].startswith("sampled") else (
+            "ndcg@10", "graded_ndcg@10", "recall@20", "mrr")  # fmt: skip
+        shown = {m: result["summary"][m] for m in names if m in result["summary"]}
         text = ", ".join(
             f"{m} {v['mean']:.4f} [{v['low']:.4f}, {v['high']:.4f}]" for m, v in shown.items()
         )

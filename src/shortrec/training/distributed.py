@@ -13,6 +13,9 @@ batch is then exactly the single-process one (each rank's summed loss is divided
 whole batch's positions, and DDP's mean over ranks is undone by multiplying by the world
 size), so hyperparameters tuned on one process keep their meaning on many, and only the
 random draws (negatives, dropout) differ, each rank having its own seeded stream.
+
+torch is imported inside the functions that use it: `world()` is asked by every run, also of
+models that never touch torch.
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.distributed as dist
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,8 @@ def world() -> World:
 
 def rank_device(device: torch.device, job: World) -> torch.device:
     """Each rank of a CUDA job uses the GPU of its local rank."""
+    import torch
+
     if job.active and device.type == "cuda":
         device = torch.device("cuda", job.local_rank)
         torch.cuda.set_device(device)
@@ -70,6 +76,8 @@ def rank_device(device: torch.device, job: World) -> torch.device:
 def process_group(device: torch.device) -> Iterator[World]:
     """Join the job's process group for the block (gloo on the CPU, NCCL on CUDA) and leave
     it afterwards; a one-process job does nothing."""
+    import torch.distributed as dist
+
     job = world()
     created = job.active and not dist.is_initialized()
     if created:
@@ -84,6 +92,8 @@ def process_group(device: torch.device) -> Iterator[World]:
 
 def wrap(module: torch.nn.Module, job: World, device: torch.device) -> torch.nn.Module:
     """`module` under DistributedDataParallel in a multi-process job, itself otherwise."""
+    import torch
+
     if not job.active:
         return module
     ids = [device.index] if device.type == "cuda" else None
@@ -105,6 +115,9 @@ def share_of(rows: np.ndarray, job: World) -> np.ndarray:
 
 def sum_across(values: Sequence[float], job: World, device: torch.device) -> np.ndarray:
     """Element-wise sums of `values` over all ranks (the values themselves in one process)."""
+    import torch
+    import torch.distributed as dist
+
     if not job.active:
         return np.asarray(values, dtype=np.float64)
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
@@ -114,6 +127,8 @@ def sum_across(values: Sequence[float], job: World, device: torch.device) -> np.
 
 def from_main(value: Any, job: World) -> Any:
     """Rank 0's `value` on every rank (pickled; for checkpoints and small decisions)."""
+    import torch.distributed as dist
+
     if not job.active:
         return value
     box = [value if job.is_main else None]
@@ -123,6 +138,8 @@ def from_main(value: Any, job: World) -> Any:
 
 def gathered(value: Any, job: World) -> list[Any]:
     """Every rank's `value`, in rank order, on every rank."""
+    import torch.distributed as dist
+
     if not job.active:
         return [value]
     out: list[Any] = [None] * job.size
