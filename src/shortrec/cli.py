@@ -399,12 +399,13 @@ def evaluate(
     sampled: int | None = typer.Option(
         None, help="N sampled negatives per positive (labelled); 0 = full ranking."
     ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
 ) -> None:
     """Evaluate a trained run on its tune or test set (full ranking unless --sampled)."""
     from shortrec.runs import evaluate_run, read_metrics
 
     try:
-        evaluate_run(run_dir, on, sampled=sampled)
+        evaluate_run(run_dir, on, sampled=sampled, progress=progress)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
     _print_run_metrics(

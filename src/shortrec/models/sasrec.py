@@ -79,7 +79,7 @@ from shortrec.training.sequences import Sequences, epoch_batches
 
 TRAIN_WINDOWS = ("last", "random")
 SCORE_BATCH_USERS = 1024
-VALIDATION_BATCH_USERS = 512
+VALIDATION_BATCH_USERS = 128  # small: full-catalogue score buffers set the peak memory
 
 # The paper's model and protocol (Kang & McAuley, ICDM 2018, section IV and the authors'
 # TensorFlow code, kang205/SASRec): hidden 50, 2 blocks, 1 head, Adam lr 0.001 with betas
@@ -342,8 +342,9 @@ class SASRec(Recommender):
             batches = [rows for rows in batches if len(rows) >= job.size]
             tick, cpu_tick = time.perf_counter(), time.process_time()
             with seeded_global_rng(derive_seed(generator), device):
+                steps = tqdm(batches, desc=f"epoch {epoch + 1}", disable=not show, leave=False)
                 mean_loss = self._train_epoch(
-                    model, net, optimizer, generator, sequences, trainable, ends, batches,
+                    model, net, optimizer, generator, sequences, trainable, ends, steps,
                     device, job, seen,
                 )  # fmt: skip
             seconds = time.perf_counter() - tick
@@ -411,8 +412,10 @@ class SASRec(Recommender):
         )
         table = net.item_embedding.weight
         n_items = len(table) - 1
+        if len(batches) == 0:
+            return float("nan")
         positions = np.minimum(ends - 1, self.maxlen)
-        epoch_average = float(positions[np.concatenate(batches)].sum()) / len(batches)
+        epoch_average = float(positions[np.concatenate(list(batches))].sum()) / len(batches)
         for rows in batches:
             # The paper's random batches: a mean over the batch's own positions. Bucketed
             # batches: over the epoch's average, or short sequences would weigh up to 50x more.
@@ -445,8 +448,6 @@ class SASRec(Recommender):
             loss.backward()
             optimizer.step()
             losses.append(loss.detach())
-        if not batches:
-            return float("nan")
         # Ranks' losses add up to world size x the batch loss (see the divisor above).
         total = sum_across([float(torch.stack(losses).sum())], job, device)[0]
         return float(total) / job.size / len(batches)
