@@ -254,10 +254,11 @@ def _make_train_command(name: str):
     model_fields = [f for f in dataclasses.fields(cls) if f.init]
 
     def command(ctx: typer.Context, **kwargs):
+        # Typer ships its own click: compare by name, not with click's enum.
         explicit = {
             key
             for key in kwargs
-            if ctx.get_parameter_source(key) is not click.core.ParameterSource.DEFAULT
+            if ctx.get_parameter_source(key).name not in ("DEFAULT", "DEFAULT_MAP")
         }
         common = {k: kwargs.pop(k) for k in _COMMON_TRAIN_OPTIONS}
         _train(name, cls, kwargs, explicit, **common)
