@@ -84,10 +84,13 @@ def process_group(device: torch.device) -> Iterator[World]:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     try:
         yield job
-    finally:
-        if created:
-            dist.barrier()
+    except BaseException:
+        if created:  # no barrier: the other ranks may never reach it
             dist.destroy_process_group()
+        raise
+    if created:
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def wrap(module: torch.nn.Module, job: World, device: torch.device) -> torch.nn.Module:
