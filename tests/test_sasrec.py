@@ -18,7 +18,13 @@ from shortrec.models.base import FitContext, load_model
 from shortrec.models.sasrec import SASRec, paper_preset
 from shortrec.models.sasrec_net import SASRecConfig, SASRecNet
 from shortrec.training.device import make_generator
-from shortrec.training.objectives import batch_item_vectors, draw_negatives, next_item_loss
+from shortrec.training.objectives import (
+    batch_item_vectors,
+    draw_negatives,
+    next_item_loss,
+    redraw_seen,
+    seen_keys,
+)
 
 N_ITEMS = 40
 
@@ -302,3 +308,28 @@ def test_a_fixed_divisor_weighs_positions_equally_across_batches():
 
     assert torch.isclose(loss(None) * 6, loss(1.0))  # own count: 6 real positions
     assert torch.isclose(loss(3.0) * 3, loss(1.0))
+
+
+def test_unseen_negatives_never_hit_the_users_items():
+    keys = torch.from_numpy(seen_keys(np.array([0, 0, 1]), np.array([1, 2, 3]), n_items=5))
+    drawn = torch.ones(2, 300, dtype=torch.int64)  # item 1: seen by row 0, not by row 1
+    drawn[1] = 3  # seen by row 1
+    fresh = redraw_seen(drawn, torch.tensor([0, 1]), keys, 5, make_generator(0))
+    assert not torch.isin(fresh[0], torch.tensor([1, 2])).any()
+    assert not (fresh[1] == 3).any() and (fresh > 0).all()
+    # A user who has seen every item gets no negative at all (0, masked by the loss).
+    everything = torch.from_numpy(seen_keys(np.zeros(5, int), np.arange(1, 6), n_items=5))
+    none = redraw_seen(torch.ones(1, 4, dtype=torch.int64), torch.tensor([0]), everything, 5,
+                       make_generator(0), rounds=3)  # fmt: skip
+    assert (none == 0).all()
+
+
+def test_the_paper_model_and_sampled_validation():
+    split = leave_last_out_split(cyclic_views(n_users=120, length=16))
+    sizes = ("epochs", "eval_every", "patience", "maxlen", "dropout", "hidden_size", "batch_size")
+    paper = {k: v for k, v in paper_preset("paper-games").items() if k not in sizes}
+    model = small_model(**{**paper, "validation_sampled": 20}, epochs=12, eval_every=4)
+    model.fit(training(split.train, split.validation))
+    assert not isinstance(model.net_.blocks[0].attention.out, torch.nn.Linear)
+    assert model.fit_report_["validation"] == "sampled-20"
+    assert model.fit_report_["best_validation_ndcg@10"] > 0.5  # the cycle is learned
