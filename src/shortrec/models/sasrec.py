@@ -203,7 +203,7 @@ class SASRec(Recommender):
     n_negatives: int = 256
     unseen_negatives: bool = False
     explicit_negatives: bool = True
-    weighted_dislike: float = 3.0
+    weighted_dislike: float = 10.0
     train_window: str = "random"
     bucketing: bool = True
     amp: bool = False
@@ -225,7 +225,7 @@ class SASRec(Recommender):
             "num_blocks": trial.suggest_int("num_blocks", 1, 3),
             "maxlen": trial.suggest_categorical("maxlen", [25, 50, 100, 200]),
             "l2_emb": trial.suggest_float("l2_emb", 1e-8, 1e-3, log=True),
-            "weighted_dislike": trial.suggest_float("weighted_dislike", 1.0, 10.0, log=True),
+            "weighted_dislike": trial.suggest_float("weighted_dislike", 1.0, 30.0, log=True),
         }
 
     def _check_params(self) -> None:
