@@ -20,6 +20,7 @@ import polars as pl
 import torch
 
 from shortrec.data.histories import Histories
+from shortrec.models.base import FitContext, TrainingData
 from shortrec.models.recommend import recommend
 from shortrec.models.sasrec import SASRec
 from shortrec.training.memory import peak_rss_mb
@@ -50,8 +51,8 @@ def untrained_model(threads: int) -> SASRec:
                           "video_id": np.tile(videos, 2),
                           "timestamp": np.arange(2 * len(videos), dtype=np.float64),
                           "watch_ratio": np.ones(2 * len(videos))})  # fmt: skip
-    model = SASRec(epochs=0, device="cpu", progress=False, num_threads=threads)
-    return model.fit(frame)
+    model = SASRec(epochs=0, device="cpu", num_threads=threads)
+    return model.fit(TrainingData.build(frame), FitContext(progress=False))
 
 
 def main() -> None:

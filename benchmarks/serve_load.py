@@ -213,7 +213,7 @@ def fabricate(root: Path, model_name: str, views_per_user: int) -> Path:
         from shortrec.models.sasrec import SASRec
 
         # One epoch: the weights are poor but scoring costs exactly what a trained model's does.
-        model = SASRec(epochs=1, eval_every=1, device="cpu", progress=False)
+        model = SASRec(epochs=1, eval_every=1, device="cpu")
     run_dir = fabricate_run(root / "run", data_dir, model)
     print(f"fabricated world + {model_name} run in {time.perf_counter() - started:.0f} s")
     return run_dir

@@ -195,7 +195,7 @@ def test_nan_scores_rank_last_and_are_reported(registered, world, tmp_path):
 
 
 def test_explicit_flags_win_over_a_preset_even_at_the_default_value(tmp_path):
-    lines = [f"{u} {(u * 7 + t) % 60 + 1}" for u in range(1, 21) for t in range(8)]
+    lines = [f"{u} {(u * 7 + t) % 300 + 1}" for u in range(1, 21) for t in range(8)]
     data = tmp_path / "toy.txt"
     data.write_text("\n".join(lines) + "\n")
     invoke("train", "sasrec", "--data", data, "--protocol", "leave-last-out",

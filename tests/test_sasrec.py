@@ -18,7 +18,13 @@ from shortrec.models.base import FitContext, load_model
 from shortrec.models.sasrec import SASRec, paper_preset
 from shortrec.models.sasrec_net import SASRecConfig, SASRecNet
 from shortrec.training.device import make_generator
-from shortrec.training.objectives import batch_item_vectors, draw_negatives, next_item_loss
+from shortrec.training.objectives import (
+    batch_item_vectors,
+    draw_negatives,
+    next_item_loss,
+    redraw_seen,
+    seen_keys,
+)
 
 N_ITEMS = 40
 
@@ -50,7 +56,7 @@ def quiet(checkpoint_dir: Path) -> FitContext:
 def small_model(**overrides) -> SASRec:
     params = dict(maxlen=8, hidden_size=16, num_blocks=2, num_heads=2, dropout=0.1,
                   learning_rate=5e-3, batch_size=32, epochs=6, eval_every=2, patience=3,
-                  device="cpu", n_negatives=16, num_threads=1)  # fmt: skip
+                  device="cpu", n_negatives=16, num_threads=1, train_window="last")  # fmt: skip
     params.update(overrides)
     return SASRec(**params)
 
@@ -161,8 +167,8 @@ def test_explicit_negatives_lower_the_disliked_video_score():
         scores = model.score(np.array([1]), videos, history)[0]
         return int((scores > scores[1]).sum())
 
-    plain = rank_of_disliked()
-    aware = rank_of_disliked(explicit_negatives=True, weighted_dislike=5.0)
+    plain = rank_of_disliked(explicit_negatives=False)  # the view-as-positive ablation
+    aware = rank_of_disliked(weighted_dislike=5.0)  # the default: dislikes are negatives
     assert plain <= 2  # learned as the likely next view
     assert aware > plain + 5  # pushed down once dislikes count as negatives
 
@@ -175,10 +181,11 @@ def test_random_training_windows_also_learn():
     assert losses[-1] < 0.7 * losses[0]
 
 
-def test_weighted_dislike_other_than_one_implies_explicit_negatives():
-    assert SASRec(weighted_dislike=2.0).uses_explicit_negatives
-    assert not SASRec().uses_explicit_negatives
-    assert SASRec(explicit_negatives=True).uses_explicit_negatives
+def test_defaults_learn_from_dislikes_and_paper_presets_do_not():
+    assert SASRec().explicit_negatives and SASRec().weighted_dislike > 1
+    for preset in SASRec.presets().values():
+        assert preset["explicit_negatives"] is False and preset["weighted_dislike"] == 1.0
+        assert preset["like_rule"] == "all"  # every interaction a positive, in training and test
 
 
 def test_planted_sequence_is_learned_to_near_perfect_hit_rate():
@@ -301,3 +308,28 @@ def test_a_fixed_divisor_weighs_positions_equally_across_batches():
 
     assert torch.isclose(loss(None) * 6, loss(1.0))  # own count: 6 real positions
     assert torch.isclose(loss(3.0) * 3, loss(1.0))
+
+
+def test_unseen_negatives_never_hit_the_users_items():
+    keys = torch.from_numpy(seen_keys(np.array([0, 0, 1]), np.array([1, 2, 3]), n_items=5))
+    drawn = torch.ones(2, 300, dtype=torch.int64)  # item 1: seen by row 0, not by row 1
+    drawn[1] = 3  # seen by row 1
+    fresh = redraw_seen(drawn, torch.tensor([0, 1]), keys, 5, make_generator(0))
+    assert not torch.isin(fresh[0], torch.tensor([1, 2])).any()
+    assert not (fresh[1] == 3).any() and (fresh > 0).all()
+    # A user who has seen every item gets no negative at all (0, masked by the loss).
+    everything = torch.from_numpy(seen_keys(np.zeros(5, int), np.arange(1, 6), n_items=5))
+    none = redraw_seen(torch.ones(1, 4, dtype=torch.int64), torch.tensor([0]), everything, 5,
+                       make_generator(0), rounds=3)  # fmt: skip
+    assert (none == 0).all()
+
+
+def test_the_paper_model_and_sampled_validation():
+    split = leave_last_out_split(cyclic_views(n_users=120, length=16))
+    sizes = ("epochs", "eval_every", "patience", "maxlen", "dropout", "hidden_size", "batch_size")
+    paper = {k: v for k, v in paper_preset("paper-games").items() if k not in sizes}
+    model = small_model(**{**paper, "validation_sampled": 20}, epochs=12, eval_every=4)
+    model.fit(training(split.train, split.validation))
+    assert not isinstance(model.net_.blocks[0].attention.out, torch.nn.Linear)
+    assert model.fit_report_["validation"] == "sampled-20"
+    assert model.fit_report_["best_validation_ndcg@10"] > 0.5  # the cycle is learned

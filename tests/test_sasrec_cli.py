@@ -46,12 +46,17 @@ def test_paper_setup_from_a_sasrec_text_file(tmp_path):
     runs = tmp_path / "runs"
     result = CliRunner().invoke(
         app,
-        ["train", "sasrec", "--data", str(data), "--protocol", "leave-last-out",
-         "--preset", "paper-ml-1m", "--sampled", "100", "--runs-dir", str(runs), *FAST],
+        ["train", "sasrec", "--data", str(data), "--preset", "paper-ml-1m",
+         "--runs-dir", str(runs), *FAST],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "sampled-100" in result.output
+    # The preset sets the paper's protocol too; sampled results print HR@10 beside NDCG@10.
+    assert "(sampled-100): ndcg@10" in result.output and "hitrate@10" in result.output
     (run,) = run_dirs(runs)
+    config = json.loads((run / "config.json").read_text())
+    assert config["protocol"] == "leave-last-out" and config["sampled"] == 100
+    assert config["like_rule"]["kind"] == "all"
     params = json.loads(next(run.rglob("model.json")).read_text())["params"]
     assert params["dropout"] == 0.2  # from the preset
+    assert params["attention_sink"] is False and params["explicit_negatives"] is False
     assert params["maxlen"] == 10  # an explicit flag wins over the preset's 200

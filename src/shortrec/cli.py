@@ -329,6 +329,11 @@ _COMMON_TRAIN_OPTIONS = {
         str | None,
         typer.Option(None, help="Named hyperparameter preset (e.g. paper-ml-1m for sasrec)."),
     ),
+    "nproc": (
+        int,
+        typer.Option(1, help="Data-parallel processes on this machine (models that support "
+                     "it); multi-node: launch with torchrun instead."),
+    ),
 }  # fmt: skip
 
 
@@ -339,12 +344,13 @@ def _make_train_command(name: str):
     model_fields = [f for f in dataclasses.fields(cls) if f.init]
 
     def command(ctx: typer.Context, **kwargs):
-        common = {k: kwargs.pop(k) for k in _COMMON_TRAIN_OPTIONS}
+        # Typer ships its own click: compare by name, not with click's enum.
         explicit = {
             key
             for key in kwargs
-            if ctx.get_parameter_source(key) is not click.core.ParameterSource.DEFAULT
+            if ctx.get_parameter_source(key).name not in ("DEFAULT", "DEFAULT_MAP")
         }
+        common = {k: kwargs.pop(k) for k in _COMMON_TRAIN_OPTIONS}
         _train(name, cls, kwargs, explicit, **common)
 
     params = [
@@ -361,18 +367,35 @@ def _make_train_command(name: str):
 
 def _train(
     name, cls, params, explicit, data, protocol, like_rule, runs_dir, test, sampled, label,
-    progress, preset,
+    progress, preset, nproc,
 ):  # fmt: skip
     from shortrec.runs import RunConfig, read_metrics, train_run
+    from shortrec.training.distributed import torchrun_command, without_option, world
 
+    if nproc > 1 and not world().active:
+        if not cls.distributed:
+            fail(f"model {name!r} does not train data-parallel; drop --nproc")
+        import subprocess
+        import sys
+
+        argv = without_option(sys.argv[1:], "--nproc")
+        raise typer.Exit(subprocess.run(torchrun_command(nproc, argv)).returncode)
     if preset:
         if preset not in cls.presets():
             known = ", ".join(sorted(cls.presets())) or "none"
             fail(f"model {name!r} has no preset {preset!r} (presets: {known})")
-        # Flags given on the command line win over the preset, whatever their value.
+        # Flags given on the command line win over the preset, whatever their value; a
+        # preset may also set the run's protocol, like rule and sampled evaluation.
+        run_options = {"protocol": protocol, "like_rule": like_rule, "sampled": sampled}
         for key, value in cls.presets()[preset].items():
-            if key not in explicit:
+            if key in explicit:
+                continue
+            if key in run_options:
+                run_options[key] = LikeRule.parse(value) if key == "like_rule" else value
+            else:
                 params[key] = value
+        protocol, like_rule, sampled = (run_options[k] for k in ("protocol", "like_rule",
+                                                                 "sampled"))  # fmt: skip
     try:
         config = RunConfig(
             model=name,
@@ -388,6 +411,8 @@ def _train(
         run_dir = train_run(config, runs_dir, evaluate_on=evaluate_on, progress=progress)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
+    if run_dir is None:  # another rank of a data-parallel job: rank 0 reports
+        return
     typer.echo(f"run: {run_dir}")
     _print_run_metrics(run_dir, read_metrics(run_dir))
 
@@ -470,12 +495,13 @@ def evaluate(
     sampled: int | None = typer.Option(
         None, help="N sampled negatives per positive (labelled); 0 = full ranking."
     ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
 ) -> None:
     """Evaluate a trained run on its tune or test set (full ranking unless --sampled)."""
     from shortrec.runs import evaluate_run, read_metrics
 
     try:
-        evaluate_run(run_dir, on, sampled=sampled)
+        evaluate_run(run_dir, on, sampled=sampled, progress=progress)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
     _print_run_metrics(

@@ -43,6 +43,7 @@ from shortrec.models.base import (
     WatchRatioPredictor,
     load_model,
 )
+from shortrec.training.distributed import world
 
 
 @dataclass
@@ -162,18 +163,26 @@ def train_run(
     run_dir: Path | None = None,
     on_epoch_end: Callable[[int, float], None] | None = None,
     training: TrainingData | None = None,
-) -> Path:
+) -> Path | None:
     """Fit the configured model on the protocol's train split, save it, evaluate it.
 
     `data`/`split`/`training` may be passed in when training many models on the same
     release; `on_epoch_end(epoch, validation_score)` reaches models that report per-epoch
-    validation scores (the tuner uses it to prune)."""
+    validation scores (the tuner uses it to prune). Under torchrun (`--nproc`), every rank
+    trains and only rank 0 writes and evaluates the run; the others return None."""
     if training is None:
         data = data if data is not None else load_data(config.data_dir)
         split = split if split is not None else split_for(data, config.protocol)
         training = training_data(data, split, config.like_rule)
     elif split is None:
         raise ValueError("train_run: a prebuilt `training` needs its `split`")
+    job = world()
+    if job.active:
+        if not model_class(config.model).distributed:
+            raise ValueError(f"{config.model} does not train data-parallel (WORLD_SIZE > 1)")
+        if not job.is_main:  # the other ranks only help train: rank 0 owns the run folder
+            build_model(config).fit(training, FitContext(progress=False))
+            return None
     run_dir = run_dir or new_run_dir(runs_dir, config.model)
     log = _logger(run_dir)
     model = build_model(config)

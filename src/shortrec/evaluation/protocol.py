@@ -127,7 +127,7 @@ def evaluate(
     if sampled is not None:
         return _evaluate_sampled(
             model, which, users, candidates, histories, seen_all, rows, cols, liked, ks,
-            sampled, batch_size, n_resamples, seed, liked_share,
+            sampled, batch_size, n_resamples, seed, liked_share, progress,
         )  # fmt: skip
 
     bounds = np.searchsorted(rows, np.arange(len(users) + 1))
@@ -175,7 +175,7 @@ def _finish(mode, which, users, columns, aggregate, n_resamples, seed) -> Evalua
 
 def _evaluate_sampled(
     model, which, users, candidates, histories, seen_all, rows, cols, liked, ks,
-    n_negatives, batch_size, n_resamples, seed, liked_share,
+    n_negatives, batch_size, n_resamples, seed, liked_share, progress,
 ) -> Evaluation:  # fmt: skip
     """Each liked target ranked against `n_negatives` videos the user never interacted with
     (neither in history nor among the targets); metrics averaged per user."""
@@ -189,7 +189,9 @@ def _evaluate_sampled(
     sums: dict[str, np.ndarray] = {}
     nan_scores = 0
     counts = np.bincount(rows, minlength=len(users)).astype(np.float64)
-    for start in range(0, len(users), batch_size):
+    batches = range(0, len(users), batch_size)
+    desc = f"evaluate {which} (sampled-{n_negatives})"
+    for start in tqdm(batches, desc=desc, disable=not progress, leave=False):
         stop = min(start + batch_size, len(users))
         lo, hi = bounds[start], bounds[stop]
         if lo == hi:
@@ -203,7 +205,7 @@ def _evaluate_sampled(
         excluded[all_rows[a_lo:a_hi] - start, all_cols[a_lo:a_hi]] = True
         local = rows[lo:hi] - start
         # n_negatives distinct never-interacted candidates per positive, chosen by random keys.
-        keys = rng.random((hi - lo, len(candidates)))
+        keys = rng.random((hi - lo, len(candidates)), dtype=np.float32)
         keys[excluded[local]] = np.inf
         if n_negatives < len(candidates):
             negatives = np.argpartition(keys, n_negatives, axis=1)[:, :n_negatives]

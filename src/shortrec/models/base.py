@@ -19,7 +19,8 @@ What a model may declare (nothing is discovered with `hasattr`):
 - `WatchRatioPredictor`: also predicts watch ratios (runs record MAE/RMSE);
 - `CandidateGenerator`: retrieves candidates before ranking (runs record candidate recall);
 - `reports_epochs`: calls `report_epoch` with a validation score each epoch (the tuner
-  prunes with it); `devices`: where it can train (`device` hyperparameter);
+  prunes with it); `devices`: where it can train (`device` hyperparameter); `distributed`:
+  trains data-parallel under torchrun (`training/distributed.py`);
 - `presets()` and `search_space(trial)`: named hyperparameter sets and the tuner's space.
 
 What a model writes: `fit_report_` (one dict: per-epoch `history`, and anything else worth
@@ -169,6 +170,7 @@ class Recommender:
     # Fit diagnostics (per-epoch `history`, anything worth recording); `fit` assigns a new
     # dict, which runs copy into metrics.json under "fit". Empty until then.
     fit_report_: ClassVar[Mapping[str, Any]] = MappingProxyType({})
+    distributed: ClassVar[bool] = False  # trains data-parallel under torchrun
     seed: int = 0
 
     # --- learning ----------------------------------------------------------------------------

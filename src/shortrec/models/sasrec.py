@@ -54,6 +54,17 @@ from shortrec.training.device import (
     select_device,
     torch_threads,
 )
+from shortrec.training.distributed import (
+    World,
+    from_main,
+    gathered,
+    process_group,
+    rank_device,
+    rank_seed,
+    share_of,
+    sum_across,
+    wrap,
+)
 from shortrec.training.early_stopping import EarlyStopping
 from shortrec.training.memory import peak_device_mb, peak_rss_mb
 from shortrec.training.objectives import (
@@ -61,18 +72,28 @@ from shortrec.training.objectives import (
     batch_item_vectors,
     draw_negatives,
     next_item_loss,
+    redraw_seen,
+    seen_keys,
 )
 from shortrec.training.sequences import Sequences, epoch_batches
 
 TRAIN_WINDOWS = ("last", "random")
 SCORE_BATCH_USERS = 1024
-VALIDATION_BATCH_USERS = 512
+VALIDATION_BATCH_USERS = 128  # small: full-catalogue score buffers set the peak memory
 
-# Hyperparameters of Kang & McAuley (2018), section IV-C and the authors' README: hidden 50,
-# 2 blocks, 1 head, Adam lr 0.001, batch 128, 200 epochs, BCE with one sampled negative;
-# maxlen 200 / dropout 0.2 on the dense ML-1M, maxlen 50 / dropout 0.5 on the sparse
-# Amazon (Beauty, Games) and Steam sets. The paper evaluates each user's last item against
-# 100 never-seen sampled items (leave-one-out), which `--sampled 100` reproduces.
+# The paper's model and protocol (Kang & McAuley, ICDM 2018, section IV and the authors'
+# TensorFlow code, kang205/SASRec): hidden 50, 2 blocks, 1 head, Adam lr 0.001 with betas
+# (0.9, 0.98), batch 128, no l2, BCE with one negative per position drawn from items the user
+# never interacted with, each batch a mean over its positions; maxlen 200 / dropout 0.2 on
+# the dense ML-1M, maxlen 50 / dropout 0.5 on the sparse Amazon (Beauty, Games) and Steam
+# sets. The reference masks padding keys (no attention sink), has no projection after
+# attention, samples batches without regard to length (no bucketing), trains on each user's
+# newest maxlen + 1 views, treats every interaction as a positive (no dislikes), and checks
+# validation every 20 epochs with the sampled-100 metric over at most 10,000 users. Its 200
+# epochs never stop early; here three checks (60 epochs) without a better validation
+# NDCG@10 stop, and the best checked epoch is kept. Protocol: leave-one-out, each test item
+# ranked among 100 never-seen items, every interaction a positive (`like_rule` "all"), the
+# test sequence including the validation item.
 _PAPER_COMMON: dict[str, Any] = {
     "hidden_size": 50,
     "num_blocks": 2,
@@ -82,14 +103,22 @@ _PAPER_COMMON: dict[str, Any] = {
     "batch_size": 128,
     "epochs": 200,
     "eval_every": 20,
-    "patience": 10,
+    "patience": 3,
+    "max_eval_users": 10_000,
     "norm": "original",
-    "attention_sink": True,
+    "attention_sink": False,
+    "attention_projection": False,
     "loss": "bce",
+    "unseen_negatives": True,
+    "bucketing": False,
     "explicit_negatives": False,
     "weighted_dislike": 1.0,
     "train_window": "last",
+    "validation_sampled": 100,
+    "amp": False,
 }
+# The run's protocol, not the model's: `--preset paper-*` sets these run options too.
+PAPER_PROTOCOL: dict[str, Any] = {"protocol": "leave-last-out", "like_rule": "all", "sampled": 100}
 PAPER_PRESETS: dict[str, dict[str, Any]] = {
     "ml-1m": {**_PAPER_COMMON, "maxlen": 200, "dropout": 0.2},
     "beauty": {**_PAPER_COMMON, "maxlen": 50, "dropout": 0.5},
@@ -99,9 +128,10 @@ PAPER_PRESETS: dict[str, dict[str, Any]] = {
 
 # Settings a checkpoint must share with the run that resumes it.
 _RESUME_KEYS = ("seed", "maxlen", "hidden_size", "num_blocks", "num_heads", "dropout",
-                "learning_rate", "l2_emb", "batch_size", "norm", "attention_sink", "loss",
-                "n_negatives", "explicit_negatives", "weighted_dislike",
-                "train_window")  # fmt: skip
+                "learning_rate", "l2_emb", "batch_size", "norm", "attention_sink",
+                "attention_projection", "loss", "n_negatives", "unseen_negatives", "bucketing",
+                "explicit_negatives", "weighted_dislike", "train_window",
+                "validation_sampled")  # fmt: skip
 
 
 def paper_preset(name: str) -> dict[str, Any]:
@@ -126,23 +156,31 @@ class _ValidationTargets:
 class SASRec(Recommender):
     """Self-attentive sequential recommendation (Kang & McAuley, ICDM 2018).
 
-    `patience` counts evaluations (every `eval_every` epochs) without a better validation
-    NDCG@10. `loss`: "bce" (paper), "softmax" (full catalogue) or "sampled-softmax"
-    (`n_negatives` shared per sequence). `train_window`: "last" trains on each user's newest
-    maxlen + 1 views (paper); "random" on a random window per epoch, which uses long
-    histories better. `amp` runs bfloat16 autocast on CUDA. `num_threads`: CPU threads;
-    1 is fastest at SASRec's sizes (each op is too small to split, and OpenMP threads spin
-    badly on a shared machine: 2 threads ran 10x slower under load); 0 keeps torch's own.
-    Given a `FitContext.checkpoint_dir`, fit checkpoints every epoch and resumes from it.
-    Likes and dislikes come from the run's like rule (`TrainingData`). `norm`:
-    "original" (the paper's block), "pre" or "post". `attention_sink`: every position may
-    also attend to a null key weighted by the padding a maxlen window would hold, as in the
-    public PyTorch port (whose padding keys are unmasked); it is worth ~0.03 sampled-100
-    NDCG@10 there and keeps outputs independent of how a batch is padded.
+    Defaults learn from likes and dislikes: a disliked view is a `weighted_dislike`-weighted
+    explicit negative, never a positive target (`--no-explicit-negatives`: every view a
+    positive, the paper's objective, for the ablation). They won on the full-scale world's
+    tune set (README "SASRec defaults"). `patience` counts evaluations (every `eval_every`
+    epochs) without a better validation NDCG@10 (full ranking, or `validation_sampled`
+    never-seen negatives). `loss`: "bce" (paper), "softmax" (full catalogue) or
+    "sampled-softmax" (`n_negatives` shared per sequence); `unseen_negatives` redraws sampled
+    negatives the user has interacted with (the paper's sampler). `train_window`: "last"
+    trains on each user's newest maxlen + 1 views (paper); "random" on a random window per
+    epoch, which uses long histories better. `bucketing` batches sequences of similar length
+    (fast; off: the paper's random batches). `amp` runs bfloat16 autocast on CUDA.
+    `num_threads`: CPU threads; 1 is fastest at SASRec's sizes (each op is too small to
+    split, and OpenMP threads spin badly on a shared machine: 2 threads ran 10x slower under
+    load); 0 keeps torch's own. Given a `FitContext.checkpoint_dir`, fit checkpoints every
+    epoch and resumes from it. Under `torchrun` it trains data-parallel
+    (`training/distributed.py`). `norm`: "original" (the paper's block), "pre" or "post".
+    `attention_sink`: every position may also attend to a null key weighted by the padding a
+    maxlen window would hold, as in the public PyTorch port (whose padding keys are
+    unmasked); `attention_projection`: a linear layer after attention, as in the port. The
+    `paper-*` presets turn both off, as in the paper.
     """
 
     name: ClassVar[str] = "sasrec"
     reports_epochs: ClassVar[bool] = True
+    distributed: ClassVar[bool] = True
     devices: ClassVar[tuple[str, ...]] = ("auto", "cpu", "cuda")
     maxlen: int = 50
     hidden_size: int = 50
@@ -152,32 +190,30 @@ class SASRec(Recommender):
     learning_rate: float = 1e-3
     l2_emb: float = 0.0
     batch_size: int = 128
-    epochs: int = 200
-    patience: int = 5
-    eval_every: int = 5
+    epochs: int = 30
+    patience: int = 3
+    eval_every: int = 2
     max_eval_users: int = 10_000
+    validation_sampled: int = 0
     device: str = "auto"
     norm: str = "original"
     attention_sink: bool = True
+    attention_projection: bool = True
     loss: str = "bce"
     n_negatives: int = 256
-    explicit_negatives: bool = False
-    weighted_dislike: float = 1.0
-    train_window: str = "last"
+    unseen_negatives: bool = False
+    explicit_negatives: bool = True
+    weighted_dislike: float = 10.0
+    train_window: str = "random"
+    bucketing: bool = True
     amp: bool = False
     num_threads: int = 1
 
     # --- configuration ---------------------------------------------------------------------
     @classmethod
     def presets(cls) -> dict[str, dict[str, Any]]:
-        """Named settings for `--preset`: the paper's, per dataset, and the quickstart's."""
-        # "quickstart": the objective that won on the full-scale world's tune set
-        # (benchmarks/full_scale_leaderboard.sh): disliked views as 3x-weighted negatives.
-        quickstart = {"explicit_negatives": True, "weighted_dislike": 3.0,
-                      "train_window": "random", "epochs": 30, "eval_every": 2,
-                      "patience": 3}  # fmt: skip
-        return {"quickstart": quickstart,
-                **{f"paper-{name}": paper_preset(name) for name in PAPER_PRESETS}}  # fmt: skip
+        """Named settings for `--preset`: the paper's model and protocol, per dataset."""
+        return {f"paper-{name}": {**paper_preset(name), **PAPER_PROTOCOL} for name in PAPER_PRESETS}
 
     @classmethod
     def search_space(cls, trial) -> dict[str, Any]:
@@ -189,12 +225,8 @@ class SASRec(Recommender):
             "num_blocks": trial.suggest_int("num_blocks", 1, 3),
             "maxlen": trial.suggest_categorical("maxlen", [25, 50, 100, 200]),
             "l2_emb": trial.suggest_float("l2_emb", 1e-8, 1e-3, log=True),
+            "weighted_dislike": trial.suggest_float("weighted_dislike", 1.0, 30.0, log=True),
         }
-
-    @property
-    def uses_explicit_negatives(self) -> bool:
-        """A dislike weight other than 1 only means something with disliked negatives."""
-        return self.explicit_negatives or self.weighted_dislike != 1.0
 
     def _check_params(self) -> None:
         problems = []
@@ -210,6 +242,8 @@ class SASRec(Recommender):
                 problems.append(f"{field} must be >= 1, got {getattr(self, field)}")
         if not 0.0 <= self.dropout < 1.0:
             problems.append(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.validation_sampled < 0:
+            problems.append(f"validation_sampled must be >= 0, got {self.validation_sampled}")
         if self.weighted_dislike < 0:
             problems.append(f"weighted_dislike must be >= 0, got {self.weighted_dislike}")
         if self.hidden_size % max(self.num_heads, 1):
@@ -227,21 +261,22 @@ class SASRec(Recommender):
             dropout=self.dropout,
             norm=self.norm,
             attention_sink=self.attention_sink,
+            attention_projection=self.attention_projection,
         )
 
     # --- training --------------------------------------------------------------------------
     def fit(self, data: TrainingData, context: FitContext | None = None) -> SASRec:
-        """Train on the training views; validation views (full-ranking NDCG@10 of each user's
-        next views after their training sequence) choose the best epoch and stop early."""
+        """Train on the training views; validation views (NDCG@10 of each user's next views
+        after their training sequence) choose the best epoch and stop early."""
         self._check_params()
         _require_columns(data.views, ("user_id", "video_id", "timestamp"), "train")
         device = select_device(self.device)
-        with torch_threads(self.num_threads):
-            return self._fit(data, context or FitContext(), device)
+        with torch_threads(self.num_threads), process_group(device) as job:
+            return self._fit(data, context or FitContext(), rank_device(device, job), job)
 
-    def _fit(self, data: TrainingData, context: FitContext, device) -> SASRec:
+    def _fit(self, data: TrainingData, context: FitContext, device, job: World) -> SASRec:
         train, validation = data.views, data.validation
-        dislikes = self.uses_explicit_negatives
+        dislikes = self.explicit_negatives
         self.video_map_ = IdMap.from_ids(train["video_id"])
         sequences = Sequences.from_frame(
             train, self.video_map_, data.disliked if dislikes else None
@@ -254,34 +289,41 @@ class SASRec(Recommender):
         if len(trainable) == 0:
             raise ValueError("train has no user with 2 or more views; SASRec learns next views")
         targets = self._validation_targets(validation, sequences, dislikes)
+        seen = None
+        if self.unseen_negatives:
+            rows, items = sequences.flat(np.arange(len(sequences.user_ids)))
+            seen = torch.from_numpy(seen_keys(rows, items, n_items)).to(device)
 
         with seeded_global_rng(self.seed, torch.device("cpu")):  # initial weights
             net = SASRecNet(self._net_config(n_items)).to(device)
         optimizer = _adam(net, self.learning_rate)
-        generator = make_generator(self.seed, device)
+        generator = make_generator(rank_seed(self.seed, job), device)
         stopper = EarlyStopping(patience=self.patience)
         best_state: dict | None = None
         history: list[dict[str, float]] = []
         start_epoch = 0
-        config = {k: getattr(self, k) for k in _RESUME_KEYS} | {"like_rule": str(data.like_rule)}
-        checkpoint_dir = context.checkpoint_dir
-        if checkpoint_dir:
-            saved = load_checkpoint(checkpoint_dir)
-            if saved is not None:
-                path = checkpoint_path(checkpoint_dir)
-                check_compatible(saved["config"], config, path)
-                _check_same_data(saved, self.video_map_, sequences, path)
-                net.load_state_dict(saved["model"])
-                optimizer.load_state_dict(saved["optimizer"])
-                generator.set_state(saved["generator"])
-                stopper = EarlyStopping.from_state_dict(saved["early_stopping"])
-                best_state = saved["best_model"]
-                history = saved["history"]
-                start_epoch = saved["epoch"]
+        config = {k: getattr(self, k) for k in _RESUME_KEYS} | {
+            "like_rule": str(data.like_rule), "world_size": job.size}  # fmt: skip
+        checkpoint_dir = context.checkpoint_dir if job.is_main else None
+        saved = from_main(load_checkpoint(checkpoint_dir) if checkpoint_dir else None, job)
+        if saved is not None:
+            path = checkpoint_path(checkpoint_dir or "<rank 0>")
+            check_compatible(saved["config"], config, path)
+            _check_same_data(saved, self.video_map_, sequences, path)
+            net.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            generator.set_state(saved["generators"][job.rank])
+            stopper = EarlyStopping.from_state_dict(saved["early_stopping"])
+            best_state = saved["best_model"]
+            history = saved["history"]
+            start_epoch = saved["epoch"]
+            del saved
+        model = wrap(net, job, device)
 
         started = time.perf_counter()
         train_seconds, sequences_trained = 0.0, 0
-        bar = tqdm(range(start_epoch, self.epochs), desc="sasrec", disable=not context.progress,
+        show = context.progress and job.is_main
+        bar = tqdm(range(start_epoch, self.epochs), desc="sasrec", disable=not show,
                    initial=start_epoch, total=self.epochs, unit="epoch")  # fmt: skip
         for epoch in bar:
             if stopper.should_stop:
@@ -289,21 +331,31 @@ class SASRec(Recommender):
             rng = np.random.default_rng([self.seed, epoch])
             full = sequences.lengths[trainable]
             ends = full if self.train_window == "last" else rng.integers(2, full + 1)
-            batches = epoch_batches(np.minimum(ends, self.maxlen + 1), self.batch_size, rng)
+            windows = np.minimum(ends, self.maxlen + 1)
+            if self.bucketing:
+                batches = epoch_batches(windows, self.batch_size, rng)
+            else:
+                order = rng.permutation(len(windows))
+                batches = [order[i : i + self.batch_size]
+                           for i in range(0, len(order), self.batch_size)]  # fmt: skip
+            # Every rank must take part in every step: a batch too small to share is skipped.
+            batches = [rows for rows in batches if len(rows) >= job.size]
             tick, cpu_tick = time.perf_counter(), time.process_time()
             with seeded_global_rng(derive_seed(generator), device):
+                steps = tqdm(batches, desc=f"epoch {epoch + 1}", disable=not show, leave=False)
                 mean_loss = self._train_epoch(
-                    net, optimizer, generator, sequences, trainable, ends, batches, device
-                )
+                    model, net, optimizer, generator, sequences, trainable, ends, steps,
+                    device, job, seen,
+                )  # fmt: skip
             seconds = time.perf_counter() - tick
             train_seconds += seconds
-            sequences_trained += len(trainable)
+            sequences_trained += sum(len(rows) for rows in batches)
             record = {"epoch": epoch + 1, "loss": mean_loss, "seconds": seconds,
                       "cpu_seconds": time.process_time() - cpu_tick}  # fmt: skip
             last_epoch = epoch + 1 == self.epochs
             if targets is not None and ((epoch + 1) % self.eval_every == 0 or last_epoch):
                 record["validation_ndcg@10"] = self._validation_ndcg(
-                    net, sequences, targets, device
+                    net, sequences, targets, device, job, show
                 )
                 if stopper.update(record["validation_ndcg@10"], epoch + 1):
                     best_state = copy.deepcopy(net.state_dict())
@@ -311,10 +363,11 @@ class SASRec(Recommender):
             history.append(record)
             bar.set_postfix(loss=f"{mean_loss:.4f}", seq_s=f"{len(trainable) / seconds:.0f}",
                             best=f"{stopper.best_score:.4f}")  # fmt: skip
+            generators = gathered(generator.get_state(), job)
             if checkpoint_dir:
                 save_checkpoint(checkpoint_dir, {
                     "config": config, "epoch": epoch + 1, "model": net.state_dict(),
-                    "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+                    "optimizer": optimizer.state_dict(), "generators": generators,
                     "early_stopping": stopper.state_dict(), "best_model": best_state,
                     "history": history, "video_ids": self.video_map_.raw_ids,
                     "user_ids": sequences.user_ids, "n_views": len(sequences.items),
@@ -329,21 +382,28 @@ class SASRec(Recommender):
             "epochs_this_run": len(history) - start_epoch if history else 0,
             "best_epoch": stopper.best_epoch if best_state is not None else None,
             "best_validation_ndcg@10": stopper.best_score if best_state is not None else None,
+            "validation": f"sampled-{self.validation_sampled}"
+            if self.validation_sampled
+            else "full-ranking",
             "seconds": time.perf_counter() - started,
             "train_seconds_per_epoch": train_seconds / max(len(history) - start_epoch, 1),
             "sequences_per_second": sequences_trained / train_seconds if train_seconds else 0.0,
             "peak_rss_mb": peak_rss_mb(),
             "peak_device_mb": peak_device_mb(device),
             "device": str(device),
+            "world_size": job.size,
             "dislikes": "weighted negatives" if dislikes else "not used",
         }
         self.fit_report_ = {**summary, "history": history}
-        if context.progress:
+        if show:
             tqdm.write("sasrec: " + ", ".join(f"{k} {_fmt(v)}" for k, v in summary.items()))
         return self
 
-    def _train_epoch(self, net, optimizer, generator, sequences, trainable, ends, batches, device):
-        net.train()
+    def _train_epoch(self, model, net, optimizer, generator, sequences, trainable, ends,
+                     batches, device, job, seen):  # fmt: skip
+        """One pass over `batches`; each rank trains on its share of every batch, and the
+        loss is scaled so the gradient is the whole batch's (`training/distributed.py`)."""
+        model.train()
         losses = []
         autocast = torch.autocast(
             device_type=device.type,
@@ -351,35 +411,46 @@ class SASRec(Recommender):
             enabled=self.amp and device.type == "cuda",
         )
         table = net.item_embedding.weight
-        positions_per_batch = float(np.minimum(ends - 1, self.maxlen).sum()) / len(batches)
+        n_items = len(table) - 1
+        if len(batches) == 0:
+            return float("nan")
+        positions = np.minimum(ends - 1, self.maxlen)
+        epoch_average = float(positions[np.concatenate(list(batches))].sum()) / len(batches)
         for rows in batches:
+            # The paper's random batches: a mean over the batch's own positions. Bucketed
+            # batches: over the epoch's average, or short sequences would weigh up to 50x more.
+            divisor = epoch_average if self.bucketing else float(positions[rows].sum())
+            mine = share_of(rows, job)
             inputs, next_items, next_disliked, lengths = sequences.training_batch(
-                trainable[rows], self.maxlen, ends[rows]
+                trainable[mine], self.maxlen, ends[mine]
             )
             inputs, next_items, next_disliked, lengths = (
                 torch.from_numpy(a).to(device, non_blocking=True)
                 for a in (inputs, next_items, next_disliked, lengths)
             )
-            negatives = draw_negatives(
-                self.loss, next_items, len(table) - 1, self.n_negatives, generator
-            )
+            negatives = draw_negatives(self.loss, next_items, n_items, self.n_negatives, generator)
+            if seen is not None and negatives is not None:
+                user_rows = torch.from_numpy(trainable[mine]).to(device)
+                negatives = redraw_seen(negatives, user_rows, seen, n_items, generator)
             input_vectors, target_vectors, negative_vectors = batch_item_vectors(
                 table, inputs, next_items, negatives
             )
             with autocast:
-                hidden = net(inputs, lengths, input_vectors)
+                hidden = model(inputs, lengths, input_vectors)
             loss = next_item_loss(
                 self.loss, hidden.float(), next_items, target_vectors, negatives,
                 negative_vectors, next_disliked, self.weighted_dislike, table,
-                positions_per_batch,
+                divisor / job.size,
             )  # fmt: skip
             if self.l2_emb > 0:
-                loss = loss + 0.5 * self.l2_emb * net.item_embedding.weight.square().sum()
+                loss = loss + 0.5 * self.l2_emb * table.square().sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             losses.append(loss.detach())
-        return float(torch.stack(losses).mean()) if losses else float("nan")
+        # Ranks' losses add up to world size x the batch loss (see the divisor above).
+        total = sum_across([float(torch.stack(losses).sum())], job, device)[0]
+        return float(total) / job.size / len(batches)
 
     # --- validation ------------------------------------------------------------------------
     def _validation_targets(self, validation, sequences, dislikes) -> _ValidationTargets | None:
@@ -406,16 +477,20 @@ class SASRec(Recommender):
         order = np.argsort(position[chosen], kind="stable")
         return _ValidationTargets(users, position[chosen][order], items[chosen][order])
 
-    def _validation_ndcg(self, net, sequences, targets, device) -> float:
-        """Mean full-ranking NDCG@10; videos already in the training sequence are excluded."""
-        from shortrec.evaluation.metrics import full_ranking_metrics
+    def _validation_ndcg(self, net, sequences, targets, device, job, show) -> float:
+        """Mean NDCG@10 over validation users, videos already in the training sequence
+        excluded: full ranking, or each relevant video against `validation_sampled` videos
+        the user never interacted with (the paper's protocol). Ranks split the users."""
+        from shortrec.evaluation.metrics import full_ranking_metrics, sampled_metrics
 
         was_training = net.training
         net.eval()
-        values = []
+        total, count = 0.0, 0
+        n_items = len(self.video_map_)
         bounds = np.searchsorted(targets.pair_user, np.arange(len(targets.rows) + 1))
+        starts = range(0, len(targets.rows), VALIDATION_BATCH_USERS)[job.rank :: job.size]
         with torch.inference_mode():
-            for start in range(0, len(targets.rows), VALIDATION_BATCH_USERS):
+            for start in tqdm(starts, desc="sasrec validation", disable=not show, leave=False):
                 stop = min(start + VALIDATION_BATCH_USERS, len(targets.rows))
                 rows = targets.rows[start:stop]
                 items, lengths = sequences.tail(rows, self.maxlen)
@@ -423,17 +498,38 @@ class SASRec(Recommender):
                     torch.from_numpy(items).to(device), torch.from_numpy(lengths).to(device)
                 )
                 scores = net.all_item_logits(hidden).float().cpu().numpy()
-                relevance = np.zeros(scores.shape, bool)
                 lo, hi = bounds[start], bounds[stop]
-                relevance[targets.pair_user[lo:hi] - start, targets.pair_item[lo:hi]] = True
+                pair_user, pair_item = targets.pair_user[lo:hi] - start, targets.pair_item[lo:hi]
                 seen_user, seen_item = sequences.flat(rows)
-                scores[seen_user, seen_item - 1] = -np.inf
-                relevance[seen_user, seen_item - 1] = False
-                metrics, _ = full_ranking_metrics(scores, relevance, None, ks=(10,), seed=self.seed)
-                values.append(metrics["ndcg@10"])
+                if self.validation_sampled:
+                    excluded = np.concatenate([seen_user * n_items + seen_item - 1,
+                                               pair_user * n_items + pair_item])  # fmt: skip
+                    rng = np.random.default_rng([self.seed, start])
+                    negatives = _unseen_draws(
+                        pair_user, np.unique(excluded), n_items, self.validation_sampled, rng
+                    )
+                    ndcg = sampled_metrics(
+                        scores[pair_user, pair_item],
+                        np.take_along_axis(scores[pair_user], negatives, axis=1),
+                    )["ndcg@10"]
+                    per_user = np.bincount(pair_user, ndcg, len(rows))
+                    users = np.bincount(pair_user, minlength=len(rows))
+                    ndcg = per_user[users > 0] / users[users > 0]
+                else:
+                    relevance = np.zeros(scores.shape, bool)
+                    relevance[pair_user, pair_item] = True
+                    scores[seen_user, seen_item - 1] = -np.inf
+                    relevance[seen_user, seen_item - 1] = False
+                    metrics, _ = full_ranking_metrics(
+                        scores, relevance, None, ks=(10,), seed=self.seed
+                    )
+                    ndcg = metrics["ndcg@10"]
+                finite = np.isfinite(ndcg)
+                total += float(ndcg[finite].sum())
+                count += int(finite.sum())
         net.train(was_training)
-        ndcg = np.concatenate(values)
-        return float(np.nanmean(ndcg)) if np.isfinite(ndcg).any() else 0.0
+        total, count = sum_across([total, count], job, device)
+        return float(total / count) if count else 0.0
 
     # --- scoring ---------------------------------------------------------------------------
     def score(
@@ -488,6 +584,25 @@ def _adam(net: torch.nn.Module, learning_rate: float) -> torch.optim.Adam:
         return torch.optim.Adam(net.parameters(), lr=learning_rate, betas=(0.9, 0.98), fused=True)
     except (RuntimeError, ValueError):
         return torch.optim.Adam(net.parameters(), lr=learning_rate, betas=(0.9, 0.98))
+
+
+def _unseen_draws(
+    pair_user: np.ndarray, excluded: np.ndarray, n_items: int, n: int, rng: np.random.Generator
+) -> np.ndarray:
+    """`n` item columns per pair, uniform with replacement over the items not excluded for
+    its user (`excluded`: sorted keys user * n_items + column), as the reference draws."""
+    draws = rng.integers(0, n_items, (len(pair_user), n))
+    for _ in range(64):
+        keys = pair_user[:, None] * n_items + draws
+        position = np.minimum(np.searchsorted(excluded, keys), max(len(excluded) - 1, 0))
+        taken = excluded[position] == keys if len(excluded) else np.zeros(keys.shape, bool)
+        if not taken.any():
+            return draws
+        draws[taken] = rng.integers(0, n_items, int(taken.sum()))
+    raise ValueError(
+        f"sampled validation needs {n} never-seen items per user and some users have seen "
+        "nearly every item: use validation_sampled 0 (full ranking)"
+    )
 
 
 def _require_columns(frame: pl.DataFrame, columns: tuple[str, ...], what: str) -> None:

@@ -40,6 +40,9 @@ class SASRecConfig:
     # Emulate the reference port's unmasked left padding: every query also attends to a
     # "null" key (the projection of a zero vector) counted maxlen - length times.
     attention_sink: bool = True
+    # A linear layer after attention (the public PyTorch port's nn.MultiheadAttention has
+    # one); the paper and the reference TensorFlow code have none: S = softmax(QK^T/sqrt d)V.
+    attention_projection: bool = True
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
@@ -71,7 +74,11 @@ class CausalSelfAttention(nn.Module):
         self.num_heads = config.num_heads
         self.dropout = config.dropout
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
-        self.out = nn.Linear(config.hidden_size, config.hidden_size)
+        self.out = (
+            nn.Linear(config.hidden_size, config.hidden_size)
+            if config.attention_projection
+            else nn.Identity()
+        )
 
     def forward(
         self,

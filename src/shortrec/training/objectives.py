@@ -16,7 +16,8 @@ disliked. Positions split into:
 Disliked views stay in the INPUT sequence (they were watched and say something about the
 context); only their role as a prediction target changes. The loss is a mean over all
 non-padding positions. Negatives are drawn uniformly on the model's device from a private
-generator; a sampled negative that equals the position's target is masked out.
+generator; a sampled negative that equals the position's target is masked out, and
+`redraw_seen` redraws negatives the user has interacted with, as the paper's sampler does.
 
 `batch_item_vectors` looks up every embedding a step needs (inputs, targets, negatives) in
 ONE gather: each separate gather of a big item table costs a dense, zero-filled gradient of
@@ -25,6 +26,7 @@ the whole table in the backward pass, which dominated the CPU step time.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -45,6 +47,37 @@ def draw_negatives(
     else:
         raise ValueError(f"loss must be one of {', '.join(LOSSES)}; got {loss!r}")
     return torch.randint(1, n_items + 1, shape, generator=generator, device=targets.device)
+
+
+def seen_keys(rows: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:
+    """Sorted unique keys row * (n_items + 1) + item of (sequence row, item) pairs."""
+    return np.unique(np.asarray(rows, np.int64) * (n_items + 1) + np.asarray(items, np.int64))
+
+
+def redraw_seen(
+    negatives: torch.Tensor,
+    rows: torch.Tensor,
+    keys: torch.Tensor,
+    n_items: int,
+    generator: torch.Generator,
+    rounds: int = 32,
+) -> torch.Tensor:
+    """Redraw each negative (1-based, (batch, ...)) whose (row, item) key is in `keys` (a
+    sorted tensor from `seen_keys`) until none is; after `rounds` tries - a user who has seen
+    nearly everything - a still-seen negative is returned as 0, which callers mask out."""
+    row_key = rows.view(-1, *([1] * (negatives.dim() - 1))) * (n_items + 1)
+    for _ in range(rounds):
+        key = row_key + negatives
+        found = keys[torch.searchsorted(keys, key).clamp(max=len(keys) - 1)] == key
+        if not bool(found.any()):
+            return negatives
+        fresh = torch.randint(
+            1, n_items + 1, negatives.shape, generator=generator, device=negatives.device
+        )
+        negatives = torch.where(found, fresh, negatives)
+    key = row_key + negatives
+    found = keys[torch.searchsorted(keys, key).clamp(max=len(keys) - 1)] == key
+    return negatives.masked_fill(found, 0)
 
 
 def batch_item_vectors(
@@ -81,7 +114,7 @@ def next_item_loss(
     target_logit = (hidden * target_vectors).sum(-1)
     if loss == "bce":
         negative_logit = (hidden * negative_vectors).sum(-1)
-        real_negative = valid & (negatives != targets)
+        real_negative = valid & (negatives != targets) & (negatives > 0)
         total = (
             F.softplus(-target_logit)[positive].sum()
             + F.softplus(negative_logit)[real_negative].sum()
@@ -90,7 +123,7 @@ def next_item_loss(
     elif loss == "sampled-softmax":
         # Klenitskiy & Vasilev (RecSys 2023): negatives shared by a sequence's positions.
         negative_logits = torch.bmm(hidden, negative_vectors.transpose(1, 2))
-        collision = negatives[:, None, :] == targets[:, :, None]
+        collision = (negatives[:, None, :] == targets[:, :, None]) | (negatives == 0)[:, None, :]
         negatives_lse = negative_logits.masked_fill(collision, float("-inf")).logsumexp(-1)
         all_lse = torch.logaddexp(negatives_lse, target_logit)
         total = (all_lse - target_logit)[positive].sum() + dislike_weight * F.softplus(
