@@ -60,3 +60,21 @@ def test_paper_setup_from_a_sasrec_text_file(tmp_path):
     assert params["dropout"] == 0.2  # from the preset
     assert params["attention_sink"] is False and params["explicit_negatives"] is False
     assert params["maxlen"] == 10  # an explicit flag wins over the preset's 200
+
+
+def test_an_interrupted_run_resumes_in_its_folder(tmp_path):
+    world = write_tiny_release(tmp_path / "world")
+    runs = tmp_path / "runs"
+    common = ["train", "sasrec", "--data", str(world), "--runs-dir", str(runs), "--eval-every",
+              "1", "--hidden-size", "16", "--maxlen", "10", "--no-progress"]  # fmt: skip
+    first = CliRunner().invoke(app, [*common, "--epochs", "1", "--patience", "9"])
+    assert first.exit_code == 0, first.output
+    (run,) = run_dirs(runs)
+    resumed = CliRunner().invoke(app, [*common, "--epochs", "3", "--patience", "9",
+                                       "--resume", str(run)])  # fmt: skip
+    assert resumed.exit_code == 0, resumed.output
+    assert run_dirs(runs) == [run]  # no new folder
+    fit = json.loads((run / "metrics.json").read_text())["fit"]
+    assert fit["epochs_this_run"] == 2 and [r["epoch"] for r in fit["history"]] == [1, 2, 3]
+    other = CliRunner().invoke(app, ["train", "ease", "--data", str(world), "--resume", str(run)])
+    assert other.exit_code == 2 and "that run trained sasrec" in other.output

@@ -329,6 +329,13 @@ _COMMON_TRAIN_OPTIONS = {
         str | None,
         typer.Option(None, help="Named hyperparameter preset (e.g. paper-ml-1m for sasrec)."),
     ),
+    "resume": (
+        Path | None,
+        typer.Option(
+            None, help="An interrupted run folder to continue in (models with checkpoints "
+            "resume from them; the same command and flags)."
+        ),
+    ),
     "nproc": (
         int,
         typer.Option(1, help="Data-parallel processes on this machine (models that support "
@@ -367,7 +374,7 @@ def _make_train_command(name: str):
 
 def _train(
     name, cls, params, explicit, data, protocol, like_rule, runs_dir, test, sampled, label,
-    progress, preset, nproc,
+    progress, preset, resume, nproc,
 ):  # fmt: skip
     from shortrec.runs import RunConfig, read_metrics, train_run
     from shortrec.training.distributed import torchrun_command, without_option, world
@@ -408,13 +415,32 @@ def _train(
             label=label,
         )
         evaluate_on = ("tune", "test") if test else ("tune",)
-        run_dir = train_run(config, runs_dir, evaluate_on=evaluate_on, progress=progress)
+        if resume is not None:
+            _check_resumable(resume, config)
+        run_dir = train_run(
+            config, runs_dir, evaluate_on=evaluate_on, progress=progress, run_dir=resume
+        )
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
     if run_dir is None:  # another rank of a data-parallel job: rank 0 reports
         return
     typer.echo(f"run: {run_dir}")
     _print_run_metrics(run_dir, read_metrics(run_dir))
+
+
+def _check_resumable(run_dir: Path, config) -> None:
+    """`--resume` continues a run of the same model on the same data, nothing else."""
+    from shortrec.runs import RunConfig
+
+    path = run_dir / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"--resume {run_dir}: not a run folder (no config.json)")
+    saved = RunConfig.from_json(path.read_text())
+    if (saved.model, saved.comparable_key) != (config.model, config.comparable_key):
+        raise ValueError(
+            f"--resume {run_dir}: that run trained {saved.model} on {saved.comparable_key}, "
+            f"not {config.model} on {config.comparable_key}"
+        )
 
 
 def _print_run_metrics(run_dir: Path, metrics: dict) -> None:
