@@ -203,7 +203,7 @@ class SASRec(Recommender):
     n_negatives: int = 256
     unseen_negatives: bool = False
     explicit_negatives: bool = True
-    weighted_dislike: float = 10.0
+    weighted_dislike: float = 5.0
     train_window: str = "random"
     bucketing: bool = True
     amp: bool = False
