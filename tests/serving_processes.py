@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 
 import httpx
 from conftest import free_port
@@ -44,3 +47,23 @@ def stop_server(process: subprocess.Popen) -> str:
         process.kill()
         output, _ = process.communicate()
     return output
+
+
+@contextlib.contextmanager
+def serve_in_thread(app) -> Iterator[int]:
+    """A real uvicorn server for `app` on 127.0.0.1 in this process; yields its port."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -5,14 +5,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 import pytest
+from serving_processes import serve_in_thread
 
 from shortrec.data.dataset import load_prepared
 from shortrec.data.histories import Histories
@@ -48,25 +46,14 @@ class LastVideoNeighbours(Recommender):
 
 @pytest.fixture()
 def server_url(tmp_path):
-    uvicorn = pytest.importorskip("uvicorn")
+    pytest.importorskip("uvicorn")
     release = fabricate_release(tmp_path / "data", n_users=20, n_videos=150, views_per_user=6)
     data = load_prepared(release)
     feed = Feed(ServedModel(LastVideoNeighbours(), name="sequence demo"), data.videos,
                 data.big_matrix)  # fmt: skip
     app = create_app(feed, SQLiteEventStore(tmp_path / "events.db"))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serve_in_thread(app) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def test_watching_a_video_updates_the_feed_and_history(server_url, tmp_path):

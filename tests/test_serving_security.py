@@ -6,8 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import socket
-import threading
-import time
 from typing import ClassVar
 
 import numpy as np
@@ -16,6 +14,7 @@ from fastapi.testclient import TestClient
 from fitting import training
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from serving_processes import serve_in_thread
 
 from shortrec.data.dataset import KuaiRecData, load_prepared
 from shortrec.models.base import Recommender
@@ -229,21 +228,10 @@ class Exploding(Recommender):
 @pytest.fixture()
 def live_server(release, tmp_path):
     """A real uvicorn server (keep-alive and pipelining are what is tested) on 127.0.0.1."""
-    uvicorn = pytest.importorskip("uvicorn")
+    pytest.importorskip("uvicorn")
     app = create_app(make_feed(release, Exploding()), SQLiteEventStore(tmp_path / "e.db"))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield port
-    server.should_exit = True
-    thread.join(10)
+    with serve_in_thread(app) as port:
+        yield port
 
 
 def _read_responses(sock: socket.socket, n: int) -> list[tuple[int, bytes]]:

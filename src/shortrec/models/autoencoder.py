@@ -47,6 +47,7 @@ from shortrec.models.interactions import (
     unknown_videos_last,
 )
 from shortrec.training.device import torch_threads
+from shortrec.training.early_stopping import EarlyStopping
 
 LOSSES = ("multinomial", "bce", "mse")
 
@@ -152,7 +153,7 @@ class RowAutoencoder(Recommender, ViewWeighting):
             optimiser = torch.optim.Adam(
                 network.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay
             )
-            best_ndcg, best_state, stale, step = -np.inf, None, 0, 0
+            stopper, best_state, step = EarlyStopping(self.patience), None, 0
             history: list[dict[str, float]] = []
             for epoch in range(self.epochs):
                 network.train()
@@ -177,19 +178,17 @@ class RowAutoencoder(Recommender, ViewWeighting):
                     scores = self._forward(network, inputs[check.rows])
                     record["validation_ndcg@10"] = ndcg = check.ndcg(scores)
                     self.report_epoch(context, epoch + 1, ndcg)
-                    if ndcg > best_ndcg:
-                        best_ndcg, best_state, stale = ndcg, copy.deepcopy(network.state_dict()), 0
-                    else:
-                        stale += 1
+                    if stopper.update(ndcg, epoch + 1):
+                        best_state = copy.deepcopy(network.state_dict())
                 history.append(record)
-                if check is not None and stale >= self.patience:
+                if check is not None and stopper.should_stop:
                     break
             if best_state is not None:
                 network.load_state_dict(best_state)
         self.network_ = network.cpu().eval()
         self.fit_report_ = {
             "history": history,
-            "best_validation_ndcg@10": None if best_state is None else float(best_ndcg),
+            "best_validation_ndcg@10": None if best_state is None else stopper.best_score,
             "signal": self.signal if data.has_watch_ratio else "views (no watch ratio)",
         }
         return self

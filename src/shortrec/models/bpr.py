@@ -42,6 +42,7 @@ from shortrec.models.interactions import (
     unknown_videos_last,
 )
 from shortrec.training.device import seeded_global_rng, torch_threads
+from shortrec.training.early_stopping import EarlyStopping
 
 _NEGATIVE_ROUNDS = 8  # redraws of negatives that hit a positive (each round keeps ~all)
 
@@ -135,7 +136,7 @@ class BPRRecommender(Recommender, ViewWeighting):
         with torch_threads(self.num_threads), seeded_global_rng(self.seed, torch.device("cpu")):
             network = BPRNet(len(self.user_map_), len(self.video_map_), self.factors)
             optimiser = torch.optim.Adam(network.parameters(), lr=self.learning_rate)
-            best, best_state, stale = -np.inf, None, 0
+            stopper, best_state = EarlyStopping(self.patience), None
             for epoch in range(1, self.epochs + 1):
                 network.train()
                 users, pos, neg, weights = self._triples(positives, dislikes, rng)
@@ -161,12 +162,10 @@ class BPRRecommender(Recommender, ViewWeighting):
                         scores = (user_vectors @ network.videos.weight.T).numpy()
                     record["validation_ndcg@10"] = ndcg = check.ndcg(scores)
                     self.report_epoch(context, epoch, ndcg)
-                    if ndcg > best:
-                        best, best_state, stale = ndcg, copy.deepcopy(network.state_dict()), 0
-                    else:
-                        stale += 1
+                    if stopper.update(ndcg, epoch):
+                        best_state = copy.deepcopy(network.state_dict())
                 history.append(record)
-                if check is not None and stale >= self.patience:
+                if check is not None and stopper.should_stop:
                     break
             if best_state is not None:
                 network.load_state_dict(best_state)
@@ -174,7 +173,7 @@ class BPRRecommender(Recommender, ViewWeighting):
         self.item_factors_ = network.videos.weight.detach().numpy().copy()
         self.fit_report_ = {
             "history": history,
-            "best_validation_ndcg@10": None if best_state is None else float(best),
+            "best_validation_ndcg@10": None if best_state is None else stopper.best_score,
             "signal": self.signal if data.has_watch_ratio else "views (no watch ratio)",
         }
         return self
