@@ -377,6 +377,7 @@ class SASRec(Recommender):
             net.load_state_dict(best_state)
         net.eval()
         self.net_ = net
+        self._candidates = None
         summary = {
             "epochs": history[-1]["epoch"] if history else 0,
             "epochs_this_run": len(history) - start_epoch if history else 0,
@@ -541,15 +542,13 @@ class SASRec(Recommender):
             raise RuntimeError("SASRec must be fitted (or loaded) before scoring")
         user_ids = np.asarray(user_ids, dtype=np.int64)
         video_ids = np.asarray(video_ids, dtype=np.int64)
-        candidates = self.video_map_.index(video_ids) + 1
-        known = candidates > 0
         out = np.empty((len(user_ids), len(video_ids)), dtype=np.float32)
         net = self.net_
-        net.eval()
+        if net.training:
+            net.eval()
         device = next(net.parameters()).device
-        popularity = np.log1p(self.popularity_[candidates[known] - 1]).astype(np.float32)
         with torch_threads(self.num_threads), torch.inference_mode():
-            weights = net.item_embedding.weight[torch.from_numpy(candidates[known]).to(device)]
+            known, weights, popularity = self._candidate_table(video_ids, device)
             for start in range(0, len(user_ids), SCORE_BATCH_USERS):
                 stop = min(start + SCORE_BATCH_USERS, len(user_ids))
                 batch = Sequences.from_histories(histories, user_ids[start:stop], self.video_map_)
@@ -568,6 +567,21 @@ class SASRec(Recommender):
                     block[:, ~known] = floor
         return out
 
+    def _candidate_table(self, video_ids: np.ndarray, device) -> tuple:
+        """(known mask, item embeddings, popularity fallback) of the candidate videos. A
+        server ranks the same catalogue on every request: the last table is reused while the
+        candidates are the same (the network does not change after fitting)."""
+        cached = self._candidates
+        if cached is not None and np.array_equal(cached[0], video_ids):
+            return cached[1]
+        candidates = self.video_map_.index(video_ids) + 1
+        known = candidates > 0
+        weights = self.net_.item_embedding.weight[torch.from_numpy(candidates[known]).to(device)]
+        popularity = np.log1p(self.popularity_[candidates[known] - 1]).astype(np.float32)
+        table = (known, weights, popularity)
+        self._candidates = (video_ids.copy(), table)
+        return table
+
     # --- persistence -----------------------------------------------------------------------
     def new_module(self, attribute: str) -> SASRecNet:
         return SASRecNet(self._net_config(len(self.video_map_)))
@@ -575,6 +589,7 @@ class SASRec(Recommender):
     def load_state(self, directory: Path) -> None:
         super().load_state(directory)
         self.net_ = self.net_.to(select_device(self.device)).eval()
+        self._candidates = None
 
 
 def _adam(net: torch.nn.Module, learning_rate: float) -> torch.optim.Adam:
