@@ -206,7 +206,10 @@ def train_run(
     }
     _write_metrics(run_dir, metrics)
     for which in evaluate_on:
-        evaluate_run(run_dir, which, model=model, split=split, progress=progress)
+        evaluate_run(
+            run_dir, which, model=model, split=split, progress=progress,
+            like_rule=training.like_rule,
+        )  # fmt: skip
     return run_dir
 
 
@@ -234,13 +237,16 @@ def evaluate_run(
     model: Recommender | None = None,
     split: Split | None = None,
     progress: bool = True,
+    like_rule: LikeRule | None = None,
 ) -> Evaluation:
-    """Evaluate a run's model on its tune or test set and record the result in the run."""
+    """Evaluate a run's model on its tune or test set and record the result in the run.
+    `like_rule`: the run's rule already fitted on `split.train` (fitted here otherwise)."""
     run_dir = Path(run_dir)
     loaded, config = load_run(run_dir) if model is None else (model, None)
     config = config or RunConfig.from_json((run_dir / "config.json").read_text())
     split = split or split_for(load_data(config.data_dir), config.protocol)
-    like_rule = config.like_rule.unfitted().fit(split.train)
+    # The rule fitted on the split's training views (the run's own, when it passes it in).
+    like_rule = like_rule or config.like_rule.unfitted().fit(split.train)
     sampled = sampled if sampled is not None else config.sampled
     sampled = sampled or None  # 0 forces full ranking for a run trained in sampled mode
     result = evaluate(

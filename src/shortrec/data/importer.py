@@ -322,7 +322,8 @@ def _atomic(path: Path) -> tuple[pl.DataFrame, dict[str, str]]:
     """A RecBole atomic file: tab-separated, header `name:type` (token, token_seq, float,
     float_seq). Returns the table (bare names) and each name's type."""
     try:
-        header = path.open(encoding="utf-8").readline().rstrip("\n").split("\t")
+        with path.open(encoding="utf-8") as handle:
+            header = handle.readline().rstrip("\n").split("\t")
     except (OSError, UnicodeDecodeError) as error:
         raise LogImportError(f"{path}: not a readable RecBole atomic file ({error})") from error
     types = {}

@@ -141,9 +141,6 @@ class TrainingData:
     def disliked(self) -> np.ndarray:
         return self.views["disliked"].to_numpy()
 
-    def liked_views(self) -> pl.DataFrame:
-        return self.views.filter(pl.col("liked"))
-
 
 def _with_watch_ratio(frame: pl.DataFrame) -> pl.DataFrame:
     if "watch_ratio" not in frame.columns:
