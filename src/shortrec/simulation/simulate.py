@@ -159,7 +159,8 @@ def simulate(
     # A weak view (for the exit model) is the same for every policy: disliked under the
     # default duration-aware rule. Liked views are counted by the run's own rule.
     weak_rule = LikeRule().fit(split.train)
-    like_rule = run_config.like_rule.unfitted().fit(split.train)
+    run_rule = run_config.like_rule.unfitted()
+    like_rule = weak_rule if run_rule == LikeRule() else run_rule.fit(split.train)
     start_time = float(np.nanmax(feed.base.timestamps)) + 86_400.0
 
     n, steps, exit_model = len(users), config.steps, config.exit
