@@ -732,6 +732,29 @@ def serve(
         1, min=1, help="Torch threads per request (requests already run in parallel)."
     ),
     access_log: bool = typer.Option(False, help="Log every request (costs CPU under load)."),
+    # -- limits of the HTTP edge and of event times (ServeSettings; README "Bounded input")
+    header_timeout: float = typer.Option(
+        10.0, min=0.1, help="Seconds for a request line + headers to arrive, else 408 + close."
+    ),
+    body_timeout: float = typer.Option(
+        30.0, min=0.1, help="Seconds for a request body to arrive after its headers."
+    ),
+    keep_alive: float = typer.Option(
+        15.0, min=0.1, help="Seconds an idle keep-alive connection stays open."
+    ),
+    max_header_bytes: int = typer.Option(
+        64 * 1024, min=1024, help="Request line + headers in all; larger get 431 + close."
+    ),
+    limit_concurrency: int = typer.Option(
+        512, min=2, help="Open connections / requests in progress per process; above: 503."
+    ),
+    max_event_future: float = typer.Option(
+        600.0, min=0.001, help="Seconds an event's time may lie ahead of the server clock."
+    ),
+    max_event_age: float | None = typer.Option(
+        None, min=0.001, help="Seconds an event's time may lie in the past (default: any "
+        "time since 2000).",
+    ),
 ) -> None:
     """Serve a trained model: recommendations API, live events, metrics and a web page."""
     import uvicorn
@@ -753,6 +776,13 @@ def serve(
             max_body_bytes=max_body_bytes,
             poll_seconds=poll_seconds,
             workers=workers,
+            header_timeout_seconds=header_timeout,
+            body_timeout_seconds=body_timeout,
+            keep_alive_seconds=keep_alive,
+            max_header_bytes=max_header_bytes,
+            limit_concurrency=limit_concurrency,
+            max_event_future_seconds=max_event_future,
+            max_event_age_seconds=max_event_age,
         )
         spec = ServeSpec(str(run_dir), db, settings, torch_threads)
         if workers == 1:
@@ -762,10 +792,12 @@ def serve(
             open_store(db if db is not None else Path(run_dir) / "events.db").close()
     except (FileNotFoundError, ValueError) as error:
         fail(str(error))
-    # timeout_keep_alive: pooled clients reuse their connections between bursts.
+    from shortrec.serving.connections import uvicorn_options as bounded_connections
+
     uvicorn_options = dict(
-        host=host, port=port, access_log=access_log, log_level="warning", timeout_keep_alive=30
-    )
+        host=host, port=port, access_log=access_log, log_level="warning",
+        **bounded_connections(settings),
+    )  # fmt: skip
     if workers == 1:
         served = api.state.feed.served
         typer.echo(

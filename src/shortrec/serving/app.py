@@ -22,7 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from shortrec.serving.deps import ServingState
 from shortrec.serving.errors import GuardMiddleware, install_error_handlers
 from shortrec.serving.feed import Feed, ServedModel
-from shortrec.serving.guards import BodyLimitMiddleware, TrustedHostMiddleware
+from shortrec.serving.guards import BodyLimitMiddleware, EdgeMiddleware, TrustedHostMiddleware
 from shortrec.serving.metrics import Metrics, MetricsMiddleware
 from shortrec.serving.routes import admin, catalogue, events, ops, users
 from shortrec.serving.runs import load_run, load_served_model
@@ -80,6 +80,7 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(TrustedHostMiddleware, hosts=settings.trusted_hosts)
     app.add_middleware(GuardMiddleware)
+    app.add_middleware(EdgeMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     for module in (users, catalogue, events, admin, ops):
         app.include_router(module.router)

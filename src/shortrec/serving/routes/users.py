@@ -12,15 +12,15 @@ from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 
 from shortrec.serving.deps import State, iso
-from shortrec.serving.schemas import MAX_ID
+from shortrec.serving.schemas import MAX_ID, DecimalInt
 
 router = APIRouter(tags=["users"])
-UserId = Annotated[int, PathParam(ge=0, le=MAX_ID, description="raw KuaiRec user id")]
+UserId = Annotated[DecimalInt, PathParam(ge=0, le=MAX_ID, description="raw KuaiRec user id")]
 
 
 @router.get("/users/{user_id}/recommendations")
 async def recommendations(
-    state: State, user_id: UserId, k: Annotated[int, Query(ge=1, le=1000)] = 10
+    state: State, user_id: UserId, k: Annotated[DecimalInt, Query(ge=1, le=1000)] = 10
 ) -> JSONResponse:
     """Top-k videos the user has not watched yet, with their metadata and scores."""
     feed = state.feed
@@ -47,7 +47,7 @@ async def recommendations(
 
 @router.get("/users/{user_id}/history")
 def history(
-    state: State, user_id: UserId, limit: Annotated[int, Query(ge=1, le=10_000)] = 20
+    state: State, user_id: UserId, limit: Annotated[DecimalInt, Query(ge=1, le=10_000)] = 20
 ) -> dict[str, Any]:
     """The user's most recent views, newest first (dataset views and live events)."""
     feed = state.feed
@@ -78,8 +78,8 @@ def history(
 @router.get("/users")
 def users(
     state: State,
-    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
-    limit: Annotated[int, Query(ge=1, le=100_000)] = 100,
+    offset: Annotated[DecimalInt, Query(ge=0, le=MAX_ID)] = 0,
+    limit: Annotated[DecimalInt, Query(ge=1, le=100_000)] = 100,
 ) -> dict[str, Any]:
     """Users with any views (dataset or live), in id order."""
     ids = state.feed.user_ids()
