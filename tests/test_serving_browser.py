@@ -95,9 +95,7 @@ def test_watching_a_video_updates_the_feed_and_history(server_url, tmp_path):
             assert "script-src 'self'" in answer.headers["content-security-policy"]
             page.wait_for_selector("[data-testid=user-select] option", state="attached")
             page.select_option("[data-testid=user-select]", "3")
-            wait_for(page, 
-                "document.querySelector('#status').textContent.startsWith('User 3:')"
-            )
+            wait_for(page, "document.querySelector('#status').textContent.startsWith('User 3:')")
             feed = page.locator("[data-testid=feed-item]")
             before = [feed.nth(i).get_attribute("data-video-id") for i in range(feed.count())]
             assert len(before) == 12
@@ -105,12 +103,14 @@ def test_watching_a_video_updates_the_feed_and_history(server_url, tmp_path):
             assert page.locator(".card .chip").count() > 0  # categories are shown
             watched = before[5]
             feed.nth(5).locator("[data-testid=watch]").click()
-            wait_for(page, 
+            wait_for(
+                page,
                 "id => document.querySelector('[data-testid=history-item]')"
                 "?.dataset.videoId === id",
                 arg=watched,
             )
-            wait_for(page, 
+            wait_for(
+                page,
                 "old => [...document.querySelectorAll('[data-testid=feed-item]')]"
                 ".map(e => e.dataset.videoId).join() !== old",
                 arg=",".join(before),
@@ -149,7 +149,8 @@ def test_ids_stay_exact_and_a_failed_load_clears_the_feed(server_url):
             page.wait_for_selector("[data-testid=user-select] option", state="attached")
             page.fill("[data-testid=user-input]", big)
             page.click("[data-testid=load-user]")
-            wait_for(page, 
+            wait_for(
+                page,
                 "id => document.querySelector('#status').textContent.startsWith(`User ${id}:`)",
                 arg=big,
             )
@@ -157,14 +158,13 @@ def test_ids_stay_exact_and_a_failed_load_clears_the_feed(server_url):
             assert feed.count() == 12
             watched = feed.nth(0).get_attribute("data-video-id")
             feed.nth(0).locator("[data-testid=watch]").click()
-            wait_for(page, 
+            wait_for(
+                page,
                 "id => document.querySelector('[data-testid=history-item]')"
                 "?.dataset.videoId === id",
                 arg=watched,
             )
-            wait_for(page, 
-                "document.querySelector('#status').textContent.startsWith('Watched')"
-            )
+            wait_for(page, "document.querySelector('#status').textContent.startsWith('Watched')")
             exact = httpx.get(f"{server_url}/users/{big}/history").json()
             rounded = httpx.get(f"{server_url}/users/9007199254740992/history").json()
             assert exact["total"] == 1 and exact["items"][0]["video_id"] == int(watched)

@@ -162,9 +162,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.limits.body_timeout_seconds, self._on_timeout, _BODY
         )
         limit = self.limits.limit_concurrency
-        over = limit is not None and (
-            len(self.connections) > limit or len(self.tasks) >= limit
-        )
+        over = limit is not None and (len(self.connections) > limit or len(self.tasks) >= limit)
         app = self.app
         if over:
             self.app = _service_unavailable
@@ -205,8 +203,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         cycle = self.cycle
-        answering = cycle is not None and not cycle.response_complete and (
-            cycle.response_started or what == _HEAD
+        answering = (
+            cycle is not None
+            and not cycle.response_complete
+            and (cycle.response_started or what == _HEAD)
         )
         if answering:  # an answer is on its way (pipelining): close the connection after it
             cycle.keep_alive = False
@@ -224,7 +224,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
 def http_protocol(settings: ServeSettings) -> functools.partial:
     """The protocol factory for `uvicorn.Config(http=...)`; picklable for `--workers`."""
-    return functools.partial(BoundedHttpToolsProtocol, limits=ConnectionLimits.from_settings(settings))
+    return functools.partial(
+        BoundedHttpToolsProtocol, limits=ConnectionLimits.from_settings(settings)
+    )
 
 
 def uvicorn_options(settings: ServeSettings) -> dict[str, Any]:

@@ -16,7 +16,15 @@ from datetime import datetime, timedelta, timezone
 from typing import Annotated
 
 import pydantic_core
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from shortrec.serving.store import MAX_EVENT_ID_LENGTH, StoredEvent
 
