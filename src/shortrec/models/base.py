@@ -34,10 +34,11 @@ Adding a model = one module with a `Recommender` subclass + one line in `models.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar, Self
@@ -48,10 +49,15 @@ import polars as pl
 from shortrec.data.histories import Histories, IdMap
 from shortrec.data.labels import LikeRule
 from shortrec.io import atomic_path, atomic_write_text
+from shortrec.training.loop import FitContext, Resume
+
+__all__ = ["FitContext", "Recommender", "TrainingData", "hyperparameter", "load_model"]
 
 MODEL_FILE = "model.json"
 STATE_ARRAYS = "state.npz"
 STATE_JSON = "state.json"
+# Hyperparameters a resumed fit may change: how long it trains, and where.
+RESUMABLE_CHANGES = ("epochs", "patience", "num_threads", "device")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,13 +154,42 @@ def _with_watch_ratio(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(pl.col("watch_ratio").fill_null(1.0))
 
 
-@dataclasses.dataclass
-class FitContext:
-    """What a run offers a model besides data."""
+def hyperparameter(
+    default: Any,
+    help: str,
+    *,
+    choices: Sequence[Any] | None = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    above: float | None = None,
+    below: float | None = None,
+) -> Any:
+    """A hyperparameter field: its `help` is the flag's help, `choices` the flag's choices,
+    and every bound (`minimum`/`maximum` inclusive, `above`/`below` exclusive) is checked
+    by `Recommender.validate_hyperparameters` before `fit`."""
+    metadata = {"help": help, "choices": tuple(choices) if choices is not None else None,
+                "minimum": minimum, "maximum": maximum, "above": above, "below": below}  # fmt: skip
+    return dataclasses.field(default=default, metadata=metadata)
 
-    checkpoint_dir: Path | None = None  # resumable models keep their checkpoints here
-    progress: bool = True  # show progress bars
-    on_epoch_end: Callable[[int, float], None] | None = None  # the tuner's pruning hook
+
+def hyperparameter_problem(field: dataclasses.Field, value: Any) -> str | None:
+    """What is wrong with `value` for `field`, in the one wording every model uses."""
+    meta = field.metadata
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        return f"{field.name} must be one of {', '.join(map(str, choices))}; got {value!r}"
+    bounds = [(meta.get("minimum"), ">=", lambda v, b: v >= b),
+              (meta.get("maximum"), "<=", lambda v, b: v <= b),
+              (meta.get("above"), ">", lambda v, b: v > b),
+              (meta.get("below"), "<", lambda v, b: v < b)]  # fmt: skip
+    for bound, word, holds in bounds:
+        if bound is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"{field.name} must be a number {word} {bound:g}; got {value!r}"
+        if not holds(value, bound):
+            return f"{field.name} must be {word} {bound:g}; got {value!r}"
+    return None
 
 
 @dataclasses.dataclass
@@ -168,7 +203,38 @@ class Recommender:
     # dict, which runs copy into metrics.json under "fit". Empty until then.
     fit_report_: ClassVar[Mapping[str, Any]] = MappingProxyType({})
     distributed: ClassVar[bool] = False  # trains data-parallel under torchrun
-    seed: int = 0
+    seed: int = hyperparameter(0, "Random seed; the same seed and data train the same model.")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every model's `fit` first checks every hyperparameter (`validate_hyperparameters`)."""
+        super().__init_subclass__(**kwargs)
+        fit = cls.__dict__.get("fit")
+        if fit is not None and not getattr(fit, "_validates", False):
+
+            @functools.wraps(fit)
+            def checked_fit(self, data, context=None):
+                self.validate_hyperparameters()
+                return fit(self, data, context)
+
+            checked_fit._validates = True  # type: ignore[attr-defined]
+            cls.fit = checked_fit  # type: ignore[method-assign]
+
+    def validate_hyperparameters(self) -> None:
+        """Raise one ValueError naming every hyperparameter outside its choices or bounds,
+        and anything `check_hyperparameters` adds."""
+        problems = [
+            problem
+            for field in dataclasses.fields(self)
+            if (problem := hyperparameter_problem(field, getattr(self, field.name)))
+        ]
+        problems += self.check_hyperparameters()
+        if problems:
+            raise ValueError(f"invalid {self.name} hyperparameters: " + "; ".join(problems))
+
+    def check_hyperparameters(self) -> list[str]:
+        """Problems the declared choices and bounds cannot state (e.g. how two fields
+        relate), in `hyperparameter_problem`'s wording; none by default."""
+        return []
 
     # --- learning ----------------------------------------------------------------------------
     def fit(self, data: TrainingData, context: FitContext | None = None) -> Self:
@@ -187,9 +253,22 @@ class Recommender:
         raise NotImplementedError
 
     def report_epoch(self, context: FitContext | None, epoch: int, validation_score: float) -> None:
-        """Let a tuner watch, and prune, training (higher validation scores are better)."""
+        """Let a tuner watch, and prune, training (higher validation scores are better);
+        models on `fit_epochs` get this from the loop."""
         if context is not None and context.on_epoch_end is not None:
             context.on_epoch_end(epoch, validation_score)
+
+    def resume_key(self, data: TrainingData, world_size: int = 1) -> Resume:
+        """What a checkpoint of this fit must share with the run that resumes it: every
+        hyperparameter but those free to change (`RESUMABLE_CHANGES`), the like rule and the
+        world size, and the training data's users, videos and size."""
+        settings = {k: v for k, v in self.params().items() if k not in RESUMABLE_CHANGES}
+        settings |= {"like_rule": str(data.like_rule), "world_size": world_size}
+        return Resume(
+            settings,
+            {"user_ids": data.user_map.raw_ids, "video_ids": data.video_map.raw_ids,
+             "views": data.views.height},
+        )  # fmt: skip
 
     @classmethod
     def presets(cls) -> dict[str, dict[str, Any]]:
@@ -351,10 +430,23 @@ def load_model(directory: str | Path) -> Recommender:
     return model
 
 
+def unknown_videos_last(scores: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """`scores` (users x videos, float32) with the columns of unknown videos (`known` False)
+    below every known score: the one fallback for videos a model never learned."""
+    scores = np.asarray(scores, dtype=np.float32)
+    known = np.asarray(known, dtype=bool)
+    if not known.all():
+        finite = scores[:, known]
+        scores[:, ~known] = float(finite.min()) - 1.0 if finite.size else -1.0
+    return scores
+
+
 def popularity_fallback(
     video_ids: np.ndarray, known_video_ids: np.ndarray, known_scores: np.ndarray
 ) -> np.ndarray:
     """Per-video scores for `video_ids`, from (known ids, scores); unknown videos rank last."""
     idx = IdMap(known_video_ids).index(video_ids)
-    floor = float(np.min(known_scores)) - 1.0 if len(known_scores) else 0.0
-    return np.where(idx >= 0, known_scores[np.maximum(idx, 0)], floor).astype(np.float32)
+    if len(known_scores) == 0:
+        return np.full(len(idx), -1.0, dtype=np.float32)
+    row = known_scores[np.maximum(idx, 0)][None, :]
+    return unknown_videos_last(row, idx >= 0)[0]
