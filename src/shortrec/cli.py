@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import inspect
 from pathlib import Path
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -287,12 +287,13 @@ def _option_for(field: dataclasses.Field) -> inspect.Parameter:
     if default is dataclasses.MISSING:
         default = field.default_factory()  # type: ignore[misc]
     help_text = field.metadata.get("help", "")
+    if choices := field.metadata.get("choices"):  # typer shows an Enum as its choices
+        annotation = enum.Enum(field.name, {str(c): str(c) for c in choices}, type=str)
+        default = annotation(str(default))
     decl = f"{flag}/--no-{flag[2:]}" if annotation is bool else flag
+    option = typer.Option(default, decl, help=help_text, rich_help_panel="Model")
     return inspect.Parameter(
-        field.name,
-        inspect.Parameter.KEYWORD_ONLY,
-        default=typer.Option(default, decl, help=help_text, rich_help_panel="Model"),
-        annotation=annotation,
+        field.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation
     )
 
 
@@ -358,6 +359,7 @@ def _make_train_command(name: str):
             if ctx.get_parameter_source(key).name not in ("DEFAULT", "DEFAULT_MAP")
         }
         common = {k: kwargs.pop(k) for k in _COMMON_TRAIN_OPTIONS}
+        kwargs = {k: v.value if isinstance(v, enum.Enum) else v for k, v in kwargs.items()}
         _train(name, cls, kwargs, explicit, **common)
 
     params = [

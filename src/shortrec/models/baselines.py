@@ -9,7 +9,13 @@ import numpy as np
 import polars as pl
 
 from shortrec.data.histories import Histories, IdMap
-from shortrec.models.base import FitContext, Recommender, TrainingData, popularity_fallback
+from shortrec.models.base import (
+    FitContext,
+    Recommender,
+    TrainingData,
+    hyperparameter,
+    popularity_fallback,
+)
 
 
 @dataclasses.dataclass
@@ -62,7 +68,9 @@ class RecentPopularRecommender(_VideoScoreTable):
     """Views weighted by recency: a view `half_life_days` before the end of training counts half."""
 
     name: ClassVar[str] = "recent-popular"
-    half_life_days: float = 3.0
+    half_life_days: float = hyperparameter(
+        3.0, "Days before the end of training at which a view counts half.", above=0.0
+    )
 
     @classmethod
     def search_space(cls, trial) -> dict:
@@ -98,13 +106,13 @@ class OracleRecommender(Recommender):
       short video."""
 
     name: ClassVar[str] = "oracle"
-    target: str = "liked"  # liked | watch_ratio | watch_time
+    target: str = hyperparameter(
+        "liked", "What it ranks by: liked (expected ratio / like threshold) | watch_ratio | "
+        "watch_time (expected seconds watched).",
+        choices=("liked", "watch_ratio", "watch_time"),
+    )  # fmt: skip
 
     def fit(self, data: TrainingData, context: FitContext | None = None) -> OracleRecommender:
-        if self.target not in ("liked", "watch_ratio", "watch_time"):
-            raise ValueError(
-                f"oracle target must be liked, watch_ratio or watch_time, got {self.target!r}"
-            )
         if data.ground_truth is None:
             raise ValueError("the oracle needs a synthetic world with ground truth; this has none")
         truth = data.ground_truth.select("user_id", "video_id", "expected_watch_ratio")
