@@ -7,6 +7,7 @@ import enum
 import inspect
 from pathlib import Path
 
+import click
 import typer
 from typer.core import TyperGroup
 
