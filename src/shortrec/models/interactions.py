@@ -264,18 +264,9 @@ def _history_entries(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(row, video column, watch ratio) of every history view of the requested users; row i
     is `user_ids[i]`, columns of videos outside `videos` are -1."""
-    user_ids = np.asarray(user_ids, dtype=np.int64)
-    history_rows = histories.position(user_ids)
-    found = history_rows >= 0
-    lengths = np.zeros(len(user_ids), dtype=np.int64)
-    starts = np.zeros(len(user_ids), dtype=np.int64)
-    lengths[found] = histories.lengths[history_rows[found]]
-    starts[found] = histories.offsets[history_rows[found]]
-    # Flat index of every history view of every requested user, without a Python loop.
-    first_of_row = np.cumsum(lengths) - lengths
-    flat = np.repeat(starts - first_of_row, lengths) + np.arange(lengths.sum())
+    owner, flat = histories.gather(user_ids)
     return (
-        np.repeat(np.arange(len(user_ids)), lengths),
+        owner,
         positions(videos, histories.video_ids[flat]),
         np.nan_to_num(histories.watch_ratios[flat], nan=1.0),
     )

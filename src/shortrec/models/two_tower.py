@@ -490,11 +490,8 @@ class TwoTowerRecommender(Recommender, WatchRatioPredictor):
 
     def _user_vectors(self, user_ids: np.ndarray, histories: Histories) -> torch.Tensor:
         user_ids = np.asarray(user_ids, dtype=np.int64)
-        rows = histories.position(user_ids)
-        safe = np.minimum(np.maximum(rows, 0), max(len(histories) - 1, 0))
-        offsets = histories.offsets if len(histories) else np.zeros(2, np.int64)
-        ends = np.where(rows >= 0, offsets[safe + 1], 0)
-        starts = np.where(rows >= 0, offsets[safe], 0)
+        starts, lengths = histories.slices(user_ids)
+        ends = starts + lengths
         back = ends[:, None] - np.arange(1, self.history_length + 1)[None, :]
         mask = back >= starts[:, None]
         back = np.where(mask, back, 0)
