@@ -447,6 +447,8 @@ def _check_resumable(run_dir: Path, config) -> None:
 
 
 def _print_run_metrics(run_dir: Path, metrics: dict) -> None:
+    from shortrec.evaluation.statistics import format_interval
+
     for key, result in metrics.items():
         if not isinstance(result, dict) or "summary" not in result:
             continue
@@ -454,9 +456,7 @@ def _print_run_metrics(run_dir: Path, metrics: dict) -> None:
         if result["mode"] != "full-ranking":  # papers report HR@10 beside NDCG@10
             names = ("ndcg@10", "hitrate@10", "mrr")
         shown = {m: result["summary"][m] for m in names if m in result["summary"]}
-        text = ", ".join(
-            f"{m} {v['mean']:.4f} [{v['low']:.4f}, {v['high']:.4f}]" for m, v in shown.items()
-        )
+        text = ", ".join(f"{m} {format_interval(v)}" for m, v in shown.items())
         typer.echo(f"{key} ({result['mode']}): {text}")
         aggregate = result.get("aggregate", {})
         if aggregate.get("liked_share") is not None:
