@@ -48,7 +48,14 @@ def test_beats_random_on_planted_preferences(fitted):
     _, split, model = fitted
     rule = LikeRule().fit(split.train)
     ours = evaluate(model, split, "test", rule, progress=False, n_resamples=100)
-    chance = evaluate(RandomRecommender(), split, "test", rule, progress=False, n_resamples=100)
+    chance = evaluate(
+        RandomRecommender().fit(training(split.train)),
+        split,
+        "test",
+        rule,
+        progress=False,
+        n_resamples=100,
+    )
     assert ours.summary["ndcg@10"].mean > chance.summary["ndcg@10"].mean + 0.3
     history = model.fit_report_["history"]
     assert history and "validation_ndcg@10" in history[0]

@@ -34,7 +34,6 @@ from shortrec.models.base import (
     Recommender,
     TrainingData,
     hyperparameter,
-    unknown_videos_last,
 )
 from shortrec.models.interactions import ViewWeighting, weighting_field
 
@@ -78,7 +77,7 @@ class _FactorModel(Recommender, ViewWeighting):
     def _scores(self, user_factors: np.ndarray, video_ids: np.ndarray) -> np.ndarray:
         columns = self.video_map_.index(video_ids)
         scores = user_factors @ self.item_factors_[np.maximum(columns, 0)].T
-        return unknown_videos_last(scores, columns >= 0)
+        return scores
 
 
 @dataclasses.dataclass

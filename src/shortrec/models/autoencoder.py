@@ -41,7 +41,6 @@ from shortrec.models.base import (
     Recommender,
     TrainingData,
     hyperparameter,
-    unknown_videos_last,
 )
 from shortrec.models.interactions import (
     ValidationRanking,
@@ -215,7 +214,7 @@ class RowAutoencoder(Recommender, ViewWeighting):
         scores = self._forward(self.network_, history)[:, known_columns]
         empty = np.diff(history.indptr) == 0
         scores[empty] = self.popularity_[known_columns]
-        return unknown_videos_last(scores, columns >= 0)
+        return scores
 
     def new_module(self, attribute: str) -> nn.Module:
         return self.build_network(len(self.video_map_))

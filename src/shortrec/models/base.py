@@ -192,6 +192,10 @@ def hyperparameter_problem(field: dataclasses.Field, value: Any) -> str | None:
     return None
 
 
+class NotFittedError(RuntimeError):
+    """A model was asked to score before it was fitted or loaded."""
+
+
 @dataclasses.dataclass
 class Recommender:
     """Base class: subclasses are dataclasses whose fields are their hyperparameters."""
@@ -203,21 +207,49 @@ class Recommender:
     # dict, which runs copy into metrics.json under "fit". Empty until then.
     fit_report_: ClassVar[Mapping[str, Any]] = MappingProxyType({})
     distributed: ClassVar[bool] = False  # trains data-parallel under torchrun
-    seed: int = hyperparameter(0, "Random seed; the same seed and data train the same model.")
+    seed: int = hyperparameter(
+        0, "Random seed; the same seed and data train the same model.", minimum=0
+    )
+
+    _fitted: ClassVar[bool] = False  # set on the instance by `fit` and `load_state`
+    _in_fit: ClassVar[bool] = False  # a model may score itself while fitting (validation)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
-        """Every model's `fit` first checks every hyperparameter (`validate_hyperparameters`)."""
+        """Every model's `fit` first checks every hyperparameter (`validate_hyperparameters`),
+        and its `score` refuses to run before `fit` or `load_state`."""
         super().__init_subclass__(**kwargs)
-        fit = cls.__dict__.get("fit")
-        if fit is not None and not getattr(fit, "_validates", False):
+        fit, score = cls.__dict__.get("fit"), cls.__dict__.get("score")
+        if fit is not None and not getattr(fit, "_checked", False):
 
             @functools.wraps(fit)
             def checked_fit(self, data, context=None):
                 self.validate_hyperparameters()
-                return fit(self, data, context)
+                self._in_fit = True
+                try:
+                    fitted = fit(self, data, context)
+                finally:
+                    self._in_fit = False
+                self._fitted = True
+                return fitted
 
-            checked_fit._validates = True  # type: ignore[attr-defined]
+            checked_fit._checked = True  # type: ignore[attr-defined]
             cls.fit = checked_fit  # type: ignore[method-assign]
+        if score is not None and not getattr(score, "_checked", False):
+
+            @functools.wraps(score)
+            def checked_score(self, user_ids, video_ids, histories):
+                if not (self._fitted or self._in_fit):
+                    raise NotFittedError(f"{self.name} must be fitted (or loaded) before scoring")
+                scores = np.asarray(score(self, user_ids, video_ids, histories))
+                if scores.shape != (len(user_ids), len(video_ids)):
+                    raise ValueError(
+                        f"{self.name}.score returned shape {scores.shape} for "
+                        f"{len(user_ids)} users x {len(video_ids)} videos"
+                    )
+                return unknown_videos_last(scores, self.known_videos(np.asarray(video_ids)))
+
+            checked_score._checked = True  # type: ignore[attr-defined]
+            cls.score = checked_score  # type: ignore[method-assign]
 
     def validate_hyperparameters(self) -> None:
         """Raise one ValueError naming every hyperparameter outside its choices or bounds,
@@ -248,9 +280,20 @@ class Recommender:
 
         `histories` holds each user's views known at scoring time (their training views, or
         big_matrix views when scoring small_matrix, or live events when serving). Models that
-        do not use histories ignore it. Unknown users and videos must still get finite scores.
+        do not use histories ignore it. Unknown users must still get finite scores; the base
+        class ranks videos outside `known_videos` last, whatever a model scores them.
         """
         raise NotImplementedError
+
+    def known_videos(self, video_ids: np.ndarray) -> np.ndarray:
+        """Which of `video_ids` the model learned about; `score` ranks the others below every
+        known one (the one fallback for unknown videos). By default the videos of the
+        learned `video_map_`, or every video for a model without one; models that know
+        videos by other tables (content features) override this."""
+        video_map = vars(self).get("video_map_")
+        if video_map is None:
+            return np.ones(len(video_ids), dtype=bool)
+        return video_map.index(video_ids) >= 0
 
     def report_epoch(self, context: FitContext | None, epoch: int, validation_score: float) -> None:
         """Let a tuner watch, and prune, training (higher validation scores are better);
@@ -378,6 +421,7 @@ class Recommender:
             module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             module.eval()
             setattr(self, key, module)
+        self._fitted = True
 
     def new_module(self, attribute: str):
         """An untrained torch module for the learned attribute `attribute`, shaped like the
@@ -439,14 +483,3 @@ def unknown_videos_last(scores: np.ndarray, known: np.ndarray) -> np.ndarray:
         finite = scores[:, known]
         scores[:, ~known] = float(finite.min()) - 1.0 if finite.size else -1.0
     return scores
-
-
-def popularity_fallback(
-    video_ids: np.ndarray, known_video_ids: np.ndarray, known_scores: np.ndarray
-) -> np.ndarray:
-    """Per-video scores for `video_ids`, from (known ids, scores); unknown videos rank last."""
-    idx = IdMap(known_video_ids).index(video_ids)
-    if len(known_scores) == 0:
-        return np.full(len(idx), -1.0, dtype=np.float32)
-    row = known_scores[np.maximum(idx, 0)][None, :]
-    return unknown_videos_last(row, idx >= 0)[0]

@@ -14,7 +14,6 @@ from shortrec.models.base import (
     Recommender,
     TrainingData,
     hyperparameter,
-    popularity_fallback,
 )
 
 
@@ -39,8 +38,16 @@ class _VideoScoreTable(Recommender):
     """A model whose score depends on the video only: one learned score per known video."""
 
     def score(self, user_ids, video_ids, histories: Histories) -> np.ndarray:
-        row = popularity_fallback(np.asarray(video_ids), self.video_ids_, self.scores_)
+        rows = IdMap(self.video_ids_).index(video_ids)
+        row = (
+            self.scores_[np.maximum(rows, 0)].astype(np.float32)
+            if len(self.scores_)
+            else (np.zeros(len(rows), np.float32))
+        )
         return np.broadcast_to(row, (len(user_ids), len(row))).copy()
+
+    def known_videos(self, video_ids: np.ndarray) -> np.ndarray:
+        return IdMap(self.video_ids_).index(video_ids) >= 0
 
     def _set_scores(self, counts: pl.DataFrame) -> None:
         counts = counts.sort("video_id")
@@ -136,6 +143,9 @@ class OracleRecommender(Recommender):
             )
         self.truth_ = truth
         return self
+
+    def known_videos(self, video_ids: np.ndarray) -> np.ndarray:
+        return np.isin(np.asarray(video_ids), self.truth_["video_id"].unique().to_numpy())
 
     def score(self, user_ids, video_ids, histories: Histories) -> np.ndarray:
         user_ids, video_ids = np.asarray(user_ids), np.asarray(video_ids)

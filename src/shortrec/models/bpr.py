@@ -38,7 +38,6 @@ from shortrec.models.base import (
     Recommender,
     TrainingData,
     hyperparameter,
-    unknown_videos_last,
 )
 from shortrec.models.interactions import ValidationRanking, ViewSignal
 from shortrec.training.device import seeded_global_rng, torch_threads
@@ -242,4 +241,4 @@ class BPRRecommender(Recommender, ViewSignal):
             self.user_factors_from(histories, user_ids)
             @ self.item_factors_[np.maximum(columns, 0)].T
         )
-        return unknown_videos_last(scores, columns >= 0)
+        return scores

@@ -36,7 +36,6 @@ from shortrec.models.base import (
     Recommender,
     TrainingData,
     hyperparameter,
-    unknown_videos_last,
 )
 from shortrec.models.interactions import ViewWeighting, row_popularity, weighting_field
 
@@ -130,4 +129,4 @@ class EASERecommender(Recommender, ViewWeighting):
                 scores[block] = history[block].toarray() @ weights
         empty = np.diff(history.indptr) == 0
         scores[empty] = self.popularity_[known_columns]
-        return unknown_videos_last(scores, columns >= 0)
+        return scores

@@ -41,9 +41,7 @@ import scipy.sparse as sp
 
 from shortrec.data.histories import Histories, IdMap
 from shortrec.data.labels import LikeRule
-from shortrec.models.base import hyperparameter, unknown_videos_last
-
-__all__ = ["ViewSignal", "ViewWeighting", "hyperparameter", "unknown_videos_last"]
+from shortrec.models.base import hyperparameter
 
 if TYPE_CHECKING:
     from shortrec.models.base import TrainingData

@@ -47,8 +47,6 @@ def recommend(
     for start in range(0, len(user_ids), batch_size):
         batch = user_ids[start : start + batch_size]
         scores = np.asarray(model.score(batch, candidates, histories), dtype=np.float32).copy()
-        if scores.shape != (len(batch), len(candidates)):
-            raise ValueError(f"{model.name}.score returned shape {scores.shape}")
         rank_nan_last(scores)
         ranked = torch.from_numpy(scores)
         if exclude_seen:

@@ -103,6 +103,12 @@ class MeanRegressor(Recommender, WatchRatioPredictor):
             0.0,
         )
 
+    def known_videos(self, video_ids: np.ndarray) -> np.ndarray:
+        """Videos with a learned mean (every video when the mean is not per video)."""
+        if self.by in ("global", "user"):
+            return np.ones(len(video_ids), dtype=bool)
+        return IdMap(self.video_ids_).index(video_ids) >= 0
+
     def score(self, user_ids, video_ids, histories: Histories) -> np.ndarray:
         user = self._bias(user_ids, self.user_ids_, self.user_bias_)
         video = self._bias(video_ids, self.video_ids_, self.video_bias_)
@@ -268,6 +274,10 @@ class LinearRegressionRecommender(Recommender, WatchRatioPredictor):
         for weight, profile, content in affinities:
             out += weight * (profile * content.lookup(video_ids)[0]).sum(axis=1)
         return np.maximum(out, 0.0)
+
+    def known_videos(self, video_ids: np.ndarray) -> np.ndarray:
+        """Videos of the feature table (content and training statistics)."""
+        return IdMap(self.videos_["video_id"].to_numpy()).index(video_ids) >= 0
 
     def score(self, user_ids, video_ids, histories: Histories) -> np.ndarray:
         """The same predictor over the (users x videos) grid without one row per pair."""

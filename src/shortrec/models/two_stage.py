@@ -314,6 +314,10 @@ class TwoStageRecommender(Recommender, CandidateGenerator):
             mask[start + cands.rows, cands.cols] = True
         return mask
 
+    def known_videos(self, video_ids: np.ndarray) -> np.ndarray:
+        """Videos of the feature table (content and training statistics)."""
+        return IdMap(self.videos_["video_id"].to_numpy()).index(video_ids) >= 0
+
     def score(self, user_ids, video_ids, histories: Histories) -> np.ndarray:
         user_ids, video_ids = np.asarray(user_ids, np.int64), np.asarray(video_ids, np.int64)
         out = np.empty((len(user_ids), len(video_ids)), dtype=np.float32)

@@ -504,6 +504,10 @@ class TwoTowerRecommender(Recommender, WatchRatioPredictor):
         history = _History.from_window(positions, ratios, mask)
         return self._users(self._positions(self.user_map_, user_ids), history)
 
+    def known_videos(self, video_ids: np.ndarray) -> np.ndarray:
+        """Every video of the content catalogue (cold ones scored by their content)."""
+        return self.catalog_map_.index(video_ids) >= 0
+
     def score(self, user_ids, video_ids, histories: Histories) -> np.ndarray:
         with torch_threads(self.num_threads), torch.no_grad():
             users = _normalise(self._user_vectors(user_ids, histories))
