@@ -44,7 +44,7 @@ class LikedCount(Recommender):
     shrunk by a prior; disliked views count against a video."""
 
     name: ClassVar[str] = "liked-count"
-    prior: float = 1.0
+    prior: float = hyperparameter(1.0, "Likes' worth of shrinkage.", minimum=0.0)
 
     def fit(self, data: TrainingData, context: FitContext | None = None) -> LikedCount:
         views = data.views.with_columns(
@@ -57,8 +57,8 @@ class LikedCount(Recommender):
         return self
 
     def score(self, user_ids, video_ids, histories: Histories) -> np.ndarray:
-        rows = self.video_map_.index(video_ids)
-        row = np.where(rows >= 0, self.scores_[np.maximum(rows, 0)], -1e9).astype(np.float32)
+        rows = self.video_map_.index(video_ids)  # -1: never seen; the base ranks those last
+        row = self.scores_[np.maximum(rows, 0)]
         return np.broadcast_to(row, (len(user_ids), len(row))).copy()
 
 

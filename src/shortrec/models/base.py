@@ -1,26 +1,31 @@
 """The whole contract between a recommender and the rest of shortrec.
 
-Conventions (scikit-learn's): hyperparameters are plain dataclass fields set in the
-constructor (each becomes a `shortrec train MODEL` flag); `fit` learns and returns self;
+Conventions (scikit-learn's): hyperparameters are dataclass fields declared once with
+`hyperparameter(default, help, choices=, minimum=, maximum=, above=, below=)`: each becomes a
+`shortrec train MODEL` flag with that help and those choices, is saved with the model, and is
+checked before `fit` (one error naming every bad field). `fit` learns and returns self;
 learned state lives in attributes ending in `_`. Scoring speaks raw KuaiRec ids: the model
-keeps its own `IdMap`s, so it can score users and videos of another matrix, and videos or
-users it never saw get a defined fallback score.
+keeps its own `IdMap`s, so it can score users and videos of another matrix; users it never
+saw get a defined score, and videos it never learned (`known_videos`) rank last, which the
+base class enforces for every model, as it refuses to score before `fit` or loading.
 
 What a model receives:
 - `fit(data: TrainingData, context: FitContext)`. `TrainingData` is everything a model may
   learn from, built once per run: the training views labelled by the run's fitted like rule
   (`liked` / `disliked` columns beside `watch_ratio`), the validation views, the rule itself,
-  side features of users and videos, and id maps. Models never read files.
-  `FitContext` is what the run offers besides data: a checkpoint folder, progress display,
-  and the tuner's per-epoch hook (`report_epoch`).
+  side features of users and videos, and the id maps models index by (`user_map`,
+  `video_map`). Models never read files. `FitContext` (from `training/loop.py`) is what the
+  run offers besides data: a checkpoint folder, progress display, and the tuner's per-epoch
+  hook. Iterative models train with `training.loop.fit_epochs`, which calls the hook with
+  validation NDCG@10 and checkpoints under `resume_key`.
 - `score(user_ids, video_ids, histories)`: a (users x videos) float32 matrix.
 
 What a model may declare (nothing is discovered with `hasattr`):
 - `WatchRatioPredictor`: also predicts watch ratios (runs record MAE/RMSE);
 - `CandidateGenerator`: retrieves candidates before ranking (runs record candidate recall);
-- `reports_epochs`: calls `report_epoch` with a validation score each epoch (the tuner
-  prunes with it); `devices`: where it can train (`device` hyperparameter); `distributed`:
-  trains data-parallel under torchrun (`training/distributed.py`);
+- `reports_epochs`: reports validation NDCG@10 each epoch (the tuner prunes with it);
+  `devices`: where it can train (`device` hyperparameter); `distributed`: trains
+  data-parallel under torchrun (`training/distributed.py`);
 - `presets()` and `search_space(trial)`: named hyperparameter sets and the tuner's space.
 
 What a model writes: `fit_report_` (one dict: per-epoch `history`, and anything else worth
