@@ -100,17 +100,21 @@ def test_an_interrupted_fit_resumes_exactly(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         Noisy(curve).fit(epochs=8, patience=3, resume=key,
                          context=FitContext(tmp_path, on_epoch_end=interrupt))  # fmt: skip
-    resumed = Noisy(curve)  # a fresh process: the same start, then the checkpoint
-    result = resumed.fit(epochs=8, patience=3, resume=key, context=FitContext(tmp_path))
-    assert result.start_epoch == 3 and resumed.validated == [4, 5, 6, 7, 8]
-    assert [r["loss"] for r in result.history] == [r["loss"] for r in expected.history]
-    assert same_weights(resumed.network, straight.network)
     with pytest.raises(ValueError, match="other settings"):
         Noisy(curve).fit(epochs=8, patience=3, resume=Resume({"lr": 0.1}, {"ids": np.arange(3)}),
                          context=FitContext(tmp_path))  # fmt: skip
     with pytest.raises(ValueError, match="other data"):
         Noisy(curve).fit(epochs=8, patience=3, resume=Resume({"lr": 0.01}, {"ids": np.arange(4)}),
                          context=FitContext(tmp_path))  # fmt: skip
+    resumed = Noisy(curve)  # a fresh process: the same start, then the checkpoint
+    result = resumed.fit(epochs=8, patience=3, resume=key, context=FitContext(tmp_path))
+    assert result.start_epoch == 3 and resumed.validated == [4, 5, 6, 7, 8]
+    assert [r["loss"] for r in result.history] == [r["loss"] for r in expected.history]
+    assert same_weights(resumed.network, straight.network)
+    assert not (tmp_path / "checkpoint.pt").exists()  # a completed fit leaves none behind
+    Noisy(curve).fit(epochs=2, patience=3, resume=key, context=FitContext(tmp_path),
+                     keep_checkpoint=True)  # fmt: skip
+    assert (tmp_path / "checkpoint.pt").exists()
 
 
 def test_rejects_nonsense_budgets():

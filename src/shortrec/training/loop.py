@@ -13,9 +13,10 @@ does the rest, the same way for every model:
 - with a `checkpoint_dir` and a `Resume` description, writes a checkpoint after every epoch
   (weights, optimiser, every random stream of every rank, early stopping, best weights,
   history) and continues from it, so a run killed at any moment (even `kill -9`) resumes as
-  if it had never stopped. Under torchrun (`training/distributed.py`), rank 0 alone writes
-  and reads checkpoints and broadcasts them; `train_epoch` and `validate` are called on
-  every rank (they may be collective), the tuner and the progress bar see rank 0 only.
+  if it had never stopped; a completed fit deletes it (`keep_checkpoint` keeps it). Under
+  torchrun (`training/distributed.py`), rank 0 alone writes and reads checkpoints and
+  broadcasts them; `train_epoch` and `validate` are called on every rank (they may be
+  collective), the tuner and the progress bar see rank 0 only.
 
 torch is imported inside the functions that need it: `FitContext` lives here and is used by
 every model, including those that never touch torch.
@@ -105,6 +106,7 @@ def fit_epochs(
     generators: Sequence[torch.Generator | np.random.Generator] = (),
     resume: Resume | None = None,
     job: World | None = None,
+    keep_checkpoint: bool = False,
 ) -> EpochResult:
     """Train `network` for up to `epochs` epochs (numbered from 1) and leave the best
     validated weights in it.
@@ -113,7 +115,9 @@ def fit_epochs(
     `validate(epoch)` returns the validation NDCG@10 (None: no validation data, so no early
     stopping and the last weights are kept). `generators` are the model's random streams
     (torch generators, numpy generators); with torch's global generators they are saved in
-    checkpoints, per rank. `resume` makes the fit resumable from `context.checkpoint_dir`.
+    checkpoints, per rank. `resume` makes the fit resumable from `context.checkpoint_dir`;
+    the checkpoint is deleted once the fit completes (the run saves the model itself) unless
+    `keep_checkpoint`, so finished runs and tuning trials do not keep optimiser state.
     """
     from tqdm.auto import tqdm
 
@@ -171,6 +175,10 @@ def fit_epochs(
                 "best_model": best_state, "history": history,
             })  # fmt: skip
     bar.close()
+    if writes and not keep_checkpoint:
+        from shortrec.training.checkpoint import checkpoint_path
+
+        checkpoint_path(directory).unlink(missing_ok=True)
     if best_state is not None:
         network.load_state_dict(best_state)
     validated = best_state is not None
