@@ -1,7 +1,8 @@
 """The sparse user x video matrices every collaborative-filtering model learns from.
 
-ALS, BPR, EASE and the autoencoders all read views through `ViewWeighting`, so they agree on
-what a view says and what it is worth.
+ALS, BPR, EASE and the autoencoders all read views through `ViewSignal` (what a view says;
+BPR, which only asks whether a view is a positive, stops there) or `ViewWeighting` (also what
+it is worth), so they agree on both; each model declares only the fields it uses.
 
 What a view says (`signal`). A view is exposure: the feed showed the video, the user may have
 swiped past it. With `signal="likes"` (the default) the positives are the views the run's
