@@ -99,7 +99,7 @@ class ALSRecommender(_FactorModel):
     iterations: int = hyperparameter(15, "Alternating least-squares sweeps.", minimum=1)
     num_threads: int = hyperparameter(1, "implicit's threads; 0 uses every core.", minimum=0)
     device: str = hyperparameter(
-        "cpu", "cpu | cuda (implicit's GPU build).", choices=("cpu", "cuda")
+        "cpu", "cpu | cuda (implicit's GPU build).", choices=_FactorModel.devices
     )
     engine: str = hyperparameter(
         "implicit", "Trainer: implicit (one process) | spark (MLlib).", choices=ENGINES

@@ -112,7 +112,7 @@ class RowAutoencoder(Recommender, ViewWeighting):
     validation_users: int = hyperparameter(2000, "Users sampled for validation NDCG@10.", minimum=1)
     device: str = hyperparameter(
         "auto", "Where torch trains: auto (CUDA when present) | cpu | cuda.",
-        choices=("auto", "cpu", "cuda"),
+        choices=devices,
     )  # fmt: skip
     num_threads: int = hyperparameter(1, "torch CPU threads; 0 keeps torch's own.", minimum=0)
 
