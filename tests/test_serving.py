@@ -158,7 +158,7 @@ def test_recommendations_carry_metadata_and_exclude_history(client):
         "history_length": rec.history_length,
         "items": [{"rank": rank, "score": score, **feed.video_info[video_id]}
                   for rank, (video_id, score) in enumerate(
-                      zip(rec.video_ids.tolist(), rec.scores.tolist()), start=1)],
+                      zip(rec.video_ids.tolist(), rec.scores.tolist(), strict=True), start=1)],
     }  # fmt: skip
 
 

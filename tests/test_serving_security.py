@@ -418,8 +418,11 @@ def test_every_route_of_the_app_answers_head(app):
 
     paths = {route.path for route in app.routes if not isinstance(route, Mount)
              and "GET" in (getattr(route, "methods", None) or ())}  # fmt: skip
-    templates = {"/videos/{video_id}": "/videos/2", "/users/{user_id}/recommendations":
-                 "/users/1/recommendations", "/users/{user_id}/history": "/users/1/history"}  # fmt: skip
+    templates = {
+        "/videos/{video_id}": "/videos/2",
+        "/users/{user_id}/recommendations": "/users/1/recommendations",
+        "/users/{user_id}/history": "/users/1/history",
+    }
     with TestClient(app, base_url=BASE_URL) as client:
         for path in paths - {"/admin/model", "/docs/oauth2-redirect"}:
             assert client.head(templates.get(path, path)).status_code == 200, path

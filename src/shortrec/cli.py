@@ -755,8 +755,9 @@ def serve(
         600.0, min=0.001, help="Seconds an event's time may lie ahead of the server clock."
     ),
     max_event_age: float | None = typer.Option(
-        None, min=0.001, help="Seconds an event's time may lie in the past (default: any "
-        "time since 2000).",
+        None,
+        min=0.001,
+        help="Seconds an event's time may lie in the past (default: any time since 2000).",
     ),
 ) -> None:
     """Serve a trained model: recommendations API, live events, metrics and a web page."""
