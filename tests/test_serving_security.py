@@ -413,19 +413,16 @@ def test_head_works_on_every_get_route(client, path):
     assert head.headers["content-type"] == get.headers["content-type"]
 
 
-def test_every_route_of_the_app_answers_head(app):
-    from starlette.routing import Mount
-
-    paths = {route.path for route in app.routes if not isinstance(route, Mount)
-             and "GET" in (getattr(route, "methods", None) or ())}  # fmt: skip
-    templates = {
-        "/videos/{video_id}": "/videos/2",
-        "/users/{user_id}/recommendations": "/users/1/recommendations",
-        "/users/{user_id}/history": "/users/1/history",
-    }
+def test_every_get_operation_of_the_api_answers_head(app):
+    examples = {"{video_id}": "2", "{user_id}": "1"}
     with TestClient(app, base_url=BASE_URL) as client:
-        for path in paths - {"/admin/model", "/docs/oauth2-redirect"}:
-            assert client.head(templates.get(path, path)).status_code == 200, path
+        paths = [path for path, operations in client.get("/openapi.json").json()["paths"].items()
+                 if "get" in operations and not path.startswith("/admin")]  # fmt: skip
+        assert len(paths) >= 7
+        for path in paths:
+            for template, value in examples.items():
+                path = path.replace(template, value)
+            assert client.head(path).status_code == 200, path
 
 
 @pytest.mark.parametrize("path", ["/", "/health", "/users/1/recommendations", "/nothing"])
