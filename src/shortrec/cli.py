@@ -739,7 +739,7 @@ def serve(
     from shortrec.serving.app import create_app_from_spec
     from shortrec.serving.runs import find_default_run
     from shortrec.serving.settings import LOCAL_HOSTS, ServeSettings, ServeSpec, default_runs_root
-    from shortrec.serving.store import open_store
+    from shortrec.serving.swaps import pin_swap_baseline
 
     try:
         run_dir = run if run is not None else find_default_run()
@@ -758,8 +758,8 @@ def serve(
         if workers == 1:
             typer.echo(f"loading {run_dir} ...", err=True)
             api = create_app_from_spec(spec)
-        else:
-            open_store(db if db is not None else Path(run_dir) / "events.db").close()
+        else:  # also checks the store; workers follow only swaps recorded from now on
+            spec = pin_swap_baseline(spec)
     except (FileNotFoundError, ValueError) as error:
         fail(str(error))
     # timeout_keep_alive: pooled clients reuse their connections between bursts.
