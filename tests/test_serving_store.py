@@ -119,9 +119,11 @@ def check_stream_and_event_ids(store) -> None:
     retry_and_new = [StoredEvent(1, 2, 0.5, None, None, 1.7e9, "a"),
                      StoredEvent(4, 5, 0.1, None, None, 1.6e9, "b")]  # fmt: skip
     assert store.append(retry_and_new) == 1
-    for other_view in (StoredEvent(1, 9, 0.5, None, None, 1.6e9, "a"),  # another video
-                       StoredEvent(1, 2, 0.9, None, None, 1.6e9, "a"),  # another watch ratio
-                       StoredEvent(1, 2, 0.5, 10, 20, 1.6e9, "a")):  # durations it lacked
+    for other_view in (
+        StoredEvent(1, 9, 0.5, None, None, 1.6e9, "a"),  # another video
+        StoredEvent(1, 2, 0.9, None, None, 1.6e9, "a"),  # another watch ratio
+        StoredEvent(1, 2, 0.5, 10, 20, 1.6e9, "a"),  # durations it lacked
+    ):
         batch = [StoredEvent(7, 7, 1.0, None, None, 1.6e9, "c"), other_view]
         with pytest.raises(EventIdConflictError, match=r"events\[1\].event_id 'a'") as error:
             store.append(batch)
