@@ -246,6 +246,7 @@ def test_videos_users_health_and_bad_paths(client):
     assert client.get("/users?limit=3").json()["user_ids"] == [0, 1, 2]
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["store"] == "sqlite" and health["videos"] == N_VIDEOS
+    assert client.get("/ready").json() == {"status": "ready", "store": "sqlite"}
     assert client.get("/users/abc/recommendations").status_code == 422
     assert client.get("/users/1/recommendations?k=0").status_code == 422
     assert client.get("/users/99999999999999999999/history").status_code == 422
