@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from shortrec.cli import app
 from shortrec.models.baselines import PopularRecommender
-from shortrec.runs import list_runs, read_metrics
+from shortrec.runs import Experiment, Run, list_runs
 from shortrec.tuning import (
     TRIAL_FILE,
     TuneConfig,
@@ -37,7 +37,10 @@ def world(tmp_path_factory):
 
 def _config(world, runs_dir, **overrides) -> TuneConfig:
     return TuneConfig(
-        model="recent-popular", data_dir=str(world), runs_dir=str(runs_dir), **overrides
+        model="recent-popular",
+        experiment=Experiment(str(world)),
+        runs_dir=str(runs_dir),
+        **overrides,
     )
 
 
@@ -70,7 +73,7 @@ def test_every_trial_is_a_run_tagged_with_its_study_and_never_sees_test(world, t
         study.trials,
         strict=True,
     ):
-        metrics = read_metrics(run)
+        metrics = Run(run).metrics
         assert "tune" in metrics and "test" not in metrics
         assert not (run / "per_user_test.parquet").exists()
         assert metrics["tune"]["summary"]["ndcg@10"]["mean"] == pytest.approx(trial.value)
@@ -110,7 +113,11 @@ def test_a_trial_left_running_by_a_killed_worker_is_failed_and_retried(world, tm
 
 
 def test_a_model_without_search_space_gets_a_single_trial(world, tmp_path):
-    study = tune(TuneConfig(model="popular", data_dir=str(world), runs_dir=str(tmp_path), trials=5))
+    study = tune(
+        TuneConfig(
+            model="popular", experiment=Experiment(str(world)), runs_dir=str(tmp_path), trials=5
+        )
+    )
     assert len(study.trials) == 1
 
 
@@ -169,7 +176,9 @@ def test_models_reporting_epochs_are_pruned(world, tmp_path, monkeypatch):
 
     monkeypatch.setitem(REGISTRY, "epoch-test", "test_tuning:EpochModel")
     study = tune(
-        TuneConfig(model="epoch-test", data_dir=str(world), runs_dir=str(tmp_path), trials=12)
+        TuneConfig(
+            model="epoch-test", experiment=Experiment(str(world)), runs_dir=str(tmp_path), trials=12
+        )
     )
     pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
     assert pruned, "no trial below the median was pruned"

@@ -98,6 +98,7 @@ class OracleRecommender(Recommender):
       short video."""
 
     name: ClassVar[str] = "oracle"
+    reference: ClassVar[bool] = True  # the ceiling, read off the synthetic ground truth
     target: str = "liked"  # liked | watch_ratio | watch_time
 
     def fit(self, data: TrainingData, context: FitContext | None = None) -> OracleRecommender:
