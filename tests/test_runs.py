@@ -18,7 +18,6 @@ import httpx
 import polars as pl
 import pytest
 from conftest import free_port
-from tiny_release import write_tiny_release
 
 from shortrec.benchmark import BenchmarkConfig
 from shortrec.data.labels import LikeRule
@@ -27,9 +26,9 @@ from shortrec.runs import Experiment, Run, RunConfig, list_runs, train_run
 from shortrec.tuning import TuneConfig
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Path:
-    return write_tiny_release(tmp_path_factory.mktemp("runs") / "world")
+@pytest.fixture
+def world(tiny_release: Path) -> Path:
+    return tiny_release
 
 
 def test_a_trained_run_records_config_metrics_per_user_and_model(world, tmp_path):
@@ -171,12 +170,10 @@ def serve_and_ask(run: Path, cwd: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_commands_work_on_a_run_from_another_directory_and_after_a_move(tmp_path):
+def test_commands_work_on_a_run_from_another_directory_and_after_a_move(tiny_synth_raw, tmp_path):
     project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
-    project.mkdir()
     elsewhere.mkdir()
-    shortrec("data", "synth", "--out", "data/raw", "--scale", "tiny", "--no-progress",
-             "--no-calibration", cwd=project)  # fmt: skip
+    shutil.copytree(tiny_synth_raw, project / "data" / "raw")
     shortrec("data", "prepare", "data/raw", "--out", "data/prepared", "--no-progress", cwd=project)
     trained = shortrec("train", "popular", "--data", "data/prepared", "--runs-dir", "runs",
                        "--no-progress", cwd=project)  # fmt: skip

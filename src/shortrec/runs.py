@@ -47,6 +47,7 @@ from shortrec.data.splits import (
 )
 from shortrec.evaluation.extras import candidate_recall, regression_errors
 from shortrec.evaluation.protocol import Evaluation, evaluate
+from shortrec.evaluation.statistics import format_interval
 from shortrec.io import atomic_path, atomic_write_text
 from shortrec.models import model_class
 from shortrec.models.base import (
@@ -600,9 +601,7 @@ def metrics_summary(metrics: Mapping[str, Any]) -> list[str]:
         if result["mode"] != "full-ranking":  # papers report HR@10 beside NDCG@10
             names = ("ndcg@10", "hitrate@10", "mrr")
         shown = {m: result["summary"][m] for m in names if m in result["summary"]}
-        text = ", ".join(
-            f"{m} {v['mean']:.4f} [{v['low']:.4f}, {v['high']:.4f}]" for m, v in shown.items()
-        )
+        text = ", ".join(f"{m} {format_interval(v)}" for m, v in shown.items())
         lines.append(f"{key} ({result['mode']}): {text}")
         aggregate = result.get("aggregate", {})
         if aggregate.get("liked_share") is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import inspect
 from pathlib import Path
 
@@ -62,12 +63,13 @@ def _option_for(field: dataclasses.Field) -> inspect.Parameter:
     if default is dataclasses.MISSING:
         default = field.default_factory()  # type: ignore[misc]
     help_text = field.metadata.get("help", "")
+    if choices := field.metadata.get("choices"):  # typer shows an Enum as its choices
+        annotation = enum.Enum(field.name, {str(c): str(c) for c in choices}, type=str)
+        default = annotation(str(default))
     decl = f"{flag}/--no-{flag[2:]}" if annotation is bool else flag
+    option = typer.Option(default, decl, help=help_text, rich_help_panel="Model")
     return inspect.Parameter(
-        field.name,
-        inspect.Parameter.KEYWORD_ONLY,
-        default=typer.Option(default, decl, help=help_text, rich_help_panel="Model"),
-        annotation=annotation,
+        field.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation
     )
 
 
@@ -118,6 +120,7 @@ def _make_train_command(name: str):
 
     def command(ctx: typer.Context, **kwargs):
         common = {k: kwargs.pop(k) for k in common_options}
+        kwargs = {k: v.value if isinstance(v, enum.Enum) else v for k, v in kwargs.items()}
         # Only the flags given on the command line: they win over a preset, whatever their
         # value; the model's defaults fill in the rest.
         params = {k: v for k, v in kwargs.items() if k in given(ctx, *kwargs)}
