@@ -32,6 +32,16 @@ def like_rule_option() -> typer.models.OptionInfo:
     )  # fmt: skip
 
 
+def track_option() -> typer.models.OptionInfo:
+    """`--track mlflow[:URI]`: mirror runs to an experiment tracker (shortrec.tracking)."""
+    return typer.Option(
+        None, "--track", metavar="mlflow[:URI]",
+        help="Also log each run to MLflow: params, per-epoch validation, final metrics with "
+        "intervals, the run folder (default URI: a file store in ./mlruns; needs "
+        "pip install 'shortrec[tracking]').",
+    )  # fmt: skip
+
+
 def fail(message: str) -> None:
     """Print a clear error and exit with status 2 (no traceback for user mistakes)."""
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
@@ -279,10 +289,10 @@ app.add_typer(train_app, name="train")
 
 
 def _option_for(field: dataclasses.Field) -> inspect.Parameter:
+    from shortrec.api import hyperparameter_type
+
     flag = "--" + field.name.replace("_", "-")
-    annotation = {"int": int, "float": float, "str": str, "bool": bool}.get(
-        field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "str"), str
-    )
+    annotation = hyperparameter_type(field)
     default = field.default
     if default is dataclasses.MISSING:
         default = field.default_factory()  # type: ignore[misc]
@@ -341,6 +351,7 @@ _COMMON_TRAIN_OPTIONS = {
         typer.Option(1, help="Data-parallel processes on this machine (models that support "
                      "it); multi-node: launch with torchrun instead."),
     ),
+    "track": (str | None, track_option()),
 }  # fmt: skip
 
 
@@ -374,9 +385,9 @@ def _make_train_command(name: str):
 
 def _train(
     name, cls, params, explicit, data, protocol, like_rule, runs_dir, test, sampled, label,
-    progress, preset, resume, nproc,
+    progress, preset, resume, nproc, track,
 ):  # fmt: skip
-    from shortrec.runs import RunConfig, read_metrics, train_run
+    from shortrec.runs import read_metrics, train_run
     from shortrec.training.distributed import torchrun_command, without_option, world
 
     if nproc > 1 and not world().active:
@@ -387,60 +398,28 @@ def _train(
 
         argv = without_option(sys.argv[1:], "--nproc")
         raise typer.Exit(subprocess.run(torchrun_command(nproc, argv)).returncode)
-    if preset:
-        if preset not in cls.presets():
-            known = ", ".join(sorted(cls.presets())) or "none"
-            fail(f"model {name!r} has no preset {preset!r} (presets: {known})")
-        # Flags given on the command line win over the preset, whatever their value; a
-        # preset may also set the run's protocol, like rule and sampled evaluation.
-        run_options = {"protocol": protocol, "like_rule": like_rule, "sampled": sampled}
-        for key, value in cls.presets()[preset].items():
-            if key in explicit:
-                continue
-            if key in run_options:
-                run_options[key] = LikeRule.parse(value) if key == "like_rule" else value
-            else:
-                params[key] = value
-        protocol, like_rule, sampled = (run_options[k] for k in ("protocol", "like_rule",
-                                                                 "sampled"))  # fmt: skip
+    from shortrec.api import check_resumable, train_config
+
     try:
-        config = RunConfig(
-            model=name,
-            params=params,
-            data_dir=str(data),
-            protocol=protocol,
-            like_rule=like_rule,
-            sampled=sampled,
-            seed=params.get("seed", 0),
-            label=label,
-        )
+        hyperparameters = {k: v for k, v in params.items() if k in explicit}
+        config = train_config(
+            name, hyperparameters, data, protocol if "protocol" in explicit else None,
+            like_rule if "like_rule" in explicit else None,
+            sampled if "sampled" in explicit else None, label, preset,
+        )  # fmt: skip
         evaluate_on = ("tune", "test") if test else ("tune",)
         if resume is not None:
-            _check_resumable(resume, config)
+            check_resumable(resume, config)
         run_dir = train_run(
-            config, runs_dir, evaluate_on=evaluate_on, progress=progress, run_dir=resume
-        )
+            config, runs_dir, evaluate_on=evaluate_on, progress=progress, run_dir=resume,
+            track=track,
+        )  # fmt: skip
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
     if run_dir is None:  # another rank of a data-parallel job: rank 0 reports
         return
     typer.echo(f"run: {run_dir}")
     _print_run_metrics(run_dir, read_metrics(run_dir))
-
-
-def _check_resumable(run_dir: Path, config) -> None:
-    """`--resume` continues a run of the same model on the same data, nothing else."""
-    from shortrec.runs import RunConfig
-
-    path = run_dir / "config.json"
-    if not path.exists():
-        raise FileNotFoundError(f"--resume {run_dir}: not a run folder (no config.json)")
-    saved = RunConfig.from_json(path.read_text())
-    if (saved.model, saved.comparable_key) != (config.model, config.comparable_key):
-        raise ValueError(
-            f"--resume {run_dir}: that run trained {saved.model} on {saved.comparable_key}, "
-            f"not {config.model} on {config.comparable_key}"
-        )
 
 
 def _print_run_metrics(run_dir: Path, metrics: dict) -> None:
@@ -820,6 +799,7 @@ def tune_command(
         Path("runs"), help="Where trial runs (and the default database) go."
     ),
     seed: int = typer.Option(0, help="Seed of the sampler and of every trial's model."),
+    track: str | None = track_option(),
 ) -> None:
     """Search hyperparameters on the tune set with Optuna; rerun the same command to resume."""
     from shortrec.benchmark import default_models
@@ -844,6 +824,7 @@ def tune_command(
                 metric=metric,
                 runs_dir=str(runs_dir),
                 seed=seed,
+                track=track,
             )
             study = tune(config, data=loaded)
             best = best_hyperparameters(study)
@@ -889,6 +870,7 @@ def benchmark_command(
         "--isolate/--no-isolate",
         help="Train each run in a fresh process, so peak memory is its own.",
     ),
+    track: str | None = track_option(),
 ) -> None:
     """Train every model's chosen configuration with several seeds; evaluate test once."""
     from rich.console import Console
@@ -910,6 +892,7 @@ def benchmark_command(
             tune_trials=tune_trials,
             tune_timeout=tune_timeout,
             isolate=isolate,
+            track=track,
         )
         if seeds < 1:
             raise ValueError(f"--seeds must be >= 1, got {seeds}")

@@ -43,6 +43,7 @@ from shortrec.models.base import (
     WatchRatioPredictor,
     load_model,
 )
+from shortrec.tracking import Tracker, open_tracker
 from shortrec.training.distributed import world
 
 
@@ -163,13 +164,17 @@ def train_run(
     run_dir: Path | None = None,
     on_epoch_end: Callable[[int, float], None] | None = None,
     training: TrainingData | None = None,
+    track: str | Tracker | None = None,
+    track_tags: dict | None = None,
 ) -> Path | None:
     """Fit the configured model on the protocol's train split, save it, evaluate it.
 
     `data`/`split`/`training` may be passed in when training many models on the same
     release; `on_epoch_end(epoch, validation_score)` reaches models that report per-epoch
-    validation scores (the tuner uses it to prune). Under torchrun (`--nproc`), every rank
-    trains and only rank 0 writes and evaluates the run; the others return None."""
+    validation scores (the tuner uses it to prune). `track` ("mlflow[:URI]" or a `Tracker`)
+    mirrors the finished run to an experiment tracker (`shortrec.tracking`), with `track_tags`.
+    Under torchrun (`--nproc`), every rank trains and only rank 0 writes and evaluates the run;
+    the others return None."""
     if training is None:
         data = data if data is not None else load_data(config.data_dir)
         split = split if split is not None else split_for(data, config.protocol)
@@ -183,6 +188,7 @@ def train_run(
         if not job.is_main:  # the other ranks only help train: rank 0 owns the run folder
             build_model(config).fit(training, FitContext(progress=False))
             return None
+    tracker, track_started = open_tracker(track), time.time()  # a missing MLflow fails now
     run_dir = run_dir or new_run_dir(runs_dir, config.model)
     log = _logger(run_dir)
     model = build_model(config)
@@ -210,6 +216,8 @@ def train_run(
             run_dir, which, model=model, split=split, progress=progress,
             like_rule=training.like_rule,
         )  # fmt: skip
+    if tracker is not None:
+        tracker.record(run_dir, track_tags, started=track_started)
     return run_dir
 
 

@@ -1,0 +1,444 @@
+"""shortrec from Python: the functions `import shortrec as sr` offers.
+
+    import shortrec as sr
+    data = sr.synth(scale="small", seed=0)          # or sr.load(DIR), sr.import_log(...)
+    run = sr.train("ease", data, l2=1300, runs_dir="runs", test=True)
+    run.metrics["test"]["summary"]["ndcg@10"]       # {"mean", "low", "high", "n"}
+    run.summary("test")                             # the same as a frame, one row per metric
+    run.recommend([13], k=10)                       # a frame with captions and categories
+    sr.leaderboard("runs", on="test")               # the leaderboard as a frame
+    sr.compare(run_a, run_b, on="test")             # paired differences B - A
+
+This is the code the `shortrec` command runs: `shortrec train` calls `train_config` and
+`runs.train_run` as `sr.train` does, so hyperparameters are checked the same way and errors
+carry the same messages (ValueError / FileNotFoundError here, `error: ...` there). Progress bars
+are tqdm's `auto` ones: widgets in a notebook, text in a terminal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from shortrec.data.labels import LikeRule
+
+__all__ = [
+    "Dataset",
+    "Run",
+    "compare",
+    "export_recbole",
+    "import_log",
+    "leaderboard",
+    "load",
+    "list_runs",
+    "open_run",
+    "simulate",
+    "synth",
+    "train",
+    "train_config",
+]
+
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+# --- data ----------------------------------------------------------------------------------
+
+
+class Dataset:
+    """A prepared folder (a KuaiRec release, a synthetic world, an imported log), loaded on
+    first use and kept, so training several models reads it once."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise FileNotFoundError(f"{self.path} does not exist")
+        self._tables = None
+
+    @property
+    def tables(self):
+        """The release's tables (`KuaiRecData`: big_matrix, small_matrix, videos, ...)."""
+        if self._tables is None:
+            from shortrec.runs import load_data
+
+            self._tables = load_data(self.path)
+        return self._tables
+
+    @property
+    def views(self) -> pl.DataFrame:
+        """Every view of big_matrix (the training log)."""
+        return self.tables.big_matrix
+
+    @property
+    def videos(self) -> pl.DataFrame:
+        return self.tables.videos
+
+    def __repr__(self) -> str:
+        return f"Dataset({str(self.path)!r})"
+
+
+def load(path: str | Path) -> Dataset:
+    """A prepared folder (`shortrec data prepare` / `data import` / `data synth` + prepare),
+    or a SASRec-format `.txt` file."""
+    from shortrec.data.dataset import read_manifest
+
+    path = Path(path)
+    if path.suffix != ".txt":
+        read_manifest(path)  # the CLI's message when it is not a prepared folder
+    return Dataset(path)
+
+
+def synth(
+    scale: str = "small", seed: int = 0, workdir: str | Path | None = None, log=print
+) -> Dataset:
+    """The synthetic KuaiRec world (the embedded default data), written and prepared once in
+    `workdir` (default `data/synth-SCALE-SEED`): what `shortrec quickstart` trains on.
+    `scale`: tiny | small | full."""
+    from shortrec.quickstart import ensure_world
+
+    workdir = Path(workdir) if workdir is not None else Path("data") / f"synth-{scale}-{seed}"
+    return Dataset(ensure_world(workdir, scale, seed, log=log or (lambda _: None)))
+
+
+def import_log(
+    source: str | Path,
+    out: str | Path,
+    format: str = "table",
+    *,
+    user: str = "user_id",
+    item: str = "item_id",
+    time: str | None = None,
+    time_unit: str = "s",
+    order: str | None = None,
+    watch_ratio: str | None = None,
+    play_duration: str | None = None,
+    video_duration: str | None = None,
+    rating: str | None = None,
+    rating_max: float = 5.0,
+    label: str | None = None,
+    separator: str = ",",
+) -> Dataset:
+    """`shortrec data import`: any interaction log (a CSV/Parquet table, a RecBole atomic
+    file, a SASRec text file) written as a prepared folder. The returned dataset's `report`
+    says what was found and which like rule suits it."""
+    from shortrec.data.importer import ColumnMapping
+    from shortrec.data.importer import import_log as import_into
+
+    mapping = ColumnMapping(
+        user=user, item=item, time=time, time_unit=time_unit, order=order, watch_ratio=watch_ratio,
+        play_duration=play_duration, video_duration=video_duration, rating=rating,
+        rating_max=rating_max, label=label,
+    )  # fmt: skip
+    report = import_into(Path(source), Path(out), format, mapping, separator)
+    dataset = Dataset(out)
+    dataset.report = report
+    return dataset
+
+
+def export_recbole(data: Dataset | str | Path, out: str | Path, name: str | None = None):
+    """`shortrec data export --format recbole`: the atomic files RecBole reads; returns them."""
+    from shortrec.data.importer import export_recbole as export
+
+    return export(_data_path(data), Path(out), name)
+
+
+def _data_path(data: Dataset | str | Path) -> Path:
+    return data.path if isinstance(data, Dataset) else Path(data)
+
+
+# --- runs ----------------------------------------------------------------------------------
+
+
+class Run:
+    """A trained run folder: config, metrics, per-user results, model."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not (self.path / "config.json").is_file():
+            raise FileNotFoundError(f"{self.path} is not a run directory (no config.json)")
+
+    @property
+    def config(self):
+        from shortrec.runs import RunConfig
+
+        return RunConfig.from_json((self.path / "config.json").read_text())
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """metrics.json: every evaluation ("tune", "test", "simulation_test", ...) with its
+        `summary` (metric -> mean, low, high), plus "fit", "train_seconds", "peak_rss_mb"."""
+        from shortrec.runs import read_metrics
+
+        return read_metrics(self.path)
+
+    def summary(self, on: str = "tune") -> pl.DataFrame:
+        """One row per metric of the `on` evaluation: mean and 95% interval."""
+        if on not in self.metrics:
+            raise ValueError(
+                f"{self.path} has no {on!r} evaluation; evaluated: "
+                f"{', '.join(k for k, v in self.metrics.items() if _is_evaluation(v)) or 'none'}"
+            )
+        rows = [
+            {"metric": m, "mean": v["mean"], "low": v["low"], "high": v["high"]}
+            for m, v in self.metrics[on]["summary"].items()
+        ]
+        return pl.DataFrame(rows)
+
+    def per_user(self, on: str = "tune") -> pl.DataFrame:
+        """Per-user metrics of an evaluation or simulation (what comparisons pair on)."""
+        from shortrec.runs import per_user_metrics
+
+        return per_user_metrics(self.path, on)
+
+    def model(self):
+        """The saved recommender."""
+        from shortrec.models.base import load_model
+
+        return load_model(self.path / "model")
+
+    def evaluate(self, on: str = "test", sampled: int | None = None, progress: bool = True):
+        """`shortrec evaluate`: evaluate on the tune or test set and record it in the run."""
+        from shortrec.runs import evaluate_run
+
+        return evaluate_run(self.path, on, sampled=sampled, progress=progress)
+
+    def recommend(
+        self,
+        users: Iterable[int] | None = None,
+        k: int = 10,
+        include_seen: bool = False,
+        candidates: str = "evaluation",
+    ) -> pl.DataFrame:
+        """`shortrec recommend`: top-k videos per raw user id, with captions and categories
+        (`users=None`: every user with a history)."""
+        from shortrec.runs import recommend_from_run
+
+        user_ids = None if users is None else [int(u) for u in users]
+        return recommend_from_run(
+            self.path, user_ids, k, include_seen=include_seen, candidates=candidates
+        )
+
+    def simulate(self, users: str = "test", progress: bool = True, **options):
+        """`shortrec simulate`: this run as a feed for every tune/test user; recorded in the run
+        as `simulation_<users>`. Options: steps, slate, seed, outcomes, live_events."""
+        return simulate(self, users=users, progress=progress, **options)
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+
+def _is_evaluation(value: Any) -> bool:
+    return isinstance(value, Mapping) and "summary" in value
+
+
+def open_run(run: Run | str | Path) -> Run:
+    return run if isinstance(run, Run) else Run(run)
+
+
+def list_runs(runs_dir: str | Path = "runs") -> list[Run]:
+    """Every run folder in `runs_dir`, oldest first."""
+    from shortrec.runs import list_runs as run_folders
+
+    return [Run(path) for path in run_folders(runs_dir)]
+
+
+def check_hyperparameters(model: str, hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
+    """Keyword hyperparameters checked like `shortrec train MODEL`'s flags: known names, and
+    values of the flag's type (ints where a float is expected become floats)."""
+    from shortrec.models import model_class
+
+    fields = {f.name: f for f in dataclasses.fields(model_class(model)) if f.init}
+    unknown = sorted(set(hyperparameters) - set(fields))
+    if unknown:
+        raise ValueError(
+            f"{model} has no hyperparameter(s) {', '.join(unknown)}; "
+            f"it has {', '.join(sorted(fields))}"
+        )
+    checked = {}
+    for name, value in hyperparameters.items():
+        expected = hyperparameter_type(fields[name])
+        flag = "--" + name.replace("_", "-")
+        if expected is bool:
+            valid = isinstance(value, bool)
+        elif expected is int:
+            valid = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        elif expected is float:
+            valid = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        else:
+            valid = isinstance(value, str)
+        if not valid:
+            raise ValueError(
+                f"{model} hyperparameter {name} ({flag}) must be {expected.__name__}, got {value!r}"
+            )
+        checked[name] = expected(value)
+    return checked
+
+
+def hyperparameter_type(field: dataclasses.Field) -> type:
+    """The Python type of a hyperparameter, which is also its flag's type."""
+    name = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "str")
+    return _TYPES.get(name, str)
+
+
+def train_config(
+    model: str,
+    hyperparameters: Mapping[str, Any],
+    data: str | Path,
+    protocol: str | None = None,
+    like_rule: LikeRule | str | None = None,
+    sampled: int | None = None,
+    label: str = "",
+    preset: str | None = None,
+):
+    """The `RunConfig` of `shortrec train MODEL`: `hyperparameters` are the ones given
+    explicitly (they win over the preset, whatever their value); a `preset` may also set the
+    protocol, the like rule and sampled evaluation when those are not given (None)."""
+    from shortrec.models import model_class
+    from shortrec.runs import RunConfig
+
+    cls = model_class(model)
+    params = dict(hyperparameters)
+    chosen = {"protocol": protocol, "like_rule": like_rule, "sampled": sampled}
+    if preset:
+        if preset not in cls.presets():
+            known = ", ".join(sorted(cls.presets())) or "none"
+            raise ValueError(f"model {model!r} has no preset {preset!r} (presets: {known})")
+        for key, value in cls.presets()[preset].items():
+            if key in chosen:
+                chosen[key] = value if chosen[key] is None else chosen[key]
+            else:
+                params.setdefault(key, value)
+    rule = chosen["like_rule"]
+    return RunConfig(
+        model=model,
+        params=params,
+        data_dir=str(data),
+        protocol=chosen["protocol"] or "kuairec",
+        like_rule=LikeRule.parse(rule) if isinstance(rule, str) else (rule or LikeRule()),
+        sampled=chosen["sampled"],
+        seed=params.get("seed", 0),
+        label=label,
+    )
+
+
+def check_resumable(run_dir: Path, config) -> None:
+    """`--resume` continues a run of the same model on the same data, nothing else."""
+    from shortrec.runs import RunConfig
+
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"--resume {run_dir}: not a run folder (no config.json)")
+    saved = RunConfig.from_json(path.read_text())
+    if (saved.model, saved.comparable_key) != (config.model, config.comparable_key):
+        raise ValueError(
+            f"--resume {run_dir}: that run trained {saved.model} on {saved.comparable_key}, "
+            f"not {config.model} on {config.comparable_key}"
+        )
+
+
+def train(
+    model: str,
+    data: Dataset | str | Path = "data/prepared",
+    *,
+    runs_dir: str | Path = "runs",
+    test: bool = False,
+    protocol: str | None = None,
+    like_rule: LikeRule | str | None = None,
+    sampled: int | None = None,
+    label: str = "",
+    preset: str | None = None,
+    progress: bool = True,
+    resume: str | Path | None = None,
+    track: str | None = None,
+    **hyperparameters: Any,
+) -> Run:
+    """`shortrec train MODEL`: fit on the protocol's train split, evaluate on the tune set
+    (and the test set once with `test=True`), and return the run. Hyperparameters are keyword
+    arguments named like the flags (`l2=1300` for `--l2 1300`); `track="mlflow[:URI]"` mirrors
+    the run to MLflow."""
+    from shortrec.runs import train_run
+
+    config = train_config(
+        model, check_hyperparameters(model, hyperparameters), _data_path(data), protocol,
+        like_rule, sampled, label, preset,
+    )  # fmt: skip
+    if resume is not None:
+        check_resumable(Path(resume), config)
+    loaded = data.tables if isinstance(data, Dataset) else None
+    run_dir = train_run(
+        config, runs_dir, evaluate_on=("tune", "test") if test else ("tune",), data=loaded,
+        progress=progress, run_dir=Path(resume) if resume is not None else None, track=track,
+    )  # fmt: skip
+    return Run(run_dir)
+
+
+def simulate(run: Run | str | Path, users: str = "test", progress: bool = True, **options):
+    """`shortrec simulate`: returns the `SimulationResult` (per-user frame, `intervals()`)."""
+    from shortrec.simulation.simulate import ChoiceModel, ExitModel, SimulationConfig, simulate_run
+
+    exit_names = {f.name for f in dataclasses.fields(ExitModel)}
+    choice_names = {f.name for f in dataclasses.fields(ChoiceModel)}
+    exit_options = {k: options.pop(k) for k in list(options) if k in exit_names}
+    choice_options = {k: options.pop(k) for k in list(options) if k in choice_names}
+    world = options.pop("world", None)
+    config = SimulationConfig(
+        users=users, choice=ChoiceModel(**choice_options), exit=ExitModel(**exit_options),
+        **options,
+    )  # fmt: skip
+    return simulate_run(open_run(run).path, config, world_file=world, progress=progress)
+
+
+# --- comparing runs ------------------------------------------------------------------------
+
+
+def leaderboard(
+    runs_dir: str | Path = "runs",
+    on: str = "test",
+    metric: str = "ndcg@10",
+    baseline: str = "popular",
+) -> pl.DataFrame:
+    """`shortrec leaderboard` as a frame: one row per model (its latest run per comparable
+    group), sorted by `metric`, with each metric's mean and 95% interval (`M`, `M_low`,
+    `M_high`) and the paired difference against `baseline` (`delta`, `delta_low`,
+    `delta_high`, `p_value`)."""
+    from shortrec.leaderboard import leaderboard_frame
+
+    return leaderboard_frame(runs_dir, on, metric, baseline)
+
+
+def compare(
+    a: Run | str | Path,
+    b: Run | str | Path,
+    on: str = "test",
+    metrics: Iterable[str] = ("ndcg@10", "graded_ndcg@10", "recall@20"),
+) -> pl.DataFrame:
+    """`shortrec compare`: paired differences B - A on the users both runs were evaluated on
+    (or simulated for, `on="simulation_test"`), with 95% intervals and Wilcoxon p-values."""
+    from shortrec.leaderboard import compare_runs
+
+    rows = []
+    for result in compare_runs(open_run(a).path, open_run(b).path, on, list(metrics)):
+        rows.append(
+            {
+                "metric": result.metric,
+                "difference": result.difference.mean,
+                "low": result.difference.low,
+                "high": result.difference.high,
+                "p_value": result.p_value,
+                "b_better": result.b_better,
+                "a_better": result.a_better,
+                "ties": result.ties,
+            }
+        )
+    return pl.DataFrame(rows)
