@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import pytest
@@ -13,6 +14,7 @@ from shortrec.cli import app
 from shortrec.runs import RunConfig, list_runs, read_metrics, train_run
 from shortrec.tracking import TrackingError, TrackSpec, final_metrics, metric_name, open_tracker
 
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # tests never phone home
 mlflow = pytest.importorskip("mlflow", reason="tracking tests need MLflow (shortrec[tracking])")
 from mlflow.tracking import MlflowClient  # noqa: E402
 
