@@ -143,3 +143,16 @@ def test_api_names_survive_importing_same_named_modules():
     assert callable(sr.leaderboard) and sr.leaderboard.__module__ == "shortrec.api"
     with pytest.raises(AttributeError):
         sr.no_such_name  # noqa: B018
+
+
+def test_tune_and_benchmark_from_python(data, tmp_path):
+    study = sr.tune("recent-popular", data, trials=2, runs_dir=tmp_path / "runs")
+    assert len(study.trials) == 2 and study.study_name.startswith("recent-popular-")
+    table = sr.benchmark(data, models=["recent-popular"], seeds=1, runs_dir=tmp_path / "runs",
+                         out=tmp_path / "bench", isolate=False)  # fmt: skip
+    assert sorted(table["model"].to_list()) == ["popular", "recent-popular"]
+    assert (tmp_path / "bench" / "benchmark.json").is_file()
+    row = table.filter(pl.col("model") == "recent-popular").row(0, named=True)
+    assert row["source"].startswith("study ")  # the study's best trial, not the defaults
+    assert row["ndcg@10_low"] <= row["ndcg@10"] <= row["ndcg@10_high"]
+    assert callable(sr.benchmark)

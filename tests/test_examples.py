@@ -36,8 +36,8 @@ def test_notebook_runs_top_to_bottom_on_tiny_data(path, tmp_path, monkeypatch):
     """Executed in a fresh kernel in an empty folder: any cell that raises fails the test."""
     monkeypatch.setenv("SHORTREC_EXAMPLES_SCALE", "tiny")
     # The kernel imports this checkout's shortrec, as the tests do.
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(SRC),
-                                                                   os.environ.get("PYTHONPATH")])))  # fmt: skip
+    path_entries = [str(SRC), os.environ.get("PYTHONPATH", "")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, path_entries)))
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     notebook = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 __all__ = [
-    "__version__", "Dataset", "Run", "compare", "export_recbole", "import_log", "leaderboard",
-    "list_runs", "load", "open_run", "simulate", "synth", "train",
+    "__version__", "Dataset", "Run", "benchmark", "compare", "export_recbole", "import_log",
+    "leaderboard", "list_runs", "load", "open_run", "simulate", "synth", "train", "tune",
 ]  # fmt: skip
 _API = frozenset(__all__) - {"__version__"}
 
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from shortrec.api import (
         Dataset,
         Run,
+        benchmark,
         compare,
         export_recbole,
         import_log,
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
         simulate,
         synth,
         train,
+        tune,
     )
 
 
@@ -49,8 +51,9 @@ def __getattr__(name: str):
 
 
 class _Package(types.ModuleType):
-    """Importing the submodule `shortrec.leaderboard` would bind it over the function
-    `sr.leaderboard`; API names stay the API's (the submodule is in sys.modules as usual)."""
+    """Importing the submodules `shortrec.leaderboard` / `shortrec.benchmark` would bind them
+    over the functions `sr.leaderboard` / `sr.benchmark`; API names stay the API's (the
+    submodules are in sys.modules as usual: `from shortrec.benchmark import ...` works)."""
 
     def __setattr__(self, name: str, value) -> None:
         if name in _API and isinstance(value, types.ModuleType):

@@ -30,6 +30,7 @@ from shortrec.data.labels import LikeRule
 __all__ = [
     "Dataset",
     "Run",
+    "benchmark",
     "compare",
     "export_recbole",
     "import_log",
@@ -41,6 +42,7 @@ __all__ = [
     "synth",
     "train",
     "train_config",
+    "tune",
 ]
 
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool}
@@ -325,7 +327,7 @@ def train_config(
         params=params,
         data_dir=str(data),
         protocol=chosen["protocol"] or "kuairec",
-        like_rule=LikeRule.parse(rule) if isinstance(rule, str) else (rule or LikeRule()),
+        like_rule=_like_rule(rule),
         sampled=chosen["sampled"],
         seed=params.get("seed", 0),
         label=label,
@@ -397,6 +399,86 @@ def simulate(run: Run | str | Path, users: str = "test", progress: bool = True, 
         **options,
     )  # fmt: skip
     return simulate_run(open_run(run).path, config, world_file=world, progress=progress)
+
+
+def tune(
+    model: str,
+    data: Dataset | str | Path = "data/prepared",
+    *,
+    trials: int = 20,
+    metric: str = "ndcg@10",
+    runs_dir: str | Path = "runs",
+    protocol: str = "kuairec",
+    like_rule: LikeRule | str | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
+    timeout: float | None = None,
+    seed: int = 0,
+    track: str | None = None,
+):
+    """`shortrec tune MODEL`: an Optuna study on the tune set (resumed when it exists); returns
+    the study (`best_params`, `trials_dataframe()`); every trial is a run in `runs_dir`."""
+    from shortrec.tuning import TuneConfig
+    from shortrec.tuning import tune as run_study
+
+    config = TuneConfig(
+        model=model, data_dir=str(_data_path(data)), protocol=protocol,
+        like_rule=_like_rule(like_rule), trials=trials, timeout=timeout, storage=storage,
+        study_name=study_name, metric=metric, runs_dir=str(runs_dir), seed=seed, track=track,
+    )  # fmt: skip
+    return run_study(config, data=data.tables if isinstance(data, Dataset) else None)
+
+
+def benchmark(
+    data: Dataset | str | Path = "data/prepared",
+    *,
+    models: Iterable[str] | None = None,
+    seeds: int = 3,
+    metric: str = "ndcg@10",
+    runs_dir: str | Path = "runs",
+    out: str | Path = "benchmark",
+    protocol: str = "kuairec",
+    like_rule: LikeRule | str | None = None,
+    from_study: bool = True,
+    isolate: bool = True,
+    track: str | None = None,
+) -> pl.DataFrame:
+    """`shortrec benchmark`: every model's chosen configuration x seeds, test once; writes
+    benchmark.md/json into `out` and returns one row per model (test means with intervals,
+    paired difference against the best baseline)."""
+    from shortrec.benchmark import BenchmarkConfig, default_models, run_benchmark
+
+    if seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    config = BenchmarkConfig(
+        data_dir=str(_data_path(data)), models=list(models or default_models()),
+        protocol=protocol, like_rule=_like_rule(like_rule), seeds=seeds, metric=metric,
+        runs_dir=str(runs_dir), out_dir=str(out), from_study=from_study, isolate=isolate,
+        track=track,
+    )  # fmt: skip
+    result = run_benchmark(config)
+    records = []
+    for row in result["rows"]:
+        record = {"model": row["model"], "source": row["source"], "seeds": row["seeds"],
+                  "users": row["users"], "tune": row["tune"]}  # fmt: skip
+        for name, value in row["summary"].items():
+            record |= {name: value["mean"], f"{name}_low": value["low"],
+                       f"{name}_high": value["high"]}  # fmt: skip
+        paired = row["paired"] or {}
+        difference = paired.get("difference", {})
+        record |= {
+            "delta": difference.get("mean"),
+            "delta_low": difference.get("low"),
+            "delta_high": difference.get("high"),
+            "p_value": paired.get("p_value"),
+        }
+        record |= {"train_seconds": row["train_seconds"], "peak_rss_mb": row["peak_rss_mb"]}
+        records.append(record)
+    return pl.DataFrame(records, infer_schema_length=None)
+
+
+def _like_rule(rule: LikeRule | str | None) -> LikeRule:
+    return LikeRule.parse(rule) if isinstance(rule, str) else (rule or LikeRule())
 
 
 # --- comparing runs ------------------------------------------------------------------------
