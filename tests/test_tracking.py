@@ -125,3 +125,12 @@ def test_a_missing_mlflow_is_a_clear_error_before_training(world, tmp_path, monk
     assert result.exit_code == 2
     assert "needs MLflow, which is not installed" in result.output
     assert list_runs(tmp_path / "runs") == []  # nothing trained
+
+
+def test_an_unusable_store_fails_before_training(world, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the store should be")
+    with pytest.raises(TrackingError, match="cannot use that tracking store"):
+        train_run(RunConfig(model="popular", params={}, data_dir=str(world)), tmp_path / "runs",
+                  progress=False, track=f"mlflow:{blocker}")  # fmt: skip
+    assert list_runs(tmp_path / "runs") == []

@@ -24,6 +24,7 @@ asked for (`pip install 'shortrec[tracking]'`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -194,13 +195,19 @@ class Tracker:
                     "--track mlflow needs MLflow, which is not installed: "
                     "pip install 'shortrec[tracking]' (or pip install mlflow)"
                 ) from error
-            self._client = MlflowClient(tracking_uri=self.spec.uri)
-            found = self._client.get_experiment_by_name(self.experiment)
-            self._experiment_id = (
-                found.experiment_id
-                if found is not None
-                else self._client.create_experiment(self.experiment)
-            )
+            try:
+                client = MlflowClient(tracking_uri=self.spec.uri)
+                found = client.get_experiment_by_name(self.experiment)
+                self._experiment_id = (
+                    found.experiment_id
+                    if found is not None
+                    else client.create_experiment(self.experiment)
+                )
+            except Exception as error:  # MLflow raises its own and its transports' errors
+                raise TrackingError(
+                    f"--track {self.spec}: cannot use that tracking store ({error})"
+                ) from error
+            self._client = client
         return self._client
 
     def check(self) -> Tracker:
@@ -212,19 +219,35 @@ class Tracker:
         self, run_dir: Path, tags: Mapping[str, Any] | None = None, started: float | None = None
     ) -> str:
         """Mirror a finished run folder as one MLflow run (started at `started`, Unix
-        seconds); returns the MLflow run id."""
-        from mlflow.entities import Metric, Param
-
+        seconds); returns the MLflow run id. A store that fails midway leaves that MLflow run
+        marked FAILED and raises `TrackingError` (the run folder itself is already saved)."""
         client = self._mlflow()
         run_dir = Path(run_dir)
         all_tags = {"shortrec.run_dir": str(run_dir.resolve())} | dict(tags or {})
-        created = client.create_run(
-            self._experiment_id,
-            start_time=None if started is None else int(started * 1000),
-            run_name=run_dir.name,
-            tags={metric_name(k): str(v) for k, v in all_tags.items()},
-        )
-        run_id = created.info.run_id
+        run_id = None
+        try:
+            created = client.create_run(
+                self._experiment_id,
+                start_time=None if started is None else int(started * 1000),
+                run_name=run_dir.name,
+                tags={metric_name(k): str(v) for k, v in all_tags.items()},
+            )
+            run_id = created.info.run_id
+            self._log(client, run_id, run_dir)
+            client.set_terminated(run_id, "FINISHED")
+        except Exception as error:
+            if run_id is not None:
+                with contextlib.suppress(Exception):
+                    client.set_terminated(run_id, "FAILED")
+            raise TrackingError(
+                f"{run_dir} is saved, but logging it to {self.spec} failed: {error}"
+            ) from error
+        return run_id
+
+    @staticmethod
+    def _log(client, run_id: str, run_dir: Path) -> None:
+        from mlflow.entities import Metric, Param
+
         config = json.loads((run_dir / "config.json").read_text())
         metrics_path = run_dir / "metrics.json"
         metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
@@ -243,8 +266,6 @@ class Tracker:
                 client.log_artifacts(run_id, str(entry), f"run/{entry.name}")
             else:
                 client.log_artifact(run_id, str(entry), "run")
-        client.set_terminated(run_id, "FINISHED")
-        return run_id
 
 
 def open_tracker(spec: str | TrackSpec | Tracker | None) -> Tracker | None:
