@@ -104,8 +104,11 @@ def run_params(config: Mapping[str, Any]) -> dict[str, str]:
         "seed": config.get("seed"),
         "sampled": config.get("sampled"),
         "ks": config.get("ks"),
+        "preset": config.get("preset"),
         "data_dir": config.get("data_dir"),
-        "data_manifest_hash": data_manifest_hash(config.get("data_dir", "")),
+        "data_manifest_hash": data_manifest_hash(
+            config.get("resolved_data_dir") or config.get("data_dir", "")
+        ),
         "shortrec_version": config.get("shortrec_version"),
     }
     params |= {f"hp.{k}": v for k, v in config.get("params", {}).items()}
