@@ -13,7 +13,7 @@ import polars as pl
 from rich.console import Group
 from rich.table import Table
 
-from shortrec.evaluation.statistics import PairedComparison, paired_comparison
+from shortrec.evaluation.statistics import PairedComparison, format_interval, paired_comparison
 from shortrec.runs import RunConfig, list_runs, per_user_metrics, read_metrics
 
 SHOWN_METRICS = ("ndcg@10", "graded_ndcg@10", "recall@20")
@@ -146,8 +146,7 @@ def _group_title(rows: list[dict]) -> str:
 
 
 def _interval(summary: dict, metric: str) -> str:
-    v = summary.get(metric)
-    return "-" if v is None else f"{v['mean']:.4f} [{v['low']:.4f}, {v['high']:.4f}]"
+    return format_interval(summary.get(metric))
 
 
 def leaderboard_table(
