@@ -76,7 +76,8 @@ def test_recommend_is_a_frame_with_captions_and_categories(ease, data):
         ({"l2": "big"}, r"ease hyperparameter l2 \(--l2\) must be float, got 'big'"),
         ({"num_threads": 1.5}, r"hyperparameter num_threads \(--num-threads\) must be int"),
         ({"num_threads": True}, r"must be int, got True"),
-        ({"weighting": "nope"}, r"weighting"),  # the model's own check, as for the flag
+        ({"weighting": "nope"}, r"invalid ease hyperparameters: weighting must be one of"),
+        ({"l2": -1.0}, r"invalid ease hyperparameters: l2 must be"),
     ],
 )
 def test_hyperparameters_are_checked_like_flags(data, tmp_path, hyperparameters, message):

@@ -256,8 +256,9 @@ def list_runs(runs_dir: str | Path = "runs") -> list[Run]:
 
 
 def check_hyperparameters(model: str, hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
-    """Keyword hyperparameters checked like `shortrec train MODEL`'s flags: known names, and
-    values of the flag's type (ints where a float is expected become floats)."""
+    """Keyword hyperparameters checked like `shortrec train MODEL`'s flags, before any data is
+    read: known names, values of the flag's type (ints where a float is expected become
+    floats), then the declared choices and bounds (`validate_hyperparameters`' wording)."""
     from shortrec.models import model_class
 
     fields = {f.name: f for f in dataclasses.fields(model_class(model)) if f.init}
@@ -284,6 +285,7 @@ def check_hyperparameters(model: str, hyperparameters: Mapping[str, Any]) -> dic
                 f"{model} hyperparameter {name} ({flag}) must be {expected.__name__}, got {value!r}"
             )
         checked[name] = expected(value)
+    model_class(model)(**checked).validate_hyperparameters()  # choices and bounds, now
     return checked
 
 
