@@ -55,7 +55,7 @@ def test_the_same_run_as_the_cli(data, ease, tmp_path):
     assert result.exit_code == 0, result.output
     (cli_run,) = sr.list_runs(tmp_path)
     assert cli_run.config.params == ease.config.params
-    assert cli_run.config.like_rule == ease.config.like_rule
+    assert cli_run.config.experiment == ease.config.experiment
     a, b = cli_run.per_user("test"), ease.per_user("test")
     assert np.allclose(a["ndcg@10"].to_numpy(), b["ndcg@10"].to_numpy())
 
@@ -133,7 +133,7 @@ def test_import_a_csv_log_and_export_to_recbole(tmp_path):
     assert sr.load(data.path).views.height == data.report.interactions
     run = sr.train("popular", data, runs_dir=tmp_path / "runs", protocol="leave-last-out",
                    like_rule=data.report.suggested_like_rule, progress=False)  # fmt: skip
-    assert str(run.config.like_rule) == "threshold:0.8"
+    assert str(run.config.experiment.like_rule) == "threshold:0.8"
     written = sr.export_recbole(data, tmp_path / "recbole", name="log")
     assert any(p.name == "log.inter" for p in written)
 

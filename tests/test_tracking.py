@@ -11,7 +11,7 @@ from tiny_release import write_tiny_release
 from typer.testing import CliRunner
 
 from shortrec.cli import app
-from shortrec.runs import RunConfig, list_runs, read_metrics, train_run
+from shortrec.runs import Experiment, RunConfig, list_runs, train_run
 from shortrec.tracking import TrackingError, TrackSpec, final_metrics, metric_name, open_tracker
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # tests never phone home
@@ -51,8 +51,9 @@ def test_spec_parsing_and_names(tmp_path):
 
 def test_train_run_logs_params_epochs_intervals_and_the_run_folder(world, tmp_path):
     uri = (tmp_path / "mlruns").as_uri()
-    config = RunConfig(model="bpr", params={"epochs": 3, "factors": 8}, data_dir=str(world))
-    run_dir = train_run(
+    config = RunConfig(model="bpr", params={"epochs": 3, "factors": 8},
+                       experiment=Experiment(str(world)))  # fmt: skip
+    run = train_run(
         config, tmp_path / "runs", evaluate_on=("tune", "test"), progress=False,
         track=f"mlflow:{uri}",
     )  # fmt: skip
@@ -60,15 +61,14 @@ def test_train_run_logs_params_epochs_intervals_and_the_run_folder(world, tmp_pa
     assert len(found) == 1
     tracked = found[0]
     assert tracked.info.status == "FINISHED"
-    assert tracked.info.run_name == run_dir.name
+    assert tracked.info.run_name == run.name
     params = tracked.data.params
     assert params["model"] == "bpr" and params["hp.epochs"] == "3" and params["hp.factors"] == "8"
     assert params["protocol"] == "kuairec"
-    assert params["like_rule"] == str(RunConfig.from_json((run_dir / "config.json").read_text())
-                                      .like_rule)  # fmt: skip
+    assert params["like_rule"] == str(run.config.experiment.like_rule)
     manifest = json.loads((world / "manifest.json").read_text())
     assert manifest and len(params["data_manifest_hash"]) == 32
-    metrics = read_metrics(run_dir)
+    metrics = run.metrics
     for which in ("tune", "test"):
         summary = metrics[which]["summary"]["ndcg@10"]
         assert tracked.data.metrics[f"{which}/ndcg_at_10"] == pytest.approx(summary["mean"])
@@ -81,7 +81,7 @@ def test_train_run_logs_params_epochs_intervals_and_the_run_folder(world, tmp_pa
     artifacts = {a.path for a in client.list_artifacts(tracked.info.run_id, "run")}
     assert {"run/config.json", "run/metrics.json", "run/model",
             "run/per_user_test.parquet"} <= artifacts  # fmt: skip
-    assert tracked.data.tags["shortrec.run_dir"] == str(run_dir.resolve())
+    assert tracked.data.tags["shortrec.run_dir"] == str(run.path.resolve())
 
 
 def test_cli_train_tune_and_benchmark_track(world, tmp_path, monkeypatch):
@@ -101,8 +101,7 @@ def test_cli_train_tune_and_benchmark_track(world, tmp_path, monkeypatch):
     assert sorted(r.data.tags["tuning.trial"] for r in found) == ["0", "1"]
     assert {r.data.tags["tuning.study"] for r in found} == {"recent-popular-world-kuairec"}
     assert {r.data.params["hp.half_life_days"] for r in found} == {
-        json.dumps(json.loads((p / "config.json").read_text())["params"]["half_life_days"])
-        for p in list_runs(tmp_path / "r2")
+        json.dumps(run.config.params["half_life_days"]) for run in list_runs(tmp_path / "r2")
     }
 
     result = runner.invoke(app, ["benchmark", "--data", str(world), "--models", "popular",
@@ -131,6 +130,6 @@ def test_an_unusable_store_fails_before_training(world, tmp_path):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the store should be")
     with pytest.raises(TrackingError, match="cannot use that tracking store"):
-        train_run(RunConfig(model="popular", params={}, data_dir=str(world)), tmp_path / "runs",
-                  progress=False, track=f"mlflow:{blocker}")  # fmt: skip
+        train_run(RunConfig(model="popular", experiment=Experiment(str(world))),
+                  tmp_path / "runs", progress=False, track=f"mlflow:{blocker}")  # fmt: skip
     assert list_runs(tmp_path / "runs") == []

@@ -9,7 +9,7 @@
     sr.leaderboard("runs", on="test")               # the leaderboard as a frame
     sr.compare(run_a, run_b, on="test")             # paired differences B - A
 
-This is the code the `shortrec` command runs: `shortrec train` calls `train_config` and
+This is the code the `shortrec` command runs: `shortrec train` calls `RunConfig.build` and
 `runs.train_run` as `sr.train` does, so hyperparameters are checked the same way and errors
 carry the same messages (ValueError / FileNotFoundError here, `error: ...` there). Progress bars
 are tqdm's `auto` ones: widgets in a notebook, text in a terminal.
@@ -25,6 +25,7 @@ from typing import Any
 
 import polars as pl
 
+from shortrec import runs
 from shortrec.data.labels import LikeRule
 
 __all__ = [
@@ -41,7 +42,6 @@ __all__ = [
     "simulate",
     "synth",
     "train",
-    "train_config",
     "tune",
 ]
 
@@ -155,62 +155,27 @@ def _data_path(data: Dataset | str | Path) -> Path:
 # --- runs ----------------------------------------------------------------------------------
 
 
-class Run:
-    """A trained run folder: config, metrics, per-user results, model."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        if not (self.path / "config.json").is_file():
-            raise FileNotFoundError(f"{self.path} is not a run directory (no config.json)")
-
-    @property
-    def config(self):
-        from shortrec.runs import RunConfig
-
-        return RunConfig.from_json((self.path / "config.json").read_text())
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-    @property
-    def metrics(self) -> dict[str, Any]:
-        """metrics.json: every evaluation ("tune", "test", "simulation_test", ...) with its
-        `summary` (metric -> mean, low, high), plus "fit", "train_seconds", "peak_rss_mb"."""
-        from shortrec.runs import read_metrics
-
-        return read_metrics(self.path)
+class Run(runs.Run):
+    """A trained run folder (`shortrec.runs.Run`: `.config`, `.metrics`, `.per_user(on)`,
+    `.model()`, `.data_dir`) with the commands that act on one run."""
 
     def summary(self, on: str = "tune") -> pl.DataFrame:
         """One row per metric of the `on` evaluation: mean and 95% interval."""
-        if on not in self.metrics:
+        metrics = self.metrics
+        if on not in metrics:
+            evaluated = ", ".join(k for k, v in metrics.items() if _is_evaluation(v))
             raise ValueError(
-                f"{self.path} has no {on!r} evaluation; evaluated: "
-                f"{', '.join(k for k, v in self.metrics.items() if _is_evaluation(v)) or 'none'}"
+                f"{self.path} has no {on!r} evaluation; evaluated: {evaluated or 'none'}"
             )
         rows = [
             {"metric": m, "mean": v["mean"], "low": v["low"], "high": v["high"]}
-            for m, v in self.metrics[on]["summary"].items()
+            for m, v in metrics[on]["summary"].items()
         ]
         return pl.DataFrame(rows)
 
-    def per_user(self, on: str = "tune") -> pl.DataFrame:
-        """Per-user metrics of an evaluation or simulation (what comparisons pair on)."""
-        from shortrec.runs import per_user_metrics
-
-        return per_user_metrics(self.path, on)
-
-    def model(self):
-        """The saved recommender."""
-        from shortrec.models.base import load_model
-
-        return load_model(self.path / "model")
-
     def evaluate(self, on: str = "test", sampled: int | None = None, progress: bool = True):
         """`shortrec evaluate`: evaluate on the tune or test set and record it in the run."""
-        from shortrec.runs import evaluate_run
-
-        return evaluate_run(self.path, on, sampled=sampled, progress=progress)
+        return runs.evaluate_run(self, on, sampled=sampled, progress=progress)
 
     def recommend(
         self,
@@ -221,38 +186,29 @@ class Run:
     ) -> pl.DataFrame:
         """`shortrec recommend`: top-k videos per raw user id, with captions and categories
         (`users=None`: every user with a history)."""
-        from shortrec.runs import recommend_from_run
-
         user_ids = None if users is None else [int(u) for u in users]
-        return recommend_from_run(
-            self.path, user_ids, k, include_seen=include_seen, candidates=candidates
+        return runs.recommend_from_run(
+            self, user_ids, k, include_seen=include_seen, candidates=candidates
         )
 
     def simulate(self, users: str = "test", progress: bool = True, **options):
         """`shortrec simulate`: this run as a feed for every tune/test user; recorded in the run
-        as `simulation_<users>`. Options: steps, slate, seed, outcomes, live_events."""
+        as `simulation_<users>`. Options: steps, slate, seed, outcomes, live_events, ..."""
         return simulate(self, users=users, progress=progress, **options)
-
-    def __repr__(self) -> str:
-        return f"Run({str(self.path)!r})"
-
-    def __fspath__(self) -> str:
-        return str(self.path)
 
 
 def _is_evaluation(value: Any) -> bool:
     return isinstance(value, Mapping) and "summary" in value
 
 
-def open_run(run: Run | str | Path) -> Run:
-    return run if isinstance(run, Run) else Run(run)
+def open_run(run: runs.Run | str | Path) -> Run:
+    """A run folder as a `Run` (with `recommend`, `simulate`, `summary`)."""
+    return run if isinstance(run, Run) else Run(run.path if isinstance(run, runs.Run) else run)
 
 
 def list_runs(runs_dir: str | Path = "runs") -> list[Run]:
     """Every run folder in `runs_dir`, oldest first."""
-    from shortrec.runs import list_runs as run_folders
-
-    return [Run(path) for path in run_folders(runs_dir)]
+    return [Run(run.path) for run in runs.list_runs(runs_dir)]
 
 
 def check_hyperparameters(model: str, hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
@@ -295,62 +251,6 @@ def hyperparameter_type(field: dataclasses.Field) -> type:
     return _TYPES.get(name, str)
 
 
-def train_config(
-    model: str,
-    hyperparameters: Mapping[str, Any],
-    data: str | Path,
-    protocol: str | None = None,
-    like_rule: LikeRule | str | None = None,
-    sampled: int | None = None,
-    label: str = "",
-    preset: str | None = None,
-):
-    """The `RunConfig` of `shortrec train MODEL`: `hyperparameters` are the ones given
-    explicitly (they win over the preset, whatever their value); a `preset` may also set the
-    protocol, the like rule and sampled evaluation when those are not given (None)."""
-    from shortrec.models import model_class
-    from shortrec.runs import RunConfig
-
-    cls = model_class(model)
-    params = dict(hyperparameters)
-    chosen = {"protocol": protocol, "like_rule": like_rule, "sampled": sampled}
-    if preset:
-        if preset not in cls.presets():
-            known = ", ".join(sorted(cls.presets())) or "none"
-            raise ValueError(f"model {model!r} has no preset {preset!r} (presets: {known})")
-        for key, value in cls.presets()[preset].items():
-            if key in chosen:
-                chosen[key] = value if chosen[key] is None else chosen[key]
-            else:
-                params.setdefault(key, value)
-    rule = chosen["like_rule"]
-    return RunConfig(
-        model=model,
-        params=params,
-        data_dir=str(data),
-        protocol=chosen["protocol"] or "kuairec",
-        like_rule=_like_rule(rule),
-        sampled=chosen["sampled"],
-        seed=params.get("seed", 0),
-        label=label,
-    )
-
-
-def check_resumable(run_dir: Path, config) -> None:
-    """`--resume` continues a run of the same model on the same data, nothing else."""
-    from shortrec.runs import RunConfig
-
-    path = Path(run_dir) / "config.json"
-    if not path.exists():
-        raise FileNotFoundError(f"--resume {run_dir}: not a run folder (no config.json)")
-    saved = RunConfig.from_json(path.read_text())
-    if (saved.model, saved.comparable_key) != (config.model, config.comparable_key):
-        raise ValueError(
-            f"--resume {run_dir}: that run trained {saved.model} on {saved.comparable_key}, "
-            f"not {config.model} on {config.comparable_key}"
-        )
-
-
 def train(
     model: str,
     data: Dataset | str | Path = "data/prepared",
@@ -371,20 +271,18 @@ def train(
     (and the test set once with `test=True`), and return the run. Hyperparameters are keyword
     arguments named like the flags (`l2=1300` for `--l2 1300`); `track="mlflow[:URI]"` mirrors
     the run to MLflow."""
-    from shortrec.runs import train_run
-
-    config = train_config(
-        model, check_hyperparameters(model, hyperparameters), _data_path(data), protocol,
-        like_rule, sampled, label, preset,
+    config = runs.RunConfig.build(
+        model, _data_path(data), check_hyperparameters(model, hyperparameters),
+        protocol=protocol, like_rule=like_rule, sampled=sampled, preset=preset, label=label,
     )  # fmt: skip
     if resume is not None:
-        check_resumable(Path(resume), config)
-    loaded = data.tables if isinstance(data, Dataset) else None
-    run_dir = train_run(
-        config, runs_dir, evaluate_on=("tune", "test") if test else ("tune",), data=loaded,
-        progress=progress, run_dir=Path(resume) if resume is not None else None, track=track,
+        runs.check_resumable(resume, config)
+    run = runs.train_run(
+        config, runs_dir, evaluate_on=("tune", "test") if test else ("tune",),
+        data=data.tables if isinstance(data, Dataset) else None, progress=progress,
+        run_dir=Path(resume) if resume is not None else None, track=track,
     )  # fmt: skip
-    return Run(run_dir)
+    return Run(run.path)
 
 
 def simulate(run: Run | str | Path, users: str = "test", progress: bool = True, **options):
@@ -400,7 +298,7 @@ def simulate(run: Run | str | Path, users: str = "test", progress: bool = True, 
         users=users, choice=ChoiceModel(**choice_options), exit=ExitModel(**exit_options),
         **options,
     )  # fmt: skip
-    return simulate_run(open_run(run).path, config, world_file=world, progress=progress)
+    return simulate_run(open_run(run), config, world_file=world, progress=progress)
 
 
 def tune(
@@ -410,8 +308,9 @@ def tune(
     trials: int = 20,
     metric: str = "ndcg@10",
     runs_dir: str | Path = "runs",
-    protocol: str = "kuairec",
+    protocol: str | None = None,
     like_rule: LikeRule | str | None = None,
+    preset: str | None = None,
     storage: str | None = None,
     study_name: str | None = None,
     timeout: float | None = None,
@@ -424,9 +323,10 @@ def tune(
     from shortrec.tuning import tune as run_study
 
     config = TuneConfig(
-        model=model, data_dir=str(_data_path(data)), protocol=protocol,
-        like_rule=_like_rule(like_rule), trials=trials, timeout=timeout, storage=storage,
-        study_name=study_name, metric=metric, runs_dir=str(runs_dir), seed=seed, track=track,
+        model=model, experiment=_experiment(data, protocol, like_rule), trials=trials,
+        timeout=timeout, storage=storage, study_name=study_name, metric=metric,
+        runs_dir=str(runs_dir), seed=seed, preset=preset, keep=_given(protocol, like_rule),
+        track=track,
     )  # fmt: skip
     return run_study(config, data=data.tables if isinstance(data, Dataset) else None)
 
@@ -439,8 +339,9 @@ def benchmark(
     metric: str = "ndcg@10",
     runs_dir: str | Path = "runs",
     out: str | Path = "benchmark",
-    protocol: str = "kuairec",
+    protocol: str | None = None,
     like_rule: LikeRule | str | None = None,
+    preset: str | None = None,
     from_study: bool = True,
     isolate: bool = True,
     track: str | None = None,
@@ -448,15 +349,14 @@ def benchmark(
     """`shortrec benchmark`: every model's chosen configuration x seeds, test once; writes
     benchmark.md/json into `out` and returns one row per model (test means with intervals,
     paired difference against the best baseline)."""
-    from shortrec.benchmark import BenchmarkConfig, default_models, run_benchmark
+    from shortrec.benchmark import BenchmarkConfig, run_benchmark
+    from shortrec.models import default_models
 
-    if seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {seeds}")
     config = BenchmarkConfig(
-        data_dir=str(_data_path(data)), models=list(models or default_models()),
-        protocol=protocol, like_rule=_like_rule(like_rule), seeds=seeds, metric=metric,
+        experiment=_experiment(data, protocol, like_rule),
+        models=list(models or default_models()), seeds=seeds, metric=metric,
         runs_dir=str(runs_dir), out_dir=str(out), from_study=from_study, isolate=isolate,
-        track=track,
+        preset=preset, keep=_given(protocol, like_rule), track=track,
     )  # fmt: skip
     result = run_benchmark(config)
     records = []
@@ -479,8 +379,19 @@ def benchmark(
     return pl.DataFrame(records, infer_schema_length=None)
 
 
-def _like_rule(rule: LikeRule | str | None) -> LikeRule:
-    return LikeRule.parse(rule) if isinstance(rule, str) else (rule or LikeRule())
+def _given(protocol: str | None, like_rule: LikeRule | str | None) -> tuple[str, ...]:
+    """The run options given explicitly, which win over a preset's."""
+    return tuple(k for k, v in (("protocol", protocol), ("like_rule", like_rule)) if v)
+
+
+def _experiment(
+    data: Dataset | str | Path, protocol: str | None, like_rule: LikeRule | str | None
+) -> runs.Experiment:
+    """The experiment of a study or benchmark; a preset's protocol and like rule apply only
+    where these are None (not given)."""
+    return runs.Experiment(
+        str(_data_path(data)), protocol or "kuairec", like_rule if like_rule else LikeRule()
+    )
 
 
 # --- comparing runs ------------------------------------------------------------------------
@@ -512,7 +423,7 @@ def compare(
     from shortrec.leaderboard import compare_runs
 
     rows = []
-    for result in compare_runs(open_run(a).path, open_run(b).path, on, list(metrics)):
+    for result in compare_runs(open_run(a), open_run(b), on, list(metrics)):
         rows.append(
             {
                 "metric": result.metric,
