@@ -28,6 +28,7 @@ from shortrec.evaluation.statistics import (
 from shortrec.io import atomic_write_text
 from shortrec.models import REGISTRY, default_models, model_class
 from shortrec.runs import Experiment, Run, RunConfig, apply_preset, as_run, load_data, train_run
+from shortrec.tracking import open_tracker
 from shortrec.tuning import TuneConfig, best_hyperparameters, load_study, tune
 
 BASELINES = ("popular", "recent-popular")
@@ -52,6 +53,7 @@ class BenchmarkConfig:
     tune_trials: int = 0  # > 0: first tune every model with this same budget
     tune_timeout: float | None = None
     isolate: bool = True  # one fresh process per run: honest peak memory
+    track: str | None = None  # "mlflow[:URI]": every run (and tuning trial) mirrored
     preset: str | None = None
     keep: tuple[str, ...] = ()
     preset_params: dict[str, dict] = field(default_factory=dict, init=False)
@@ -89,6 +91,7 @@ def _tune_config(config: BenchmarkConfig, model: str) -> TuneConfig:
         storage=config.storage,
         metric=config.metric,
         runs_dir=config.runs_dir,
+        track=config.track,
     )
 
 
@@ -105,24 +108,28 @@ def chosen_hyperparameters(config: BenchmarkConfig, model: str) -> tuple[dict, s
     return {}, "defaults"
 
 
-def _train_and_test(config_json: str, runs_dir: str) -> str:
+def _train_and_test(config_json: str, runs_dir: str, track: str | None = None) -> str:
     """One benchmark run: fit, evaluate on tune, open test once. Top-level so a fresh
     process can run it."""
     run = train_run(
-        RunConfig.from_json(config_json), runs_dir, evaluate_on=("tune", "test"), progress=False
-    )
+        RunConfig.from_json(config_json), runs_dir, evaluate_on=("tune", "test"), progress=False,
+        track=track, track_tags={"benchmark": "1"},
+    )  # fmt: skip
     return str(run.path)
 
 
-def train_runs(configs: list[RunConfig], runs_dir: str, isolate: bool = True) -> list[Run]:
+def train_runs(
+    configs: list[RunConfig], runs_dir: str, isolate: bool = True, track: str | None = None
+) -> list[Run]:
     """Train and test each configuration; `isolate` gives each run a process of its own."""
     if not isolate:
-        return [Run(_train_and_test(c.to_json(), runs_dir)) for c in configs]
+        return [Run(_train_and_test(c.to_json(), runs_dir, track)) for c in configs]
     context = multiprocessing.get_context("spawn")
     run_dirs = []
     for config in configs:  # one process per run: ru_maxrss is that run's peak alone
         with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-            run_dirs.append(Run(pool.submit(_train_and_test, config.to_json(), runs_dir).result()))
+            job = pool.submit(_train_and_test, config.to_json(), runs_dir, track)
+            run_dirs.append(Run(job.result()))
     return run_dirs
 
 
@@ -185,6 +192,8 @@ def run_benchmark(config: BenchmarkConfig) -> dict:
     """Tune (if asked), train every model with every seed, test once, aggregate, write
     `benchmark.json` and `benchmark.md` into `out_dir`; returns the benchmark as a dict."""
     models = _with_baselines(config.models)
+    tracker = open_tracker(config.track)  # fails before any training when MLflow is missing
+    track = None if tracker is None else str(tracker.spec)  # the URI resolved here, once
     if config.tune_trials > 0:
         data = load_data(config.experiment.resolved_data_dir)
         for model in models:  # the same budget for every model
@@ -197,7 +206,7 @@ def run_benchmark(config: BenchmarkConfig) -> dict:
         for model in models
         for seed in range(config.seeds)
     ]
-    run_dirs = train_runs(configs, config.runs_dir, config.isolate)
+    run_dirs = train_runs(configs, config.runs_dir, config.isolate, track)
     by_model = {
         m: run_dirs[i * config.seeds : (i + 1) * config.seeds] for i, m in enumerate(models)
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import polars as pl
 from rich.console import Group
 from rich.table import Table
 
@@ -99,6 +100,31 @@ def leaderboard_rows(runs_dir: str | Path, on: str, metric: str, baseline: str) 
         key=lambda r: (r["group"], -r["summary"].get(metric, {"mean": float("-inf")})["mean"])
     )
     return rows
+
+
+FRAME_COLUMNS = ("model", "run", "data", "protocol", "like_rule", "mode", "users",
+                 "liked_share", "coverage@10", "train_seconds")  # fmt: skip
+
+
+def leaderboard_frame(runs_dir: str | Path, on: str, metric: str, baseline: str) -> pl.DataFrame:
+    """`leaderboard_rows` as a polars frame (the table `shortrec leaderboard` prints): every
+    summary metric's mean with its interval (`M`, `M_low`, `M_high`), the paired difference
+    against `baseline` (`delta`, `delta_low`, `delta_high`, `p_value`), one row per run."""
+    records = []
+    for row in leaderboard_rows(runs_dir, on, metric, baseline):
+        record = {k: row[k] for k in FRAME_COLUMNS}
+        for name, value in row["summary"].items():
+            record |= {name: value["mean"], f"{name}_low": value["low"],
+                       f"{name}_high": value["high"]}  # fmt: skip
+        paired = row["paired"]
+        record |= {
+            "delta": None if paired is None else paired.difference.mean,
+            "delta_low": None if paired is None else paired.difference.low,
+            "delta_high": None if paired is None else paired.difference.high,
+            "p_value": None if paired is None else paired.p_value,
+        }
+        records.append(record)
+    return pl.DataFrame(records, infer_schema_length=None)
 
 
 def _groups(rows: list[dict]) -> list[list[dict]]:

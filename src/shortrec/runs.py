@@ -58,6 +58,7 @@ from shortrec.models.base import (
     WatchRatioPredictor,
     load_model,
 )
+from shortrec.tracking import Tracker, open_tracker
 from shortrec.training.distributed import world
 
 CONFIG_FILE = "config.json"
@@ -487,14 +488,18 @@ def train_run(
     run_dir: Path | None = None,
     on_epoch_end: Callable[[int, float], None] | None = None,
     training: TrainingData | None = None,
+    track: str | Tracker | None = None,
+    track_tags: dict | None = None,
 ) -> Run | None:
     """Fit the configured model on the protocol's train split, save it, evaluate it.
 
     `data`/`split`/`training` may be passed in when training many models on the same
     release; `run_dir` names the folder (an interrupted run to resume, a tuner's trial);
     `on_epoch_end(epoch, validation_score)` reaches models that report per-epoch validation
-    scores (the tuner uses it to prune). Under torchrun (`--nproc`), every rank trains and
-    only rank 0 writes and evaluates the run; the others return None."""
+    scores (the tuner uses it to prune). `track` ("mlflow[:URI]" or a `Tracker`) mirrors the
+    finished run to an experiment tracker (`shortrec.tracking`), with `track_tags`. Under
+    torchrun (`--nproc`), every rank trains and only rank 0 writes and evaluates the run; the
+    others return None."""
     experiment = config.experiment
     if training is None:
         data = data if data is not None else load_data(experiment.resolved_data_dir)
@@ -509,6 +514,7 @@ def train_run(
         if not job.is_main:  # the other ranks only help train: rank 0 owns the run folder
             build_model(config).fit(training, FitContext(progress=False))
             return None
+    tracker, track_started = open_tracker(track), time.time()  # a missing MLflow fails now
     model = build_model(config)
     params = model.params()
     params.pop("seed", None)  # stored once, as the run's seed
@@ -534,6 +540,8 @@ def train_run(
     )
     for which in evaluate_on:
         evaluate_run(run, which, split=split, progress=progress, like_rule=training.like_rule)
+    if tracker is not None:
+        tracker.record(run.path, track_tags, started=track_started)
     return run
 
 

@@ -63,6 +63,7 @@ from shortrec.runs import (
     train_run,
     training_data,
 )
+from shortrec.tracking import Tracker, open_tracker
 
 TRIAL_FILE = "trial.json"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -98,6 +99,7 @@ class TuneConfig:
     seed: int = 0
     heartbeat_interval: int = 60
     grace_period: int | None = None  # None -> optuna's default, twice the interval
+    track: str | None = None  # "mlflow[:URI]": every trial's run mirrored (shortrec.tracking)
     preset: str | None = None
     keep: tuple[str, ...] = ()
     preset_params: dict = field(default_factory=dict, init=False)
@@ -266,6 +268,7 @@ def tune(config: TuneConfig, data: KuaiRecData | None = None) -> optuna.Study:
     Each trial trains one run in `runs_dir` (tagged with `trial.json`) and is scored by its
     tune-set `metric`; the test set is never opened here."""
     cls = model_class(config.model)
+    tracker = open_tracker(config.track)  # fails before any trial when MLflow is missing
     experiment = config.experiment
     data = data if data is not None else load_data(experiment.resolved_data_dir)
     split = split_for(data, experiment.protocol)
@@ -285,7 +288,7 @@ def tune(config: TuneConfig, data: KuaiRecData | None = None) -> optuna.Study:
     if remaining <= 0:
         return study
     study.optimize(
-        lambda trial: _objective(trial, config, cls, split, training, budget),
+        lambda trial: _objective(trial, config, cls, split, training, budget, tracker),
         n_trials=remaining,
         timeout=config.timeout,
         catch=TRIAL_ERRORS,
@@ -336,7 +339,7 @@ def _claim_slot(trial: optuna.Trial, budget: int) -> None:
 
 def _objective(
     trial: optuna.Trial, config: TuneConfig, cls: type[Recommender], split: Split,
-    training: TrainingData, budget: int,
+    training: TrainingData, budget: int, tracker: Tracker | None = None,
 ) -> float:  # fmt: skip
     _claim_slot(trial, budget)
     params = {**config.preset_params, **search_space(cls, trial)}
@@ -355,7 +358,9 @@ def _objective(
     }
     _write_trial_tag(run_dir, tag, "RUNNING")
     try:
-        value = _train_trial_run(run_config, run_dir, split, training, trial, config.metric)
+        value = _train_trial_run(
+            run_config, run_dir, split, training, trial, config.metric, tracker, tag
+        )
     except optuna.TrialPruned:
         _write_trial_tag(run_dir, tag, "PRUNED")
         raise
@@ -372,12 +377,14 @@ def _write_trial_tag(run_dir: Path, tag: dict, state: str, value: float | None =
 
 def _train_trial_run(
     config: RunConfig, run_dir: Path, split: Split, training: TrainingData, trial: optuna.Trial,
-    metric: str,
+    metric: str, tracker: Tracker | None = None, tag: dict | None = None,
 ) -> float:  # fmt: skip
-    """`runs.train_run` for one trial on the study's split, with the pruning hook set."""
+    """`runs.train_run` for one trial on the study's split, with the pruning hook set (and
+    the run mirrored to `tracker`, tagged with its study and trial, once it finished)."""
     train_run(
         config, split=split, training=training, run_dir=run_dir,
-        on_epoch_end=pruning_callback(trial), progress=False,
+        on_epoch_end=pruning_callback(trial), progress=False, track=tracker,
+        track_tags={f"tuning.{k}": v for k, v in (tag or {}).items()},
     )  # fmt: skip
     summary = Run(run_dir).metrics["tune"]["summary"]
     if metric not in summary:

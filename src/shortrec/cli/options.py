@@ -43,6 +43,16 @@ def like_rule_option() -> typer.models.OptionInfo:
     )  # fmt: skip
 
 
+def track_option() -> typer.models.OptionInfo:
+    """`--track mlflow[:URI]`: mirror runs to an experiment tracker (shortrec.tracking)."""
+    return typer.Option(
+        None, "--track", metavar="mlflow[:URI]",
+        help="Also log each run to MLflow: params, per-epoch validation, final metrics with "
+        "intervals, the run folder (default URI: a file store in ./mlruns; needs "
+        "pip install 'shortrec[tracking]').",
+    )  # fmt: skip
+
+
 def data_option(
     help: str = "Prepared release dir, or a SASRec-format .txt file.",
 ) -> typer.models.OptionInfo:

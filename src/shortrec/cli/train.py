@@ -21,6 +21,7 @@ from shortrec.cli.options import (
     progress_option,
     protocol_option,
     runs_dir_option,
+    track_option,
     user_errors,
 )
 from shortrec.data.labels import LikeRule
@@ -55,10 +56,10 @@ app.add_typer(train_app, name="train")
 
 
 def _option_for(field: dataclasses.Field) -> inspect.Parameter:
+    from shortrec.api import hyperparameter_type
+
     flag = "--" + field.name.replace("_", "-")
-    annotation = {"int": int, "float": float, "str": str, "bool": bool}.get(
-        field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "str"), str
-    )
+    annotation = hyperparameter_type(field)
     default = field.default
     if default is dataclasses.MISSING:
         default = field.default_factory()  # type: ignore[misc]
@@ -108,6 +109,7 @@ def _common_train_options() -> dict[str, tuple[object, typer.models.OptionInfo]]
             typer.Option(1, help="Data-parallel processes on this machine (models that "
                          "support it); multi-node: launch with torchrun instead."),
         ),
+        "track": (str | None, track_option()),
     }  # fmt: skip
 
 
@@ -140,7 +142,7 @@ def _make_train_command(name: str):
 
 def _train(
     name, cls, params, explicit, data, protocol, like_rule, runs_dir, test, sampled, label,
-    progress, preset, resume, nproc,
+    progress, preset, resume, nproc, track,
 ):  # fmt: skip
     import sys
 
@@ -163,8 +165,9 @@ def _train(
             check_resumable(resume, config)
         evaluate_on = ("tune", "test") if test else ("tune",)
         run = train_run(
-            config, runs_dir, evaluate_on=evaluate_on, progress=progress, run_dir=resume
-        )
+            config, runs_dir, evaluate_on=evaluate_on, progress=progress, run_dir=resume,
+            track=track,
+        )  # fmt: skip
     if run is None:  # another rank of a data-parallel job: rank 0 reports
         return
     typer.echo(f"run: {run.path}")

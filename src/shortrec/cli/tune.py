@@ -15,6 +15,7 @@ from shortrec.cli.options import (
     protocol_option,
     runs_dir_option,
     storage_option,
+    track_option,
     user_errors,
 )
 from shortrec.data.labels import LikeRule
@@ -50,6 +51,7 @@ def tune_command(
     ),
     runs_dir: Path = runs_dir_option(help="Where trial runs (and the default database) go."),
     seed: int = typer.Option(0, help="Seed of the sampler and of every trial's model."),
+    track: str | None = track_option(),
 ) -> None:
     """Search hyperparameters on the tune set with Optuna; rerun the same command to resume."""
     from shortrec.runs import Experiment
@@ -59,7 +61,7 @@ def tune_command(
         studies = tune_models(
             models, Experiment(str(data), protocol, like_rule), trials=trials, timeout=timeout,
             storage=storage, study_name=study_name, metric=metric, runs_dir=str(runs_dir),
-            seed=seed, preset=preset, keep=given(ctx, "protocol", "like_rule"),
+            seed=seed, preset=preset, keep=given(ctx, "protocol", "like_rule"), track=track,
         )  # fmt: skip
         for study in studies:
             typer.echo(study_summary(study, metric))
@@ -98,6 +100,7 @@ def benchmark_command(
         "--isolate/--no-isolate",
         help="Train each run in a fresh process, so peak memory is its own.",
     ),
+    track: str | None = track_option(),
 ) -> None:
     """Train every model's chosen configuration with several seeds; evaluate test once."""
     from rich.console import Console
@@ -113,7 +116,7 @@ def benchmark_command(
             seeds=seeds, metric=metric, runs_dir=str(runs_dir), out_dir=str(out),
             from_study=from_study, storage=storage, tune_trials=tune_trials,
             tune_timeout=tune_timeout, isolate=isolate, preset=preset,
-            keep=given(ctx, "protocol", "like_rule"),
+            keep=given(ctx, "protocol", "like_rule"), track=track,
         )  # fmt: skip
         result = run_benchmark(config)
     Console(width=240).print(benchmark_table(result))
