@@ -237,11 +237,15 @@ def compute_stats(directory: str | Path) -> dict[str, float]:
     return stats
 
 
-def release_stats(big: pl.DataFrame, small: pl.DataFrame) -> dict[str, float]:
-    """The calibration statistics of two interaction tables (KuaiRec columns and dtypes)."""
+def release_stats(
+    big: pl.DataFrame, small: pl.DataFrame, dedup: pl.DataFrame | None = None
+) -> dict[str, float]:
+    """The calibration statistics of two interaction tables (KuaiRec columns and dtypes).
+    `dedup`: big without its exact duplicate rows, when the caller has it already (the data
+    report gets it from streamed row hashes, cheaper than `big.unique()`)."""
     big_users, big_videos = big["user_id"].n_unique(), big["video_id"].n_unique()
     small_users, small_videos = small["user_id"].n_unique(), small["video_id"].n_unique()
-    dedup = big.unique()
+    dedup = big.unique() if dedup is None else dedup
     per_video = dedup.group_by("video_id").len()["len"]
     stats = {
         "big_users": big_users,

@@ -56,7 +56,13 @@ OPTIONAL_TABLES = (
     "item_daily_features",
     "social_network",
     "ground_truth",
+    "item_attributes",
+    "tag_names",
 )
+# An imported log's item table, typed (token -> String, token_seq -> List(String), float ->
+# Float64), and what its tag ids mean: the names `recommend`, the feed and the report show.
+ITEM_ATTRIBUTES_TABLE = "item_attributes"
+TAG_NAMES_TABLE = "tag_names"
 _HASH_CHUNK = 1 << 22
 _PREPARE_HINT = "run `shortrec data prepare RAW_DIR --out DIR` (or `data import`) again"
 
