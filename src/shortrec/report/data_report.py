@@ -30,7 +30,9 @@ from string import Template
 
 import numpy as np
 import polars as pl
+from matplotlib import font_manager
 from matplotlib.figure import Figure
+from matplotlib.ticker import ScalarFormatter
 
 from shortrec.data.dataset import MANIFEST_FILE, first_occurrences, read_manifest, verify_table
 from shortrec.data.labels import LikeRule
@@ -50,6 +52,35 @@ SECTIONS = {
 KUAIREC_UTC_OFFSET_S = 8 * 3600
 DAY_S = 86_400
 TOP_CATEGORIES = 20
+# KuaiRec's category names are Chinese: a CJK font (Debian: fonts-wqy-microhei or
+# fonts-noto-cjk) draws them; without one they show as boxes.
+CJK_FONTS = ("WenQuanYi Micro Hei", "Noto Sans CJK SC", "Noto Sans CJK JP", "Droid Sans Fallback")
+
+
+def _font_family() -> list[str]:
+    """DejaVu Sans, then the first CJK font this machine has (registered with matplotlib
+    when it was installed after matplotlib built its font cache)."""
+    known = {font.name for font in font_manager.fontManager.ttflist}
+    found = [name for name in CJK_FONTS if name in known]
+    if not found:
+        for path in font_manager.findSystemFonts():
+            if any(key in Path(path).name.lower() for key in ("wqy-microhei", "notosanscjk")):
+                font_manager.fontManager.addfont(path)
+        known = {font.name for font in font_manager.fontManager.ttflist}
+        found = [name for name in CJK_FONTS if name in known]
+    return ["DejaVu Sans", *found[:1]]
+
+
+def _plain(text: object) -> str:
+    """A label matplotlib draws as it is (a `$` would start mathtext)."""
+    return str(text).replace("$", r"\$")
+
+
+def _seconds_axis(axes) -> None:
+    axes.set_xscale("log")
+    axes.xaxis.set_major_formatter(ScalarFormatter())
+    axes.xaxis.set_minor_formatter(ScalarFormatter())
+    axes.tick_params(axis="x", which="minor", labelsize=7)
 
 
 @dataclass
@@ -198,9 +229,7 @@ def _fit_rule(data: Dataset, rule: LikeRule) -> LikeRule:
     if rule.kind != "duration" or rule.is_fitted:
         return rule
     views = (
-        data.big.select("video_duration", "watch_ratio")
-        .drop_nulls()
-        .collect(engine="streaming")
+        data.big.select("video_duration", "watch_ratio").drop_nulls().collect(engine="streaming")
     )
     return LikeRule(**rule.unfitted().to_dict()).fit(views)
 
@@ -309,9 +338,7 @@ def overview_section(data: Dataset, present: dict[str, int], rows: int, rule: Li
     section.body.append("<h3>Interaction columns: share of views with a value</h3>")
     section.body.append(_table(["column", "non-null"], column_rows))
     if absent:
-        section.absent(
-            f"This log has no {', '.join(absent)}: the sections that need them say so."
-        )
+        section.absent(f"This log has no {', '.join(absent)}: the sections that need them say so.")
     return section
 
 
@@ -350,7 +377,9 @@ def watch_ratio_section(
     edges = _duration_edges(data, rule)
     quantiles = (0.1, 0.25, 0.5, 0.75, 0.9)
     buckets = (
-        data.big.filter(pl.col("watch_ratio").is_not_null() & pl.col("video_duration").is_not_null())
+        data.big.filter(
+            pl.col("watch_ratio").is_not_null() & pl.col("video_duration").is_not_null()
+        )
         .with_columns(_bucket(rule, edges))
         .group_by("bucket")
         .agg(
@@ -379,7 +408,7 @@ def watch_ratio_section(
                   lw=1.5, ls="--", label="dislike threshold")  # fmt: skip
     else:
         _rule_lines(axes, rule)
-    axes.set_xscale("log")
+    _seconds_axis(axes)
     axes.set_ylim(0, max(3.0, float(buckets["q0.9"].max() or 0) * 1.05))
     axes.set(xlabel="video duration (s, median of the bucket; log scale)", ylabel="watch ratio",
              title="watch ratio by video duration")  # fmt: skip
@@ -537,6 +566,9 @@ def like_rate_section(
                 pl.col("video_duration").median().alias("duration"),
                 pl.col("liked").mean().alias("liked"),
                 pl.col("disliked").mean().alias("disliked"),
+                (pl.col("watch_ratio") >= LikeRule(kind="threshold").threshold)
+                .mean()
+                .alias("fixed"),
                 pl.len().alias("views"),
             )
             .sort("bucket")
@@ -547,8 +579,11 @@ def like_rate_section(
         section.absent("This log has no video durations: like rate by duration is not drawn.")
     per_video = (
         labelled.group_by("video_id")
-        .agg(pl.col("liked").sum().alias("liked"), pl.col("disliked").sum().alias("disliked"),
-             pl.len().alias("views"))  # fmt: skip
+        .agg(
+            pl.col("liked").sum().alias("liked"),
+            pl.col("disliked").sum().alias("disliked"),
+            pl.len().alias("views"),
+        )  # fmt: skip
         .collect(engine="streaming")
     )
     overall = per_video["liked"].sum() / max(per_video["views"].sum(), 1)
@@ -578,7 +613,11 @@ def like_rate_section(
             axes.plot(seconds, by_bucket["liked"], marker=".", color="#55A868", label="liked")
             axes.plot(seconds, by_bucket["disliked"], marker=".", color="#C44E52",
                       label="disliked")  # fmt: skip
-            axes.set_xscale("log")
+            if rule.kind == "duration":
+                axes.plot(seconds, by_bucket["fixed"], ls=":", color="#555555",
+                          label="liked by threshold:0.7 (for comparison)")  # fmt: skip
+            axes.set_ylim(0, 1)
+            _seconds_axis(axes)
             axes.set(xlabel="video duration (s, bucket median; log scale)",
                      ylabel="share of views", title="like rate by duration bucket")  # fmt: skip
             axes.legend(fontsize=8)
@@ -587,8 +626,8 @@ def like_rate_section(
             positions = np.arange(ordered.height)
             axes.barh(positions, ordered["like_rate"], color="#55A868", label="liked")
             axes.barh(positions, -ordered["dislike_rate"], color="#C44E52", label="disliked")
-            axes.set_yticks(positions, [_shorten(str(c), 24) for c in ordered["category"]],
-                            fontsize=8)  # fmt: skip
+            axes.set_yticks(positions, [_plain(_shorten(str(c), 24)) for c in ordered["category"]],
+                            fontsize=8, fontfamily=_font_family())  # fmt: skip
             axes.axvline(overall, color="#222222", ls="--", lw=1, label="overall like rate")
             axes.set(xlabel="share of views (disliked to the left)",
                      title=f"by category (top {ordered.height} by views)")  # fmt: skip
@@ -609,9 +648,7 @@ def _shorten(text: str, limit: int) -> str:
 def timeline_section(data: Dataset, figures: _Figures) -> Section:
     section = Section("timeline")
     if not data.has_times:
-        section.absent(
-            "This log has no times (only the order of each user's views): no timeline."
-        )
+        section.absent("This log has no times (only the order of each user's views): no timeline.")
         return section
     offset = data.utc_offset_s
     figure = Figure(figsize=(WIDTH + 3, 3.8))
@@ -676,9 +713,7 @@ def calibration_section(data: Dataset, figures: _Figures) -> Section:
     checks = calibration.calibrate(data.directory, stats)
     passed = sum(c.passed for c in checks if c.checked)
     checked = sum(c.checked for c in checks)
-    section.body.append(
-        figures.img("calibration", calibration_figure(checks), "calibration rows")
-    )
+    section.body.append(figures.img("calibration", calibration_figure(checks), "calibration rows"))
     section.note(
         f"{passed} of {checked} checked statistics within tolerance. Each bar is the "
         "difference from the real release's statistic as a share of its tolerance (inside "
