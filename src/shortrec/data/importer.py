@@ -161,7 +161,8 @@ def import_log(
     if users is not None:
         tables["user_features"] = users
     if item_table is not None:
-        tables[ITEM_ATTRIBUTES_TABLE] = item_table.attributes.sort("video_id")
+        attributes = item_table.attributes.select("video_id", *item_table.types)
+        tables[ITEM_ATTRIBUTES_TABLE] = attributes.sort("video_id")
         entries[ITEM_ATTRIBUTES_TABLE] = {"types": item_table.types, "roles": item_table.roles,
                                           "source": str(item_table.path)}  # fmt: skip
         tables[TAG_NAMES_TABLE] = item_table.vocabulary
