@@ -235,8 +235,12 @@ def test_item_names_round_trip_through_the_recbole_export(recbole, tmp_path):
 
 
 def test_a_table_log_takes_its_names_from_an_item_table(tmp_path):
-    planted(3).select(pl.col("user").alias("userId"), pl.col("item").alias("movieId"), "rating",
-                      pl.col("time").alias("timestamp")).write_csv(tmp_path / "ratings.csv")
+    planted(3).select(
+        pl.col("user").alias("userId"),
+        pl.col("item").alias("movieId"),
+        "rating",
+        pl.col("time").alias("timestamp"),
+    ).write_csv(tmp_path / "ratings.csv")
     movies = pl.DataFrame({
         "movieId": list(range(1, N_ITEMS + 1)),
         "title": [f"Movie {i}, part {i % 4}" for i in range(1, N_ITEMS + 1)],

@@ -240,12 +240,7 @@ def _bucket(rule: LikeRule, edges: list[float]) -> pl.Expr:
     log_duration = pl.max_horizontal(pl.col("video_duration").cast(pl.Float64), 1.0).log()
     if not edges:
         return pl.lit(0, pl.Int32).alias("bucket")
-    return (
-        log_duration.cut(edges, labels=[str(i) for i in range(len(edges) + 1)], left_closed=True)
-        .cast(pl.String)
-        .cast(pl.Int32)
-        .alias("bucket")
-    )
+    return pl.sum_horizontal(log_duration >= edge for edge in edges).cast(pl.Int32).alias("bucket")
 
 
 def _duration_edges(data: Dataset, rule: LikeRule) -> list[float]:
@@ -281,17 +276,16 @@ def _with_labels(data: Dataset, rule: LikeRule) -> pl.LazyFrame:
     if rule.kind != "all":
         frame = frame.filter(pl.col("watch_ratio").is_not_null())
     if rule.kind == "duration":
-        thresholds = pl.LazyFrame(
-            {
-                "bucket": np.arange(len(rule.like_thresholds), dtype=np.int32),
-                "like_at": rule.like_thresholds,
-                "dislike_at": rule.dislike_thresholds,
-            }
-        )
+        bucket = pl.col("bucket")
+        like_at = dict(enumerate(rule.like_thresholds))
+        dislike_at = dict(enumerate(rule.dislike_thresholds))
         frame = (
             frame.filter(pl.col("video_duration").is_not_null())
             .with_columns(_bucket(rule, rule.bucket_edges))
-            .join(thresholds, on="bucket", how="left")
+            .with_columns(
+                bucket.replace_strict(like_at, return_dtype=pl.Float64).alias("like_at"),
+                bucket.replace_strict(dislike_at, return_dtype=pl.Float64).alias("dislike_at"),
+            )
         )
     return frame.with_columns(liked.alias("liked"), disliked.alias("disliked"))
 
@@ -370,7 +364,7 @@ def watch_ratio_section(
         axes.grid(alpha=0.3)
         section.absent(
             "This log has no video durations: the watch ratio (for a rating, rating / max) "
-            "is shown as one distribution, with the like rule's thresholds."
+            f"is shown as one distribution, with the thresholds of the like rule {rule}."
         )
         section.body.append(figures.img("watch_ratio", figure, "watch ratio distribution"))
         return section
