@@ -100,6 +100,15 @@ def test_polars_buckets_match_the_like_rule(world):
     np.testing.assert_array_equal(labelled["disliked"].to_numpy(), expected["disliked"].to_numpy())
 
 
+def test_sorted_first_occurrences_match_the_loaders(world):
+    from shortrec.data.dataset import first_occurrences
+
+    path = world / "big_matrix.parquet"
+    mask = data_report.first_occurrences_sorted(path)
+    assert 0 < (~mask).sum() < len(mask)  # the tiny world has duplicates
+    np.testing.assert_array_equal(mask, first_occurrences(path).to_numpy())
+
+
 def test_lorenz_curve_and_gini():
     _, share, gini = lorenz(np.full(10, 7))
     assert gini == pytest.approx(0.0) and share[5] == pytest.approx(0.5)
