@@ -266,7 +266,8 @@ def test_a_table_log_takes_its_names_from_an_item_table(tmp_path):
     assert bad.exit_code == 2 and "no column 'item'" in bad.output
     bad = runner.invoke(app, ["data", "import", str(tmp_path / "ratings.csv"), "--out",
                               str(tmp_path / "bad"), "--user", "userId", "--item", "movieId",
-                              "--items", str(tmp_path / "movies.csv"), "--item-title", "name"])  # fmt: skip
+                              "--items", str(tmp_path / "movies.csv"),
+                              "--item-title", "name"])  # fmt: skip
     assert bad.exit_code == 2 and "no field 'name' for the item title" in bad.output
     assert not (tmp_path / "bad").exists()
 

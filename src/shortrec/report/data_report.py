@@ -804,7 +804,6 @@ def write_data_report(
     html_path, prefix = _page_paths(out)
     html_path.parent.mkdir(parents=True, exist_ok=True)
     figures = _Figures(html_path.parent, prefix)
-    started = time.perf_counter()
     present = _columns_present(data.big)
     rows = data.manifest["files"]["big_matrix"]["rows"]
     rule = like_rule or default_like_rule(data.manifest)
@@ -827,8 +826,7 @@ def write_data_report(
     page = template.substitute(
         title=f"shortrec data report: {_escape(data_dir.name)}",
         subtitle=_escape(
-            f"{data_dir} · {rows:,} views · built in {time.perf_counter() - started:.1f} s · "
-            f"generated {time.strftime('%Y-%m-%d %H:%M')}"
+            f"{data_dir} · {rows:,} views · generated {time.strftime('%Y-%m-%d %H:%M')}"
         ),
         nav="".join(f'<a href="#{key}">{title}</a>' for key, title in SECTIONS.items()),
         sections="\n".join(s.html() for s in sections),
