@@ -21,7 +21,11 @@ import polars as pl
 from rich.table import Table
 
 from shortrec.data.labels import LikeRule
-from shortrec.evaluation.statistics import Interval, bootstrap_interval, paired_comparison
+from shortrec.evaluation.statistics import (
+    bootstrap_interval,
+    format_interval,
+    paired_comparison,
+)
 from shortrec.io import atomic_write_text
 from shortrec.models import REGISTRY
 from shortrec.runs import RunConfig, load_data, per_user_metrics, read_metrics, train_run
@@ -214,10 +218,6 @@ def read_benchmark(directory: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
-def _interval(value: dict | None) -> str:
-    return "-" if value is None else str(Interval(**value))
-
-
 def _cells(row: dict, metrics: tuple[str, ...]) -> list[str]:
     paired = row["paired"]
     seconds, peak = row["train_seconds"], row["peak_rss_mb"]
@@ -225,9 +225,9 @@ def _cells(row: dict, metrics: tuple[str, ...]) -> list[str]:
         row["model"],
         str(row["seeds"]),
         str(row["users"]),
-        *(_interval(row["summary"].get(m)) for m in metrics),
+        *(format_interval(row["summary"].get(m)) for m in metrics),
         "-" if row["coverage@10"] is None else f"{row['coverage@10']:.3f}",
-        "-" if paired is None else _interval(paired["difference"]),
+        "-" if paired is None else format_interval(paired["difference"]),
         "-" if paired is None else f"{paired['p_value']:.2g}",
         "-" if seconds is None else f"{seconds:.1f}",
         "-" if peak is None else f"{peak:.0f}",

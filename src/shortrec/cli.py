@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import inspect
 from pathlib import Path
 
@@ -328,12 +329,13 @@ def _option_for(field: dataclasses.Field) -> inspect.Parameter:
     if default is dataclasses.MISSING:
         default = field.default_factory()  # type: ignore[misc]
     help_text = field.metadata.get("help", "")
+    if choices := field.metadata.get("choices"):  # typer shows an Enum as its choices
+        annotation = enum.Enum(field.name, {str(c): str(c) for c in choices}, type=str)
+        default = annotation(str(default))
     decl = f"{flag}/--no-{flag[2:]}" if annotation is bool else flag
+    option = typer.Option(default, decl, help=help_text, rich_help_panel="Model")
     return inspect.Parameter(
-        field.name,
-        inspect.Parameter.KEYWORD_ONLY,
-        default=typer.Option(default, decl, help=help_text, rich_help_panel="Model"),
-        annotation=annotation,
+        field.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation
     )
 
 
@@ -399,6 +401,7 @@ def _make_train_command(name: str):
             if ctx.get_parameter_source(key).name not in ("DEFAULT", "DEFAULT_MAP")
         }
         common = {k: kwargs.pop(k) for k in _COMMON_TRAIN_OPTIONS}
+        kwargs = {k: v.value if isinstance(v, enum.Enum) else v for k, v in kwargs.items()}
         _train(name, cls, kwargs, explicit, **common)
 
     params = [
@@ -485,6 +488,8 @@ def _check_resumable(run_dir: Path, config) -> None:
 
 
 def _print_run_metrics(run_dir: Path, metrics: dict) -> None:
+    from shortrec.evaluation.statistics import format_interval
+
     for key, result in metrics.items():
         if not isinstance(result, dict) or "summary" not in result:
             continue
@@ -492,9 +497,7 @@ def _print_run_metrics(run_dir: Path, metrics: dict) -> None:
         if result["mode"] != "full-ranking":  # papers report HR@10 beside NDCG@10
             names = ("ndcg@10", "hitrate@10", "mrr")
         shown = {m: result["summary"][m] for m in names if m in result["summary"]}
-        text = ", ".join(
-            f"{m} {v['mean']:.4f} [{v['low']:.4f}, {v['high']:.4f}]" for m, v in shown.items()
-        )
+        text = ", ".join(f"{m} {format_interval(v)}" for m, v in shown.items())
         typer.echo(f"{key} ({result['mode']}): {text}")
         aggregate = result.get("aggregate", {})
         if aggregate.get("liked_share") is not None:

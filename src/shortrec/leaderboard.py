@@ -12,7 +12,7 @@ from pathlib import Path
 from rich.console import Group
 from rich.table import Table
 
-from shortrec.evaluation.statistics import PairedComparison, paired_comparison
+from shortrec.evaluation.statistics import PairedComparison, format_interval, paired_comparison
 from shortrec.runs import RunConfig, list_runs, per_user_metrics, read_metrics
 
 SHOWN_METRICS = ("ndcg@10", "graded_ndcg@10", "recall@20")
@@ -120,8 +120,7 @@ def _group_title(rows: list[dict]) -> str:
 
 
 def _interval(summary: dict, metric: str) -> str:
-    v = summary.get(metric)
-    return "-" if v is None else f"{v['mean']:.4f} [{v['low']:.4f}, {v['high']:.4f}]"
+    return format_interval(summary.get(metric))
 
 
 def leaderboard_table(

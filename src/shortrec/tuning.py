@@ -17,8 +17,8 @@ Conventions for models:
   field names -> values). A model that does not override it has nothing to tune: its study
   gets a single trial.
 - Pruning: the tuner passes `FitContext(on_epoch_end=...)` to `fit`; a model that declares
-  `reports_epochs` calls `report_epoch` after each epoch, which raises `optuna.TrialPruned`
-  when the trial is hopeless.
+  `reports_epochs` reports its validation NDCG@10 after each validated epoch
+  (`training/loop.py`); the hook raises `optuna.TrialPruned` when the trial is hopeless.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from string import Template
 
 import optuna
 
+from shortrec.evaluation.statistics import format_interval
 from shortrec.io import atomic_write_bytes, atomic_write_text
 from shortrec.report import plots
 from shortrec.runs import RunConfig, list_runs, read_metrics, recommend_from_run
@@ -163,12 +164,12 @@ def leaderboard_section(
     rows = ["<tr>" + "".join(f"<th>{_escape(h)}</th>" for h in header) + "</tr>"]
     ordered = sorted(results, key=lambda r: -r.summary.get(metric, {"mean": float("-inf")})["mean"])
     for r in ordered:
-        intervals = [_interval_text(r.summary.get(m)) for m in (metric, *shown)]
+        intervals = [format_interval(r.summary.get(m)) for m in (metric, *shown)]
         paired = r.paired
         cells = [
             *intervals,
             _fmt(r.coverage, 3),
-            "-" if paired is None else _interval_text(paired["difference"]),
+            "-" if paired is None else format_interval(paired["difference"]),
             "-" if paired is None else f"{paired['p_value']:.2g}",
             _fmt(r.train_seconds, 1),
             _fmt(r.peak_rss_mb, 0),
@@ -180,12 +181,6 @@ def leaderboard_section(
         )
     section.body.append("<table>" + "\n".join(rows) + "</table>")
     return section
-
-
-def _interval_text(value: dict | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value['mean']:.4f} [{value['low']:.4f}, {value['high']:.4f}]"
 
 
 def training_history(run_dir: Path) -> list[dict] | None:
