@@ -184,15 +184,20 @@ def test_bad_input_is_refused_by_name(tmp_path):
 
 
 @pytest.mark.browser
-def test_data_report_renders_in_headless_chromium(world_page, tmp_path):
+def test_data_report_renders_in_headless_chromium(world, world_page, tmp_path):
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    from matplotlib.image import imread
+
     from shortrec.report.browser import check_page, find_chromium
 
     if find_chromium() is None:
         pytest.skip("no Chromium binary on this machine (apt-get install chromium)")
-    shot = tmp_path / "data_report.png"
-    check = check_page(world_page, shot)
+    check = check_page(world_page)
     assert check.images == 6 and check.broken_images == []
     assert check.sections == list(SECTIONS)
     assert check.external_resources == []
-    assert shot.read_bytes().startswith(PNG_MAGIC)
+    shot = tmp_path / "data_report.png"
+    output = invoke("data", "report", world, "--out", tmp_path / "page", "--screenshot", shot,
+                    "--screenshot-height", 400)  # fmt: skip
+    assert "6 figures rendered in Chromium" in output
+    assert shot.read_bytes().startswith(PNG_MAGIC) and imread(shot).shape[0] == 400

@@ -210,6 +210,12 @@ def data_report(
         "--like-rule",
         help="Rule whose thresholds are drawn in (default: what a run on this data uses).",
     ),  # fmt: skip
+    screenshot: Path | None = typer.Option(
+        None, help="Also check the page in headless Chromium and save a PNG of it."
+    ),
+    screenshot_height: int | None = typer.Option(
+        None, help="Keep only the top N pixels of the screenshot (default: the whole page)."
+    ),
 ) -> None:
     """A self-contained HTML page about a dataset: watch ratio by duration, popularity,
     activity, like rates, the days, and the calibration of a KuaiRec-format release."""
@@ -218,9 +224,16 @@ def data_report(
     try:
         rule = LikeRule.parse(like_rule) if like_rule else None
         page = write_data_report(data, out, like_rule=rule)
-    except (ValueError, FileNotFoundError) as error:
+        typer.echo(f"wrote {page}")
+        if screenshot is not None:
+            from shortrec.report.browser import check_page
+
+            check = check_page(page, screenshot, height=screenshot_height)
+            if check.broken_images:
+                fail(f"figures that did not render in Chromium: {check.broken_images}")
+            typer.echo(f"{check.images} figures rendered in Chromium; screenshot {screenshot}")
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
         fail(str(error))
-    typer.echo(f"wrote {page}")
 
 
 # --- data: synth, calibrate ----------------------------------------------------------------
