@@ -36,6 +36,7 @@ class LastVideoNeighbours(Recommender):
     so every event visibly moves the feed."""
 
     name: ClassVar[str] = "last-video-neighbours"
+    _fitted: ClassVar[bool] = True  # nothing to learn: it may score without `fit`
 
     def fit(self, train, validation=None):
         return self
@@ -129,6 +130,7 @@ def test_non_finite_model_scores_rank_last(world):
     @dataclasses.dataclass
     class Broken(Recommender):
         name: ClassVar[str] = "broken"
+        _fitted: ClassVar[bool] = True
 
         def score(self, user_ids, video_ids, histories):
             scores = np.arange(len(video_ids), dtype=np.float32)[None, :].copy()

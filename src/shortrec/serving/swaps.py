@@ -160,39 +160,37 @@ class ModelSwapper:
             log.warning("cannot remove this process from the store's list: %s", error)
 
     def _load_pending(self) -> None:
+        """The loading thread: `request` set `_pending` before starting it."""
         while True:
             with self._changed:
                 record, self._pending = self._pending, None
-                if record is None:
-                    self._loading = False
-                    self._changed.notify_all()
-                    return
-                self.state, self.run, self.error, self.swap_id = (
-                    "loading",
-                    record.run,
-                    None,
-                    record.id,
-                )
+                self.state, self.run, self.error = "loading", record.run, None
+                self.swap_id = record.id
             self._report_quietly()
             try:
                 served = self.load_model(str(confined_run_dir(self.runs_root, record.run)))
             except RunNotFoundError as error:
                 log.error("cannot swap to %s: %s on this host", record.run, error)
-                self._finish(record, "failed", f"{error} of this process")
+                more = self._finish(record, "failed", f"{error} of this process")
             except Exception:  # any failure keeps the old model serving
                 log.exception("could not load the model of %s", record.run)
-                self._finish(record, "failed", LOAD_FAILED)
+                more = self._finish(record, "failed", LOAD_FAILED)
             else:
                 self.feed.swap_model(served)
                 self.metrics.swaps.inc()
-                self._finish(record, "idle", None)
+                more = self._finish(record, "idle", None)
             self._report_quietly()
+            if not more:
+                return
 
-    def _finish(self, record: SwapRecord, state: str, error: str | None) -> None:
+    def _finish(self, record: SwapRecord, state: str, error: str | None) -> bool:
+        """Record the outcome; whether a later swap waits to be loaded by this thread."""
         with self._changed:
             self.state, self.error = state, error
             self._done_id = max(self._done_id, record.id)
+            self._loading = self._pending is not None
             self._changed.notify_all()
+            return self._loading
 
     def _report_quietly(self) -> None:
         try:
