@@ -38,9 +38,6 @@ class LastVideoNeighbours(Recommender):
     name: ClassVar[str] = "last-video-neighbours"
     _fitted: ClassVar[bool] = True  # nothing to learn: it may score without `fit`
 
-    def fit(self, train, validation=None):
-        return self
-
     def score(self, user_ids, video_ids, histories: Histories) -> np.ndarray:
         out = np.zeros((len(user_ids), len(video_ids)), dtype=np.float32)
         for row, user_id in enumerate(user_ids):  # a handful of users in tests
