@@ -351,6 +351,14 @@ class Run:
         model.save(self.model_dir)
         self._model = model
 
+    def evaluate(self, which: str = "tune", **options: Any) -> Evaluation:
+        """`evaluate_run` on this run (recorded in it)."""
+        return evaluate_run(self, which, **options)
+
+    def recommend(self, user_ids: list[int] | None = None, k: int = 10, **options: Any):
+        """`recommend_from_run` on this run: top-k per user with captions and categories."""
+        return recommend_from_run(self, user_ids, k, **options)
+
     # --- metrics ------------------------------------------------------------------------------
     @property
     def metrics(self) -> dict[str, Any]:
