@@ -808,7 +808,8 @@ def write_data_report(
     rows = data.manifest["files"]["big_matrix"]["rows"]
     rule = like_rule or default_like_rule(data.manifest)
     if rule.kind == "duration" and not present["video_duration"]:
-        rule = LikeRule.parse("threshold:0.8") if present["watch_ratio"] else LikeRule(kind="all")
+        # No durations to bucket by: the fixed threshold (the seed project's 0.7).
+        rule = LikeRule(kind="threshold") if present["watch_ratio"] else LikeRule(kind="all")
     if rule.kind != "all" and not present["watch_ratio"]:
         rule = LikeRule(kind="all")
     rule = _fit_rule(data, rule)
