@@ -210,16 +210,16 @@ def test_personalisation_learned_from_big_matrix_beats_popularity(tmp_path):
     """The world rewards learning taste from big_matrix exposure: EASE trained on it ranks
     small_matrix videos for held-out users clearly better than popularity (duration rule)."""
     from shortrec.data.prepare import prepare
-    from shortrec.runs import RunConfig, load_data, read_metrics, split_for, train_run
+    from shortrec.runs import Run, RunConfig, load_data, split_for, train_run
 
     synthesize(tmp_path / "raw", SynthConfig(scale="small", seed=0), progress=False)
     prepare(tmp_path / "raw", tmp_path / "prep")
     split = split_for(load_data(tmp_path / "prep"), "kuairec")
     ndcg = {}
     for model in ("random", "popular", "ease", "oracle"):
-        config = RunConfig(model=model, params={}, data_dir=str(tmp_path / "prep"))
+        config = RunConfig.build(model, str(tmp_path / "prep"), {})
         run = train_run(config, tmp_path / "runs", split=split, progress=False)
-        ndcg[model] = read_metrics(run)["tune"]["summary"]["ndcg@10"]
+        ndcg[model] = Run(run).metrics["tune"]["summary"]["ndcg@10"]
     assert ndcg["ease"]["mean"] >= ndcg["popular"]["mean"] + 0.08, ndcg
     assert ndcg["ease"]["low"] > ndcg["popular"]["high"], ndcg
     assert ndcg["popular"]["low"] > ndcg["random"]["high"], ndcg

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from shortrec.cli import app
 from shortrec.data.synth import load_world_config, planted_taste
 from shortrec.leaderboard import leaderboard_rows, simulation_rows
-from shortrec.serving.runs import load_run
+from shortrec.serving.runs import load_served_run
 from shortrec.simulation.simulate import (
     SIMULATION_METRICS,
     ExitModel,
@@ -107,7 +107,8 @@ def test_the_oracle_watches_longer_than_popularity(runs):
 
 
 def test_same_seed_same_sessions_other_seed_other_sessions(runs):
-    served, config, data = load_run(runs["sasrec"])
+    served, run, data = load_served_run(runs["sasrec"])
+    config = run.config
     settings = {"steps": 15, "slate": 3}
     first = simulate(served, config, data, SimulationConfig(seed=1, **settings), progress=False)
     again = simulate(served, config, data, SimulationConfig(seed=1, **settings), progress=False)
@@ -118,7 +119,8 @@ def test_same_seed_same_sessions_other_seed_other_sessions(runs):
 
 
 def test_the_exit_model_ends_a_boring_feed_early(runs):
-    served, config, data = load_run(runs["random"])
+    served, run, data = load_served_run(runs["random"])
+    config = run.config
     never = ExitModel(weak_streak=0, repeat_run=0, leave_probability=0.0)
     endless = simulate(served, config, data, SimulationConfig(steps=25, exit=never), progress=False)
     assert (endless.per_user["session_length"] == 25).all()
@@ -184,7 +186,7 @@ def test_online_session_drift_is_the_worlds_drift(tiny_synth_world):
 def test_the_batched_feed_gives_every_user_what_recommend_gives_one(runs):
     from shortrec.serving.feed import Feed
 
-    served, _, data = load_run(runs["sasrec"])
+    served, _, data = load_served_run(runs["sasrec"])
     feed = Feed(served, data.videos, data.big_matrix)
     users = feed.base.user_ids[:6]
     feed.add_views(users[:2], feed.catalogue_ids[:2], np.array([1.5, 0.1]), np.array([2e9, 0.0]))

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from shortrec.cli import app
 from shortrec.models.baselines import PopularRecommender
-from shortrec.runs import list_runs, read_metrics
+from shortrec.runs import Experiment, Run, list_runs
 from shortrec.tuning import (
     TRIAL_FILE,
     TuneConfig,
@@ -31,7 +31,10 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 def _config(tiny_release, runs_dir, **overrides) -> TuneConfig:
     return TuneConfig(
-        model="recent-popular", data_dir=str(tiny_release), runs_dir=str(runs_dir), **overrides
+        model="recent-popular",
+        experiment=Experiment(str(tiny_release)),
+        runs_dir=str(runs_dir),
+        **overrides,
     )
 
 
@@ -64,7 +67,7 @@ def test_every_trial_is_a_run_tagged_with_its_study_and_never_sees_test(tiny_rel
         study.trials,
         strict=True,
     ):
-        metrics = read_metrics(run)
+        metrics = Run(run).metrics
         assert "tune" in metrics and "test" not in metrics
         assert not (run / "per_user_test.parquet").exists()
         assert metrics["tune"]["summary"]["ndcg@10"]["mean"] == pytest.approx(trial.value)
@@ -105,7 +108,12 @@ def test_a_trial_left_running_by_a_killed_worker_is_failed_and_retried(tiny_rele
 
 def test_a_model_without_search_space_gets_a_single_trial(tiny_release, tmp_path):
     study = tune(
-        TuneConfig(model="popular", data_dir=str(tiny_release), runs_dir=str(tmp_path), trials=5)
+        TuneConfig(
+            model="popular",
+            experiment=Experiment(str(tiny_release)),
+            runs_dir=str(tmp_path),
+            trials=5,
+        )
     )
     assert len(study.trials) == 1
 
@@ -166,7 +174,10 @@ def test_models_reporting_epochs_are_pruned(tiny_release, tmp_path, monkeypatch)
     monkeypatch.setitem(REGISTRY, "epoch-test", "test_tuning:EpochModel")
     study = tune(
         TuneConfig(
-            model="epoch-test", data_dir=str(tiny_release), runs_dir=str(tmp_path), trials=12
+            model="epoch-test",
+            experiment=Experiment(str(tiny_release)),
+            runs_dir=str(tmp_path),
+            trials=12,
         )
     )
     pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]

@@ -113,6 +113,7 @@ class OracleRecommender(Recommender):
       short video."""
 
     name: ClassVar[str] = "oracle"
+    reference: ClassVar[bool] = True  # the ceiling, read off the synthetic ground truth
     target: str = hyperparameter(
         "liked", "What it ranks by: liked (expected ratio / like threshold) | watch_ratio | "
         "watch_time (expected seconds watched).",

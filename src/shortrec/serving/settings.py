@@ -29,7 +29,7 @@ class ServeSettings:
     max_body_bytes: int = 1 << 20
     scoring_threads: int = 4  # concurrent scorers (more than the cores only adds contention)
     poll_seconds: float = 0.2  # how often a worker reads events other workers stored
-    workers: int = 1  # processes behind one port; a swap would reach only one of them
+    workers: int = 1  # processes behind one port
     # Event times (see README, "Bounded input"): at most this far ahead of the server clock,
     # and, when set, at most this old.
     max_event_future_seconds: float = 600.0
@@ -72,6 +72,7 @@ class ServeSpec:
     db: str | None = None
     settings: ServeSettings = field(default_factory=ServeSettings)
     torch_threads: int = 1  # per request: requests already run in parallel
+    swaps_after: int | None = None  # follow model swaps recorded after this id (serving.swaps)
 
     def to_environment(self) -> None:
         os.environ[ENVIRONMENT_VARIABLE] = json.dumps(asdict(self))
