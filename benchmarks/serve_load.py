@@ -308,7 +308,8 @@ def main() -> int:
                         help="fabricated views per user (big_matrix: 12.5M / 7,176)")  # fmt: skip
     parser.add_argument("--workers", type=int, default=1, help="server worker processes")
     parser.add_argument("--db", help="event store of the started servers (default: a fresh "
-                        "SQLite file each), e.g. postgresql://user@host/db")  # fmt: skip
+                        "SQLite file each), e.g. postgresql://user@host/db; '{server}' in it is replaced by "
+                        "'this' or 'baseline'")  # fmt: skip
     parser.add_argument("--baseline-src", type=Path,
                         help="also measure a server run from this source tree (e.g. the src/ "
                         "of an older commit), alternating with this one")  # fmt: skip
@@ -343,7 +344,11 @@ def main() -> int:
                 servers.insert(0, ("baseline", args.baseline_src.resolve()))
             for round_ in range(args.repeat):
                 for label, src in servers if round_ % 2 == 0 else servers[::-1]:
-                    db = args.db or f"sqlite:///{workdir}/events-{label}-{round_}.db"
+                    db = (
+                        args.db.format(server=label)
+                        if args.db
+                        else f"sqlite:///{workdir}/events-{label}-{round_}.db"
+                    )
                     process, url = start_server(run_dir, db, args.workers, src)
                     try:
                         results["phases"] += measure(url, process.pid, args, label)
