@@ -174,11 +174,17 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(run_dir: Path, db: str, workers: int) -> tuple[subprocess.Popen, str]:
+def start_server(
+    run_dir: Path, db: str, workers: int, src: Path | None = None
+) -> tuple[subprocess.Popen, str]:
+    """`shortrec serve` on 127.0.0.1, from this checkout or from the source tree `src`."""
     port = _free_port()
     command = [sys.executable, "-m", "shortrec.cli", "serve", "--run", str(run_dir),
                "--db", db, "--port", str(port), "--workers", str(workers)]  # fmt: skip
-    process = subprocess.Popen(command)
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(src), *filter(None, [env.get("PYTHONPATH")])])
+    process = subprocess.Popen(command, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
@@ -232,6 +238,57 @@ def _cpu_seconds(pid: int) -> float:
     return total
 
 
+def measure(url: str, server_pid: int | None, args: argparse.Namespace, label: str) -> list:
+    """Every rate of `args.rates` against one server: a row per rate."""
+    health = httpx.get(f"{url}/health", timeout=10).json()
+    user_ids = np.asarray(httpx.get(f"{url}/users?limit=100000", timeout=30).json()["user_ids"])
+    video_ids = np.asarray(httpx.get(f"{url}/videos?limit=100000", timeout=30).json()["video_ids"])
+    print(f"{label}: server {url}: model {health['model']['name']}, {len(user_ids)} users, "
+          f"{len(video_ids)} videos, {args.workers} worker(s); {args.clients} client "
+          f"processes; load average {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+    rows = []
+    for phase, rate in enumerate(float(rate) for rate in args.rates.split(",")):
+        n = max(1, min(args.max_requests, int(rate * args.seconds)))
+        warmup = max(1, int(rate * args.warmup_seconds))
+        run_phase(url, mixed_requests(warmup, user_ids, video_ids, args.event_share,
+                                      args.seed + 100 + phase), rate, args.clients,
+                  args.timeout)  # fmt: skip
+        cpu_before = _cpu_seconds(server_pid) if server_pid else None
+        measured = run_phase(url, mixed_requests(n, user_ids, video_ids, args.event_share,
+                                                 args.seed + phase), rate, args.clients,
+                             args.timeout)  # fmt: skip
+        cpu_after = _cpu_seconds(server_pid) if server_pid else None
+        every = np.concatenate([np.asarray(v) for v in measured["latencies"].values()]
+                               or [np.empty(0)]) * 1000.0  # fmt: skip
+        done = len(every)
+        row = {
+            "server": label,
+            "rate": rate,
+            "achieved_per_second": done / measured["elapsed"],
+            "errors": len(measured["errors"]),
+            "all": summary(every),
+            **{kind: summary(np.asarray(v) * 1000.0)
+               for kind, v in measured["latencies"].items()},
+            "client_cpu_per_1000": 1000 * measured["client_cpu_seconds"] / max(n, 1),
+            "error_examples": measured["errors"][:5],
+            "load_average": os.getloadavg()[0],
+        }  # fmt: skip
+        if cpu_before is not None:
+            server_cpu = cpu_after - cpu_before
+            row["server_cpu_cores"] = server_cpu / measured["elapsed"]
+            row["server_cpu_per_1000"] = 1000 * server_cpu / max(done, 1)
+        rows.append(row)
+    return rows
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     target = parser.add_mutually_exclusive_group()
@@ -250,6 +307,13 @@ def main() -> int:
     parser.add_argument("--views-per-user", type=int, default=1_742,
                         help="fabricated views per user (big_matrix: 12.5M / 7,176)")  # fmt: skip
     parser.add_argument("--workers", type=int, default=1, help="server worker processes")
+    parser.add_argument("--db", help="event store of the started servers (default: a fresh "
+                        "SQLite file each), e.g. postgresql://user@host/db; '{server}' in it is replaced by "
+                        "'this' or 'baseline'")  # fmt: skip
+    parser.add_argument("--baseline-src", type=Path,
+                        help="also measure a server run from this source tree (e.g. the src/ "
+                        "of an older commit), alternating with this one")  # fmt: skip
+    parser.add_argument("--repeat", type=int, default=1, help="rounds over the servers")
     parser.add_argument("--rates", default="100,200,300", help="requests per second, each phase")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
     parser.add_argument("--warmup-seconds", type=float, default=3.0)
@@ -263,74 +327,41 @@ def main() -> int:
     rates = [float(rate) for rate in args.rates.split(",")]
     if min(rates) <= 0 or args.seconds <= 0 or args.max_requests < 1 or args.clients < 1:
         parser.error("--rates, --seconds, --max-requests and --clients must be positive")
+    if args.url and args.baseline_src:
+        parser.error("--baseline-src starts its own servers: use it without --url")
 
     workdir = Path(tempfile.mkdtemp(prefix="shortrec-load-"))
-    process = None
-    results: dict = {"phases": []}
+    results: dict = {"phases": [], "workers": args.workers,
+                     "load_average_before": os.getloadavg()[0]}  # fmt: skip
     try:
         if args.url:
-            url, server_pid = args.url.rstrip("/"), args.server_pid
+            results["phases"] += measure(args.url.rstrip("/"), args.server_pid, args, "server")
         else:
-            world = args.world or workdir
-            run_dir = args.run or fabricate(world, args.model, args.views_per_user)
-            process, url = start_server(run_dir, f"sqlite:///{workdir}/events.db", args.workers)
-            server_pid = process.pid
-        health = httpx.get(f"{url}/health", timeout=10).json()
-        user_ids = np.asarray(httpx.get(f"{url}/users?limit=100000", timeout=30).json()["user_ids"])
-        video_ids = np.asarray(
-            httpx.get(f"{url}/videos?limit=100000", timeout=30).json()["video_ids"]
-        )
-        results.update(model=health["model"]["name"], users=len(user_ids),
-                       videos=len(video_ids), workers=args.workers,
-                       load_average_before=os.getloadavg()[0])  # fmt: skip
-        print(f"server {url}: model {health['model']['name']}, {len(user_ids)} users, "
-              f"{len(video_ids)} videos, {args.workers} worker(s); {args.clients} client "
-              f"processes; load average {os.getloadavg()[0]:.1f}")  # fmt: skip
-
-        for phase, rate in enumerate(rates):
-            n = max(1, min(args.max_requests, int(rate * args.seconds)))
-            warmup = max(1, int(rate * args.warmup_seconds))
-            run_phase(url, mixed_requests(warmup, user_ids, video_ids, args.event_share,
-                                          args.seed + 100 + phase), rate, args.clients,
-                      args.timeout)  # fmt: skip
-            cpu_before = _cpu_seconds(server_pid) if server_pid else None
-            measured = run_phase(url, mixed_requests(n, user_ids, video_ids, args.event_share,
-                                                     args.seed + phase), rate, args.clients,
-                                 args.timeout)  # fmt: skip
-            cpu_after = _cpu_seconds(server_pid) if server_pid else None
-            every = np.concatenate([np.asarray(v) for v in measured["latencies"].values()]
-                                   or [np.empty(0)]) * 1000.0  # fmt: skip
-            done = len(every)
-            row = {
-                "rate": rate,
-                "achieved_per_second": done / measured["elapsed"],
-                "errors": len(measured["errors"]),
-                "all": summary(every),
-                **{kind: summary(np.asarray(v) * 1000.0)
-                   for kind, v in measured["latencies"].items()},
-                "client_cpu_per_1000": 1000 * measured["client_cpu_seconds"] / max(n, 1),
-                "error_examples": measured["errors"][:5],
-                "load_average": os.getloadavg()[0],
-            }  # fmt: skip
-            if cpu_before is not None:
-                server_cpu = cpu_after - cpu_before
-                row["server_cpu_cores"] = server_cpu / measured["elapsed"]
-                row["server_cpu_per_1000"] = 1000 * server_cpu / max(done, 1)
-            results["phases"].append(row)
+            run_dir = args.run or fabricate(args.world or workdir, args.model,
+                                            args.views_per_user)  # fmt: skip
+            servers = [("this", None)]
+            if args.baseline_src:
+                servers.insert(0, ("baseline", args.baseline_src.resolve()))
+            for round_ in range(args.repeat):
+                for label, src in servers if round_ % 2 == 0 else servers[::-1]:
+                    db = (
+                        args.db.format(server=label)
+                        if args.db
+                        else f"sqlite:///{workdir}/events-{label}-{round_}.db"
+                    )
+                    process, url = start_server(run_dir, db, args.workers, src)
+                    try:
+                        results["phases"] += measure(url, process.pid, args, label)
+                    finally:
+                        stop(process)
     finally:
-        if process is not None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    header = ("rate", "achieved", "errors", "p50 ms", "p99 ms", "rec p99", "event p99",
-              "srv cores", "srv s/1k", "cli s/1k", "load")  # fmt: skip
+    header = ("server", "rate", "achieved", "errors", "p50 ms", "p99 ms", "rec p99",
+              "event p99", "srv cores", "srv s/1k", "cli s/1k", "load")  # fmt: skip
     print("\n" + "".join(f"{name:>10}" for name in header))
     for row in results["phases"]:
-        cells = (row["rate"], row["achieved_per_second"], row["errors"],
+        cells = (row["server"], row["rate"], row["achieved_per_second"], row["errors"],
                  row["all"].get("p50_ms", float("nan")), row["all"].get("p99_ms", float("nan")),
                  row.get("recommendations", {}).get("p99_ms", float("nan")),
                  row.get("events", {}).get("p99_ms", float("nan")),
@@ -341,7 +372,8 @@ def main() -> int:
                       for cell in cells))  # fmt: skip
         for error in row["error_examples"]:
             print(f"  error: {error}")
-    at_target = [row for row in results["phases"] if row["rate"] >= TARGET_RATE]
+    at_target = [row for row in results["phases"]
+                 if row["rate"] >= TARGET_RATE and row["server"] != "baseline"]  # fmt: skip
     met = bool(at_target) and all(
         row["errors"] == 0
         and row["all"].get("p99_ms", float("inf")) < TARGET_P99_MS
@@ -353,7 +385,8 @@ def main() -> int:
           f"{'MET' if met else 'NOT MET'}")  # fmt: skip
     if args.json_out:
         args.json_out.write_text(json.dumps(results, indent=2))
-    return 1 if any(row["errors"] for row in results["phases"]) else 0
+    mine = [row for row in results["phases"] if row["server"] != "baseline"]
+    return 1 if any(row["errors"] for row in mine) else 0
 
 
 if __name__ == "__main__":

@@ -55,7 +55,12 @@ def serve_in_thread(app) -> Iterator[int]:
     import uvicorn
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
+    from shortrec.serving.connections import uvicorn_options
+
+    options = uvicorn_options(app.state.serving.settings)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical", **options)
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

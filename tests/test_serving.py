@@ -149,6 +149,16 @@ def test_recommendations_carry_metadata_and_exclude_history(client):
     assert item["video_duration_ms"] > 0
     history = client.get("/users/4/history?limit=1000").json()
     assert {v["video_id"] for v in history["items"]}.isdisjoint(rec_ids(client, 4, N_VIDEOS))
+    # The answer is assembled from pre-encoded bytes: it is exactly the structured one.
+    feed = client.app.state.feed
+    rec = feed.recommend(4, 5)
+    assert body == {
+        "user_id": 4, "model": rec.model, "strategy": rec.strategy,
+        "history_length": rec.history_length,
+        "items": [{"rank": rank, "score": score, **feed.video_info[video_id]}
+                  for rank, (video_id, score) in enumerate(
+                      zip(rec.video_ids.tolist(), rec.scores.tolist(), strict=True), start=1)],
+    }  # fmt: skip
 
 
 def test_event_changes_the_next_recommendations_at_once(client):

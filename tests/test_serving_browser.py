@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import ClassVar
 
@@ -57,6 +58,31 @@ def server_url(tmp_path):
         yield f"http://127.0.0.1:{port}"
 
 
+def wait_for(page, expression: str, arg=None, timeout: float = 15.0) -> None:
+    """Polls `expression` from the test side until it is truthy: Playwright's own
+    wait_for_function compiles it inside the page, which the page's CSP (no eval) forbids."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression, arg):
+        assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+        time.sleep(0.05)
+
+
+def watch_csp(page):
+    """Collects Content-Security-Policy violations (DOM events and console reports)."""
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
+    page.add_init_script(
+        "window.__csp = []; document.addEventListener('securitypolicyviolation', "
+        "e => window.__csp.push(`${e.violatedDirective} ${e.blockedURI}`))"
+    )
+
+    def violations() -> list[str]:
+        reported = [text for text in console if "Content Security Policy" in text]
+        return reported + page.evaluate("window.__csp")
+
+    return violations
+
+
 def test_watching_a_video_updates_the_feed_and_history(server_url, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package")
     if not CHROMIUM.exists():
@@ -65,12 +91,12 @@ def test_watching_a_video_updates_the_feed_and_history(server_url, tmp_path):
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(server_url)
+            violations = watch_csp(page)
+            answer = page.goto(server_url)
+            assert "script-src 'self'" in answer.headers["content-security-policy"]
             page.wait_for_selector("[data-testid=user-select] option", state="attached")
             page.select_option("[data-testid=user-select]", "3")
-            page.wait_for_function(
-                "document.querySelector('#status').textContent.startsWith('User 3:')"
-            )
+            wait_for(page, "document.querySelector('#status').textContent.startsWith('User 3:')")
             feed = page.locator("[data-testid=feed-item]")
             before = [feed.nth(i).get_attribute("data-video-id") for i in range(feed.count())]
             assert len(before) == 12
@@ -78,12 +104,14 @@ def test_watching_a_video_updates_the_feed_and_history(server_url, tmp_path):
             assert page.locator(".card .chip").count() > 0  # categories are shown
             watched = before[5]
             feed.nth(5).locator("[data-testid=watch]").click()
-            page.wait_for_function(
+            wait_for(
+                page,
                 "id => document.querySelector('[data-testid=history-item]')"
                 "?.dataset.videoId === id",
                 arg=watched,
             )
-            page.wait_for_function(
+            wait_for(
+                page,
                 "old => [...document.querySelectorAll('[data-testid=feed-item]')]"
                 ".map(e => e.dataset.videoId).join() !== old",
                 arg=",".join(before),
@@ -97,6 +125,7 @@ def test_watching_a_video_updates_the_feed_and_history(server_url, tmp_path):
             shot = tmp_path / "serving_page.png"
             page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 10_000
+            assert violations() == []  # the page satisfies its own CSP and still works
             if os.environ.get("SHORTREC_UPDATE_DOCS"):  # refresh the README's picture
                 DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
                 shutil.copyfile(shot, DOCS_SCREENSHOT)
@@ -116,11 +145,13 @@ def test_ids_stay_exact_and_a_failed_load_clears_the_feed(server_url):
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
+            violations = watch_csp(page)
             page.goto(server_url)
             page.wait_for_selector("[data-testid=user-select] option", state="attached")
             page.fill("[data-testid=user-input]", big)
             page.click("[data-testid=load-user]")
-            page.wait_for_function(
+            wait_for(
+                page,
                 "id => document.querySelector('#status').textContent.startsWith(`User ${id}:`)",
                 arg=big,
             )
@@ -128,14 +159,13 @@ def test_ids_stay_exact_and_a_failed_load_clears_the_feed(server_url):
             assert feed.count() == 12
             watched = feed.nth(0).get_attribute("data-video-id")
             feed.nth(0).locator("[data-testid=watch]").click()
-            page.wait_for_function(
+            wait_for(
+                page,
                 "id => document.querySelector('[data-testid=history-item]')"
                 "?.dataset.videoId === id",
                 arg=watched,
             )
-            page.wait_for_function(
-                "document.querySelector('#status').textContent.startsWith('Watched')"
-            )
+            wait_for(page, "document.querySelector('#status').textContent.startsWith('Watched')")
             exact = httpx.get(f"{server_url}/users/{big}/history").json()
             rounded = httpx.get(f"{server_url}/users/9007199254740992/history").json()
             assert exact["total"] == 1 and exact["items"][0]["video_id"] == int(watched)
@@ -144,12 +174,13 @@ def test_ids_stay_exact_and_a_failed_load_clears_the_feed(server_url):
             for bad in ("99999999999999999999", "12abc"):  # beyond int64; not a number
                 page.fill("[data-testid=user-input]", bad)
                 page.click("[data-testid=load-user]")
-                page.wait_for_function("document.querySelector('#status.error') !== null")
+                wait_for(page, "document.querySelector('#status.error') !== null")
                 assert feed.count() == 0
                 assert page.locator("[data-testid=history-item]").count() == 0
                 assert page.locator("[data-testid=watch]").count() == 0
                 page.fill("[data-testid=user-input]", "3")  # a good load brings it back
                 page.click("[data-testid=load-user]")
-                page.wait_for_function("document.querySelectorAll('[data-testid=watch]').length")
+                wait_for(page, "document.querySelectorAll('[data-testid=watch]').length")
+            assert violations() == []
         finally:
             browser.close()

@@ -76,3 +76,28 @@ def test_serve_help_lists_the_options():
                    "--events-token", "--runs-root", "--trusted-host", "--max-body-bytes",
                    "--poll-seconds"):  # fmt: skip
         assert option in result.output
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_applies_the_connection_and_time_limits_it_is_given(run_dir, tmp_path, workers):
+    import socket
+    import time
+
+    db = f"sqlite:///{tmp_path}/events.db"
+    process, url = start_server(["--run", str(run_dir), "--db", db, "--workers", str(workers),
+                                 "--header-timeout", "1", "--max-header-bytes", "2048",
+                                 "--max-event-future", "60"])  # fmt: skip
+    port = int(url.rsplit(":", 1)[1])
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            started, answer = time.monotonic(), b""
+            sock.sendall(b"GET /health HTTP/1.1\r\n")  # and nothing more
+            while chunk := sock.recv(65536):  # bounded by the socket timeout
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 408") and time.monotonic() - started < 8
+        big = httpx.get(f"{url}/health", headers={"X-Big": "a" * 3000})
+        assert big.status_code == 431 and "2048" in big.json()["error"]
+        late = {"user_id": 4, "video_id": 1, "watch_ratio": 1, "timestamp": time.time() + 600}
+        assert httpx.post(f"{url}/events", json=late).status_code == 422
+    finally:
+        stop_server(process)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import socket
+import time
 from typing import ClassVar
 
 import numpy as np
@@ -353,3 +354,89 @@ def test_the_fuzz_test_acknowledged_events():
     if not FUZZ_ACKNOWLEDGED:
         pytest.skip("run together with the fuzz test")
     assert max(FUZZ_ACKNOWLEDGED) >= 20, FUZZ_ACKNOWLEDGED[-5:]
+
+
+# --- event times -------------------------------------------------------------------------------
+def test_far_future_events_are_422_naming_the_field(client):
+    now = time.time()
+    cases = [
+        (event(timestamp=4_000_000_000.0), "body.timestamp"),
+        (event(time="2099-01-01T00:00:00+00:00"), "body.time"),
+        ([event(), event(timestamp=now + 3600)], "body[1].timestamp"),
+        ({"events": [event(timestamp=now + 3600)]}, "body.events[0].timestamp"),
+    ]
+    for body, where in cases:
+        response = client.post("/events", json=body)
+        assert response.status_code == 422, body
+        assert response.json()["errors"][0]["location"] == where
+        assert "ahead of the server clock" in response.json()["message"]
+    assert client.get("/health").json()["live_events"] == 0
+    # A client clock a few minutes fast is fine.
+    assert client.post("/events", json=event(timestamp=now + 300)).status_code == 200
+
+
+def test_the_time_window_is_configurable(release, tmp_path):
+    settings = ServeSettings(max_event_future_seconds=5, max_event_age_seconds=86_400)
+    app = create_app(make_feed(release), SQLiteEventStore(tmp_path / "e.db"), settings)
+    now = time.time()
+    with TestClient(app, base_url=BASE_URL) as client:
+        assert client.post("/events", json=event(timestamp=now + 60)).status_code == 422
+        old = client.post("/events", json=event(timestamp=now - 2 * 86_400))
+        assert old.status_code == 422 and old.json()["errors"][0]["location"] == "body.timestamp"
+        assert "old" in old.json()["message"]
+        assert client.post("/events", json=event(timestamp=now - 3600)).status_code == 200
+        assert client.post("/events", json=event()).status_code == 200  # the server's time
+
+
+# --- paths, methods and headers ----------------------------------------------------------------
+@pytest.mark.parametrize("raw", ["23.0", "+23", "1_000", "023", "00", "-1", " 23", "0x17", "２３"])
+def test_path_and_query_ids_are_plain_decimal_digits(client, raw):
+    for path in (f"/users/{raw}/recommendations", f"/users/{raw}/history", f"/videos/{raw}",
+                 f"/users/1/recommendations?k={raw}", f"/videos?offset={raw}"):  # fmt: skip
+        response = client.get(path)
+        assert response.status_code == 422, path
+    assert client.get("/users/23/recommendations").status_code == 200
+    assert client.get("/users/0/history").status_code == 200
+
+
+GET_ROUTES = ["/", "/health", "/metrics", "/users", "/videos", "/videos/2",
+              "/users/1/recommendations", "/users/1/history", "/static/app.js", "/openapi.json",
+              "/docs"]  # fmt: skip
+
+
+@pytest.mark.parametrize("path", GET_ROUTES)
+def test_head_works_on_every_get_route(client, path):
+    get = client.get(path)
+    head = client.head(path)
+    assert get.status_code == 200
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-type"] == get.headers["content-type"]
+
+
+def test_every_get_operation_of_the_api_answers_head(app):
+    examples = {"{video_id}": "2", "{user_id}": "1"}
+    with TestClient(app, base_url=BASE_URL) as client:
+        paths = [path for path, operations in client.get("/openapi.json").json()["paths"].items()
+                 if "get" in operations and not path.startswith("/admin")]  # fmt: skip
+        assert len(paths) >= 7
+        for path in paths:
+            for template, value in examples.items():
+                path = path.replace(template, value)
+            assert client.head(path).status_code == 200, path
+
+
+@pytest.mark.parametrize("path", ["/", "/health", "/users/1/recommendations", "/nothing"])
+def test_answers_carry_security_headers(client, path):
+    headers = client.get(path).headers
+    csp = headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp
+    assert "'unsafe-inline'" not in csp
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["referrer-policy"] == "no-referrer"
+    assert headers["x-frame-options"] == "DENY"
+
+
+def test_the_api_docs_still_work_and_cannot_be_framed(client):
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "<script" in docs.text
+    assert docs.headers["content-security-policy"] == "frame-ancestors 'none'"

@@ -54,6 +54,30 @@ def serve(
         1, min=1, help="Torch threads per request (requests already run in parallel)."
     ),
     access_log: bool = typer.Option(False, help="Log every request (costs CPU under load)."),
+    # -- limits of the HTTP edge and of event times (ServeSettings; README "Bounded input")
+    header_timeout: float = typer.Option(
+        10.0, min=0.1, help="Seconds for a request line + headers to arrive, else 408 + close."
+    ),
+    body_timeout: float = typer.Option(
+        30.0, min=0.1, help="Seconds for a request body to arrive after its headers."
+    ),
+    keep_alive: float = typer.Option(
+        15.0, min=0.1, help="Seconds an idle keep-alive connection stays open."
+    ),
+    max_header_bytes: int = typer.Option(
+        64 * 1024, min=1024, help="Request line + headers in all; larger get 431 + close."
+    ),
+    limit_concurrency: int = typer.Option(
+        512, min=2, help="Open connections / requests in progress per process; above: 503."
+    ),
+    max_event_future: float = typer.Option(
+        600.0, min=0.001, help="Seconds an event's time may lie ahead of the server clock."
+    ),
+    max_event_age: float | None = typer.Option(
+        None,
+        min=0.001,
+        help="Seconds an event's time may lie in the past (default: any time since 2000).",
+    ),
 ) -> None:
     """Serve a trained model: recommendations API, live events, metrics and a web page."""
     from shortrec.serving.launch import load_app, run_server, serve_spec
@@ -67,6 +91,11 @@ def serve(
             events_token=events_token, runs_root=runs_root, trusted_hosts=trusted_host,
             max_body_bytes=max_body_bytes, poll_seconds=poll_seconds,
             torch_threads=torch_threads,
+            limits=dict(header_timeout_seconds=header_timeout, body_timeout_seconds=body_timeout,
+                        keep_alive_seconds=keep_alive, max_header_bytes=max_header_bytes,
+                        limit_concurrency=limit_concurrency,
+                        max_event_future_seconds=max_event_future,
+                        max_event_age_seconds=max_event_age),
         )  # fmt: skip
         if workers == 1:
             log(f"loading {spec.run_dir} ...")

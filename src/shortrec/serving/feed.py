@@ -8,6 +8,7 @@ views at the next request without retraining.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -132,6 +133,11 @@ class Feed:
         if videos.height == 0:
             raise ValueError("the video table is empty: nothing to recommend")
         self.video_info = video_metadata(videos)
+        # Each video's metadata as the inside of a JSON object, encoded once for every answer.
+        self.video_json = {
+            video_id: json.dumps(info, ensure_ascii=False, separators=(",", ":"))[1:-1].encode()
+            for video_id, info in self.video_info.items()
+        }
         self.catalogue_ids = np.asarray(sorted(self.video_info), dtype=np.int64)
         self._catalogue = IdMap(self.catalogue_ids)
         self.base = Histories.from_frame(views)

@@ -3,8 +3,9 @@ app loaded and checked before anything listens, then uvicorn with one or several
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -24,9 +25,11 @@ def serve_spec(
     max_body_bytes: int = 1 << 20,
     poll_seconds: float = 0.2,
     torch_threads: int = 1,
+    limits: Mapping[str, Any] | None = None,
 ) -> ServeSpec:
     """The spec of a server of `run_dir` (default: the newest sasrec run under runs/); the
-    run is checked to be one, and named by its absolute path so every worker finds it."""
+    run is checked to be one, and named by its absolute path so every worker finds it.
+    `limits`: further `ServeSettings` fields (the edge's connection and event-time limits)."""
     from shortrec.runs import Run
     from shortrec.serving.runs import find_default_run
 
@@ -39,6 +42,7 @@ def serve_spec(
         max_body_bytes=max_body_bytes,
         poll_seconds=poll_seconds,
         workers=workers,
+        **(limits or {}),
     )
     return ServeSpec(str(run.path.resolve()), db, settings, torch_threads)
 
@@ -66,10 +70,10 @@ def run_server(
     """Listen until stopped: `api` in this process, or `spec.settings.workers` processes."""
     import uvicorn
 
-    # timeout_keep_alive: pooled clients reuse their connections between bursts.
-    options = dict(
-        host=host, port=port, access_log=access_log, log_level="warning", timeout_keep_alive=30
-    )
+    from shortrec.serving.connections import uvicorn_options
+
+    options = dict(host=host, port=port, access_log=access_log, log_level="warning",
+                   **uvicorn_options(spec.settings))  # fmt: skip
     if api is not None:
         served = api.state.feed.served
         log(

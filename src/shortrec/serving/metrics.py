@@ -64,6 +64,18 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # Label children by (method, route, status): a few dozen at most (fixed label sets),
+        # looked up once instead of on every request.
+        self._children: dict[tuple[str, str, int], tuple] = {}
+
+    def _observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        children = self._children.get((method, route, status))
+        if children is None:
+            children = (self.metrics.latency.labels(method, route),
+                        self.metrics.requests.labels(method, route, str(status)))  # fmt: skip
+            self._children[(method, route, status)] = children
+        children[0].observe(seconds)
+        children[1].inc()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -82,6 +94,4 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_with_status)
         finally:
             method = scope["method"] if scope["method"] in METHODS else "OTHER"
-            route = route_label(scope)
-            self.metrics.latency.labels(method, route).observe(time.perf_counter() - start)
-            self.metrics.requests.labels(method, route, str(status)).inc()
+            self._observe(method, route_label(scope), status, time.perf_counter() - start)

@@ -9,11 +9,22 @@ JSON parser, which refuses NaN/Infinity and JSON nested deeper than 200 levels.
 
 from __future__ import annotations
 
+import re
+import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Annotated
 
 import pydantic_core
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from shortrec.serving.store import MAX_EVENT_ID_LENGTH, StoredEvent
 
@@ -27,6 +38,20 @@ KUAIREC_TIMEZONE = timezone(timedelta(hours=8))  # KuaiRec's `time` is Asia/Shan
 EVENT_ID_PATTERN = rf"^[A-Za-z0-9._:-]{{1,{MAX_EVENT_ID_LENGTH}}}$"
 
 Id = Annotated[int, Field(strict=True, ge=0, le=MAX_ID)]
+_DECIMAL = re.compile(r"0|[1-9][0-9]{0,19}")
+
+
+def _decimal(value: object) -> object:
+    """A path or query integer written as plain decimal digits, as a JSON integer is: no
+    sign, no '23.0', no '1_000', no leading zeros (which int() and pydantic would accept)."""
+    if isinstance(value, str):
+        if not _DECIMAL.fullmatch(value):
+            raise ValueError("must be a non-negative integer in plain decimal digits")
+        return int(value)
+    return value
+
+
+DecimalInt = Annotated[int, BeforeValidator(_decimal)]
 Duration = Annotated[int, Field(strict=True, ge=0, le=MAX_DURATION_MS, description="ms")]
 
 
@@ -113,6 +138,34 @@ class ModelSwap(BaseModel):
 _EVENTS = TypeAdapter(list[WatchEvent])
 
 
+@dataclass(frozen=True)
+class TimeWindow:
+    """The event times a server accepts: up to `max_future_seconds` ahead of its clock (a
+    client clock running a little fast is fine, a date in 2099 is not) and, when
+    `max_age_seconds` is set, no older than that. Events without a time get the server's."""
+
+    max_future_seconds: float = 600.0
+    max_age_seconds: float | None = None
+
+    def problem(self, event: WatchEvent, now: float) -> tuple[str, str] | None:
+        """(field, message) when the event's time is outside the window."""
+        if event.timestamp is not None:
+            field, timestamp = "timestamp", event.timestamp
+        elif event.time is not None:
+            field, timestamp = "time", event.time_as_timestamp()
+        else:
+            return None
+        if timestamp > now + self.max_future_seconds:
+            return field, (
+                f"{timestamp - now:.0f} s ahead of the server clock (at most "
+                f"{self.max_future_seconds:g} s): send the time of the view in UTC, or leave "
+                "it out to use the time the server receives it"
+            )
+        if self.max_age_seconds is not None and timestamp < now - self.max_age_seconds:
+            return field, f"{now - timestamp:.0f} s old (at most {self.max_age_seconds:g} s)"
+        return None
+
+
 class InvalidInput(Exception):
     """Bad input found outside FastAPI's own validation (the events body): answered as 422."""
 
@@ -139,8 +192,11 @@ def error_list(errors: list[dict], prefix: tuple = ()) -> list[dict[str, str]]:
     ]
 
 
-def parse_events(body: bytes) -> list[WatchEvent]:
-    """A JSON event, a JSON list of events, or {"events": [...]}."""
+def parse_events(
+    body: bytes, window: TimeWindow | None = None, now: float | None = None
+) -> list[WatchEvent]:
+    """A JSON event, a JSON list of events, or {"events": [...]}, each dated inside `window`
+    around `now` (default: the clock) when a window is given."""
     try:
         payload = pydantic_core.from_json(body, allow_inf_nan=False)
     except ValueError as error:
@@ -181,4 +237,16 @@ def parse_events(body: bytes) -> list[WatchEvent]:
     ids = [event.event_id for event in events if event.event_id is not None]
     if len(set(ids)) != len(ids):
         raise InvalidInput([{"location": location(prefix), "message": "repeated event_id"}])
+    if window is not None:
+        now = time.time() if now is None else now
+        single = prefix == ("body",) and isinstance(payload, dict)
+        errors = [
+            {"location": location((*prefix, field) if single else (*prefix, i, field)),
+             "message": message}
+            for i, event in enumerate(events)
+            if (found := window.problem(event, now)) is not None
+            for field, message in [found]
+        ]  # fmt: skip
+        if errors:
+            raise InvalidInput(errors)
     return events

@@ -12,6 +12,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from shortrec.serving.schemas import TimeWindow
+
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 ENVIRONMENT_VARIABLE = "SHORTREC_SERVE_SPEC"
 
@@ -28,14 +30,38 @@ class ServeSettings:
     scoring_threads: int = 4  # concurrent scorers (more than the cores only adds contention)
     poll_seconds: float = 0.2  # how often a worker reads events other workers stored
     workers: int = 1  # processes behind one port
+    # Event times (see README, "Bounded input"): at most this far ahead of the server clock,
+    # and, when set, at most this old.
+    max_event_future_seconds: float = 600.0
+    max_event_age_seconds: float | None = None
+    # Connections (see serving.connections).
+    header_timeout_seconds: float = 10.0  # request line + headers must arrive within it
+    body_timeout_seconds: float = 30.0  # the body within it, after the headers
+    keep_alive_seconds: float = 15.0  # an idle keep-alive connection is closed after it
+    max_header_bytes: int = 64 * 1024  # request line + headers, in all
+    limit_concurrency: int | None = 512  # open connections / requests in progress; then 503
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1024:
             raise ValueError(f"max_body_bytes must be at least 1024, got {self.max_body_bytes}")
         if not 0.01 <= self.poll_seconds <= 1.0:
             raise ValueError(f"poll_seconds must be in 0.01 .. 1, got {self.poll_seconds}")
+        for name in ("max_event_future_seconds", "header_timeout_seconds",
+                     "body_timeout_seconds", "keep_alive_seconds"):  # fmt: skip
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.max_event_age_seconds is not None and not self.max_event_age_seconds > 0:
+            raise ValueError(f"max_event_age_seconds must be > 0, got {self.max_event_age_seconds}")
+        if self.max_header_bytes < 1024:
+            raise ValueError(f"max_header_bytes must be at least 1024, got {self.max_header_bytes}")
+        if self.limit_concurrency is not None and self.limit_concurrency < 2:
+            raise ValueError(f"limit_concurrency must be >= 2, got {self.limit_concurrency}")
         if self.scoring_threads < 1:
             raise ValueError(f"scoring_threads must be >= 1, got {self.scoring_threads}")
+
+    @property
+    def time_window(self) -> TimeWindow:
+        return TimeWindow(self.max_event_future_seconds, self.max_event_age_seconds)
 
 
 @dataclass(frozen=True)

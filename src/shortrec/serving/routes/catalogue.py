@@ -9,10 +9,10 @@ from fastapi import Path as PathParam
 
 from shortrec.serving.deps import State
 from shortrec.serving.errors import ApiError
-from shortrec.serving.schemas import MAX_ID
+from shortrec.serving.schemas import MAX_ID, DecimalInt
 
 router = APIRouter(tags=["catalogue"])
-VideoId = Annotated[int, PathParam(ge=0, le=MAX_ID, description="raw KuaiRec video id")]
+VideoId = Annotated[DecimalInt, PathParam(ge=0, le=MAX_ID, description="raw KuaiRec video id")]
 
 
 @router.get("/videos/{video_id}")
@@ -26,8 +26,8 @@ async def video(state: State, video_id: VideoId) -> dict[str, Any]:
 @router.get("/videos")
 async def videos(
     state: State,
-    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
-    limit: Annotated[int, Query(ge=1, le=100_000)] = 100,
+    offset: Annotated[DecimalInt, Query(ge=0, le=MAX_ID)] = 0,
+    limit: Annotated[DecimalInt, Query(ge=1, le=100_000)] = 100,
 ) -> dict[str, Any]:
     """Catalogue video ids, in id order."""
     ids = state.feed.catalogue_ids[offset : offset + limit]

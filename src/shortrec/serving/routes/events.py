@@ -47,9 +47,9 @@ async def post_events(request: Request, state: State) -> dict[str, Any]:
     answers as the first time did."""
     body = await request.body()
     if len(body) > PARSE_INLINE_BYTES:
-        events = await run_in_threadpool(parse_events, body)
+        events = await run_in_threadpool(parse_events, body, state.settings.time_window)
     else:
-        events = parse_events(body)
+        events = parse_events(body, state.settings.time_window)
     unknown = [
         f"events[{i}].video_id {event.video_id}"
         for i, event in enumerate(events)
