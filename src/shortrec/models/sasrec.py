@@ -39,7 +39,9 @@ import torch
 from tqdm.auto import tqdm
 
 from shortrec.data.histories import Histories, IdMap
+from shortrec.data.labels import LikeRule
 from shortrec.models.base import FitContext, Recommender, TrainingData
+from shortrec.models.interactions import hyperparameter
 from shortrec.models.sasrec_net import NORMS, SASRecConfig, SASRecNet
 from shortrec.training.checkpoint import (
     check_compatible,
@@ -75,9 +77,18 @@ from shortrec.training.objectives import (
     redraw_seen,
     seen_keys,
 )
-from shortrec.training.sequences import Sequences, epoch_batches
+from shortrec.training.sequences import (
+    FEEDBACK_LIKED,
+    FEEDBACK_NEUTRAL,
+    Sequences,
+    epoch_batches,
+    feedback_codes,
+)
 
 TRAIN_WINDOWS = ("last", "random")
+POSITIVES = ("not-disliked", "liked", "liked-vs-rest")
+NEGATIVE_SAMPLERS = ("uniform", "popularity")
+SUMMARIES = ("none", "all", "liked")
 SCORE_BATCH_USERS = 1024
 VALIDATION_BATCH_USERS = 128  # small: full-catalogue score buffers set the peak memory
 
@@ -116,6 +127,12 @@ _PAPER_COMMON: dict[str, Any] = {
     "train_window": "last",
     "validation_sampled": 100,
     "amp": False,
+    "feedback_input": False,
+    "positives": "not-disliked",
+    "sampled_weight": 1.0,
+    "history_summary": "none",
+    "target_horizon": 1,
+    "negative_sampler": "uniform",
 }
 # The run's protocol, not the model's: `--preset paper-*` sets these run options too.
 PAPER_PROTOCOL: dict[str, Any] = {"protocol": "leave-last-out", "like_rule": "all", "sampled": 100}
@@ -131,7 +148,9 @@ _RESUME_KEYS = ("seed", "maxlen", "hidden_size", "num_blocks", "num_heads", "dro
                 "learning_rate", "l2_emb", "batch_size", "norm", "attention_sink",
                 "attention_projection", "loss", "n_negatives", "unseen_negatives", "bucketing",
                 "explicit_negatives", "weighted_dislike", "train_window",
-                "validation_sampled")  # fmt: skip
+                "validation_sampled", "feedback_input", "positives",
+                "sampled_weight", "history_summary", "target_horizon",
+                "negative_sampler")  # fmt: skip
 
 
 def paper_preset(name: str) -> dict[str, Any]:
@@ -208,6 +227,40 @@ class SASRec(Recommender):
     bucketing: bool = True
     amp: bool = False
     num_threads: int = 1
+    feedback_input: bool = hyperparameter(
+        False,
+        "Embed each past view's outcome (liked / neither / disliked by the like rule) beside "
+        "its video in the input sequence; off: the input is the videos alone (the paper).",
+    )
+    positives: str = hyperparameter(
+        "not-disliked",
+        "Which next views are positive targets: not-disliked (every view the like rule does "
+        "not call disliked) | liked (only liked views; views neither liked nor disliked are "
+        "not targets) | liked-vs-rest (liked views; every other view is an explicit "
+        "negative). Validation counts the same views as relevant.",
+    )
+    negative_sampler: str = hyperparameter(
+        "uniform",
+        "How sampled negatives are drawn: uniform over videos (the paper) | popularity (in "
+        "proportion to training views, so the model learns which videos a user watches MORE "
+        "than the feed shows them to everyone, not what the feed exposes).",
+    )
+    target_horizon: int = hyperparameter(
+        1,
+        "Each position's target is drawn from the user's next this-many views (1: the next "
+        "view, the paper): a longer horizon learns lasting taste more than what comes next.",
+    )
+    history_summary: str = hyperparameter(
+        "none",
+        "Add a mean embedding (its own table) of the views older than the maxlen window to "
+        "the sequence's hidden state, long-term taste beside the recent window: none | all "
+        "(every older view) | liked (only the older liked views).",
+    )
+    sampled_weight: float = hyperparameter(
+        1.0,
+        "Weight of the sampled (random) negatives of the bce loss; 1 is the paper. Lower "
+        "weights learn less of what the feed exposes and more of which shown views are liked.",
+    )
 
     # --- configuration ---------------------------------------------------------------------
     @classmethod
@@ -234,16 +287,28 @@ class SASRec(Recommender):
             problems.append(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.norm not in NORMS:
             problems.append(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
+        if self.positives not in POSITIVES:
+            problems.append(f"positives must be one of {', '.join(POSITIVES)}, got "
+                            f"{self.positives!r}")  # fmt: skip
+        if self.history_summary not in SUMMARIES:
+            problems.append(f"history_summary must be one of {', '.join(SUMMARIES)}, got "
+                            f"{self.history_summary!r}")  # fmt: skip
+        if self.negative_sampler not in NEGATIVE_SAMPLERS:
+            problems.append(f"negative_sampler must be one of {', '.join(NEGATIVE_SAMPLERS)}, "
+                            f"got {self.negative_sampler!r}")  # fmt: skip
         if self.train_window not in TRAIN_WINDOWS:
             problems.append(f"train_window must be 'last' or 'random', got {self.train_window!r}")
         for field in ("maxlen", "hidden_size", "num_blocks", "num_heads", "batch_size",
-                      "eval_every", "n_negatives", "max_eval_users"):  # fmt: skip
+                      "eval_every", "n_negatives", "max_eval_users",
+                      "target_horizon"):  # fmt: skip
             if getattr(self, field) < 1:
                 problems.append(f"{field} must be >= 1, got {getattr(self, field)}")
         if not 0.0 <= self.dropout < 1.0:
             problems.append(f"dropout must be in [0, 1), got {self.dropout}")
         if self.validation_sampled < 0:
             problems.append(f"validation_sampled must be >= 0, got {self.validation_sampled}")
+        if self.sampled_weight < 0:
+            problems.append(f"sampled_weight must be >= 0, got {self.sampled_weight}")
         if self.weighted_dislike < 0:
             problems.append(f"weighted_dislike must be >= 0, got {self.weighted_dislike}")
         if self.hidden_size % max(self.num_heads, 1):
@@ -262,6 +327,8 @@ class SASRec(Recommender):
             norm=self.norm,
             attention_sink=self.attention_sink,
             attention_projection=self.attention_projection,
+            feedback_input=self.feedback_input,
+            history_summary=self.history_summary != "none",
         )
 
     # --- training --------------------------------------------------------------------------
@@ -278,8 +345,12 @@ class SASRec(Recommender):
         train, validation = data.views, data.validation
         dislikes = self.explicit_negatives
         self.video_map_ = IdMap.from_ids(train["video_id"])
+        self._fit_labeller(data)
         sequences = Sequences.from_frame(
-            train, self.video_map_, data.disliked if dislikes else None
+            train,
+            self.video_map_,
+            data.disliked if dislikes else None,
+            feedback_codes(data.liked, data.disliked),
         )
         n_items = len(self.video_map_)
         self.popularity_ = np.bincount(sequences.items, minlength=n_items + 1)[1:].astype(
@@ -345,7 +416,7 @@ class SASRec(Recommender):
                 steps = tqdm(batches, desc=f"epoch {epoch + 1}", disable=not show, leave=False)
                 mean_loss = self._train_epoch(
                     model, net, optimizer, generator, sequences, trainable, ends, steps,
-                    device, job, seen,
+                    device, job, seen, epoch,
                 )  # fmt: skip
             seconds = time.perf_counter() - tick
             train_seconds += seconds
@@ -401,7 +472,7 @@ class SASRec(Recommender):
         return self
 
     def _train_epoch(self, model, net, optimizer, generator, sequences, trainable, ends,
-                     batches, device, job, seen):  # fmt: skip
+                     batches, device, job, seen, epoch):  # fmt: skip
         """One pass over `batches`; each rank trains on its share of every batch, and the
         loss is scaled so the gradient is the whole batch's (`training/distributed.py`)."""
         model.train()
@@ -416,32 +487,55 @@ class SASRec(Recommender):
         if len(batches) == 0:
             return float("nan")
         positions = np.minimum(ends - 1, self.maxlen)
+        horizon_rng = np.random.default_rng([self.seed, epoch, job.rank])
+        viewed = None
+        if self.negative_sampler == "popularity":
+            viewed = torch.from_numpy(sequences.items).to(device)
         epoch_average = float(positions[np.concatenate(list(batches))].sum()) / len(batches)
         for rows in batches:
             # The paper's random batches: a mean over the batch's own positions. Bucketed
             # batches: over the epoch's average, or short sequences would weigh up to 50x more.
             divisor = epoch_average if self.bucketing else float(positions[rows].sum())
             mine = share_of(rows, job)
-            inputs, next_items, next_disliked, lengths = sequences.training_batch(
-                trainable[mine], self.maxlen, ends[mine]
-            )
-            inputs, next_items, next_disliked, lengths = (
+            inputs, next_items, next_disliked, lengths, input_feedback, next_feedback = (
+                sequences.training_batch(trainable[mine], self.maxlen, ends[mine],
+                                         self.target_horizon, horizon_rng, with_feedback=True)
+            )  # fmt: skip
+            inputs, next_items, next_disliked, lengths, input_feedback, next_feedback = (
                 torch.from_numpy(a).to(device, non_blocking=True)
-                for a in (inputs, next_items, next_disliked, lengths)
-            )
+                for a in (inputs, next_items, next_disliked, lengths, input_feedback,
+                          next_feedback)
+            )  # fmt: skip
+            unlabelled = None
+            if self.positives == "liked":
+                unlabelled = next_feedback == FEEDBACK_NEUTRAL
+            elif self.positives == "liked-vs-rest":
+                next_disliked = next_feedback != FEEDBACK_LIKED
             negatives = draw_negatives(self.loss, next_items, n_items, self.n_negatives, generator)
+            if viewed is not None and negatives is not None:
+                # A uniform draw over all training views is a draw by popularity.
+                picks = torch.randint(0, len(viewed), negatives.shape, generator=generator,
+                                      device=negatives.device)  # fmt: skip
+                negatives = viewed[picks]
             if seen is not None and negatives is not None:
                 user_rows = torch.from_numpy(trainable[mine]).to(device)
                 negatives = redraw_seen(negatives, user_rows, seen, n_items, generator)
             input_vectors, target_vectors, negative_vectors = batch_item_vectors(
                 table, inputs, next_items, negatives
             )
+            older = None
+            if self.history_summary != "none":
+                window_first = ends[mine] - lengths.cpu().numpy() - 1
+                older = tuple(torch.from_numpy(a).to(device) for a in
+                              sequences.older_views(trainable[mine], window_first,
+                                                      self.history_summary == "liked"))  # fmt: skip
             with autocast:
-                hidden = model(inputs, lengths, input_vectors)
+                hidden = model(inputs, lengths, input_vectors,
+                               input_feedback if self.feedback_input else None, older)  # fmt: skip
             loss = next_item_loss(
                 self.loss, hidden.float(), next_items, target_vectors, negatives,
                 negative_vectors, next_disliked, self.weighted_dislike, table,
-                divisor / job.size,
+                divisor / job.size, unlabelled, self.sampled_weight,
             )  # fmt: skip
             if self.l2_emb > 0:
                 loss = loss + 0.5 * self.l2_emb * table.square().sum()
@@ -460,7 +554,9 @@ class SASRec(Recommender):
         relevant videos are all unknown are left out."""
         if validation is None or validation.height == 0:
             return None
-        if dislikes:
+        if self.positives in ("liked", "liked-vs-rest"):
+            validation = validation.filter(pl.col("liked"))
+        elif dislikes:
             validation = validation.filter(~pl.col("disliked"))
         rows = IdMap(sequences.user_ids).index(validation["user_id"])
         items = self.video_map_.index(validation["video_id"])
@@ -494,10 +590,7 @@ class SASRec(Recommender):
             for start in tqdm(starts, desc="sasrec validation", disable=not show, leave=False):
                 stop = min(start + VALIDATION_BATCH_USERS, len(targets.rows))
                 rows = targets.rows[start:stop]
-                items, lengths = sequences.tail(rows, self.maxlen)
-                hidden = net.last_hidden(
-                    torch.from_numpy(items).to(device), torch.from_numpy(lengths).to(device)
-                )
+                hidden = self._last_hidden(net, sequences, rows, device)
                 scores = net.all_item_logits(hidden).float().cpu().numpy()
                 lo, hi = bounds[start], bounds[stop]
                 pair_user, pair_item = targets.pair_user[lo:hi] - start, targets.pair_item[lo:hi]
@@ -551,11 +644,13 @@ class SASRec(Recommender):
             known, weights, popularity = self._candidate_table(video_ids, device)
             for start in range(0, len(user_ids), SCORE_BATCH_USERS):
                 stop = min(start + SCORE_BATCH_USERS, len(user_ids))
-                batch = Sequences.from_histories(histories, user_ids[start:stop], self.video_map_)
-                items, lengths = batch.tail(np.arange(stop - start), self.maxlen)
-                hidden = net.last_hidden(
-                    torch.from_numpy(items).to(device), torch.from_numpy(lengths).to(device)
-                )
+                batch = Sequences.from_histories(
+                    histories, user_ids[start:stop], self.video_map_,
+                    self._history_feedback if self.feedback_input or self.history_summary == "liked"
+                    else None,
+                )  # fmt: skip
+                lengths = np.minimum(batch.lengths, self.maxlen)
+                hidden = self._last_hidden(net, batch, np.arange(stop - start), device)
                 logits = (hidden @ weights.T).float().cpu().numpy()
                 logits[lengths == 0] = popularity
                 block = out[start:stop]
@@ -566,6 +661,44 @@ class SASRec(Recommender):
                     floor = logits.min(axis=1, keepdims=True) - 1.0 if logits.shape[1] else 0.0
                     block[:, ~known] = floor
         return out
+
+    def _last_hidden(self, net, sequences: Sequences, rows: np.ndarray, device) -> torch.Tensor:
+        """Hidden state after the newest `maxlen` views of the given sequence rows."""
+        items, lengths, feedback = sequences.tail_with_feedback(rows, self.maxlen)
+        feedback = torch.from_numpy(feedback).to(device) if self.feedback_input else None
+        older = None
+        if self.history_summary != "none":
+            window_first = sequences.lengths[rows] - lengths
+            older = tuple(torch.from_numpy(a).to(device)
+                          for a in sequences.older_views(rows, window_first,
+                                                    self.history_summary == "liked"))  # fmt: skip
+        return net.last_hidden(
+            torch.from_numpy(items).to(device),
+            torch.from_numpy(lengths).to(device),
+            feedback,
+            older,
+        )
+
+    def _fit_labeller(self, data: TrainingData) -> None:
+        """Keep what labelling a history's views at scoring time needs: the fitted like rule
+        and each known video's duration (NaN where the views do not say)."""
+        self.like_rule_ = data.like_rule
+        durations = np.full(len(self.video_map_), np.nan, dtype=np.float32)
+        if "video_duration" in data.views.columns:
+            per_video = data.views.group_by("video_id").agg(pl.col("video_duration").first())
+            columns = self.video_map_.index(per_video["video_id"])
+            known = columns >= 0
+            durations[columns[known]] = per_video["video_duration"].to_numpy()[known]
+        self.video_durations_ = durations
+
+    def _history_feedback(self, items: np.ndarray, watch_ratios: np.ndarray) -> np.ndarray:
+        """Feedback codes of history views (1-based items) by the fitted like rule."""
+        rule: LikeRule = self.like_rule_
+        frame = pl.DataFrame({
+            "watch_ratio": np.nan_to_num(watch_ratios.astype(np.float64), nan=1.0),
+            "video_duration": self.video_durations_[items - 1].astype(np.float64),
+        })  # fmt: skip
+        return feedback_codes(rule.liked(frame), rule.disliked(frame))
 
     def _candidate_table(self, video_ids: np.ndarray, device) -> tuple:
         """(known mask, item embeddings, popularity fallback) of the candidate videos. A
