@@ -488,6 +488,7 @@ class SASRec(Recommender):
             return float("nan")
         positions = np.minimum(ends - 1, self.maxlen)
         horizon_rng = np.random.default_rng([self.seed, epoch, job.rank])
+        needs_feedback = self.feedback_input or self.positives != "not-disliked"
         viewed = None
         if self.negative_sampler == "popularity":
             viewed = torch.from_numpy(sequences.items).to(device)
@@ -497,15 +498,13 @@ class SASRec(Recommender):
             # batches: over the epoch's average, or short sequences would weigh up to 50x more.
             divisor = epoch_average if self.bucketing else float(positions[rows].sum())
             mine = share_of(rows, job)
-            inputs, next_items, next_disliked, lengths, input_feedback, next_feedback = (
-                sequences.training_batch(trainable[mine], self.maxlen, ends[mine],
-                                         self.target_horizon, horizon_rng, with_feedback=True)
-            )  # fmt: skip
-            inputs, next_items, next_disliked, lengths, input_feedback, next_feedback = (
-                torch.from_numpy(a).to(device, non_blocking=True)
-                for a in (inputs, next_items, next_disliked, lengths, input_feedback,
-                          next_feedback)
-            )  # fmt: skip
+            batch = sequences.training_batch(trainable[mine], self.maxlen, ends[mine],
+                                             self.target_horizon, horizon_rng,
+                                             with_feedback=needs_feedback)  # fmt: skip
+            inputs, next_items, next_disliked, lengths, *feedback = (
+                torch.from_numpy(a).to(device, non_blocking=True) for a in batch
+            )
+            input_feedback, next_feedback = feedback if needs_feedback else (None, None)
             unlabelled = None
             if self.positives == "liked":
                 unlabelled = next_feedback == FEEDBACK_NEUTRAL
