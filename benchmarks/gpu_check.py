@@ -80,7 +80,7 @@ def main() -> int:
     print(f"GPU: {torch.cuda.get_device_name()}; data {args.data}; torch {torch.__version__}")
 
     def run(name: str, label: str, params: dict) -> Path:
-        config = RunConfig(model=name, params=params, data_dir=str(args.data), label=label)
+        config = RunConfig.build(name, str(args.data), params, label=label)
         return train_run(config, args.runs_dir, evaluate_on=("test",), data=data, split=split,
                          training=training, progress=True)  # fmt: skip
 

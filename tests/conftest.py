@@ -80,3 +80,47 @@ def postgres_database(postgres_url):
     finally:
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+# --- shared worlds (session-scoped: built once, read by many test files) --------------------
+# Tests read these folders and never write into them: each writes runs under its own tmp_path.
+
+
+@pytest.fixture(scope="session")
+def tiny_synth_raw(tmp_path_factory) -> Path:
+    """The tiny seed-0 synthetic KuaiRec world, as `shortrec data synth` writes it (CSVs)."""
+    from shortrec.data.synth import SynthConfig, synthesize
+
+    out = tmp_path_factory.mktemp("tiny_synth") / "raw"
+    synthesize(out, SynthConfig(scale="tiny", seed=0), progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_synth_world(tiny_synth_raw: Path) -> Path:
+    """A folder holding `raw/` (the tiny synthetic world) and `prepared/` (its release)."""
+    from shortrec.data.prepare import prepare
+
+    root = tiny_synth_raw.parent
+    prepare(tiny_synth_raw, root / "prepared", progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_release(tmp_path_factory) -> Path:
+    """A handmade prepared release small enough to train every model in seconds."""
+    from tiny_release import write_tiny_release
+
+    return write_tiny_release(tmp_path_factory.mktemp("tiny_release") / "world")
+
+
+@pytest.fixture(scope="session")
+def planted_release(tmp_path_factory):
+    """(directory, KuaiRec split) of the release with planted preferences and exposure."""
+    from test_features_world import write_planted_world
+
+    from shortrec.data.dataset import load_prepared
+    from shortrec.data.splits import kuairec_split
+
+    directory = write_planted_world(tmp_path_factory.mktemp("planted") / "world")
+    return directory, kuairec_split(load_prepared(directory))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import polars as pl
 import pytest
 from rich.console import Console
@@ -21,20 +19,12 @@ from shortrec.data.calibration import (
     report_table,
 )
 from shortrec.data.schema import INTERACTION_COLUMNS
-from shortrec.data.synth import SynthConfig, synthesize
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("calib")
-    synthesize(out, SynthConfig(scale="tiny", seed=0), progress=False)
-    return out
-
-
-def test_stats_are_computed_from_the_csv_files(world):
-    stats = compute_stats(world)
-    big = pl.read_csv(world / "big_matrix.csv", schema=INTERACTION_COLUMNS)
-    small = pl.read_csv(world / "small_matrix.csv", schema=INTERACTION_COLUMNS)
+def test_stats_are_computed_from_the_csv_files(tiny_synth_raw):
+    stats = compute_stats(tiny_synth_raw)
+    big = pl.read_csv(tiny_synth_raw / "big_matrix.csv", schema=INTERACTION_COLUMNS)
+    small = pl.read_csv(tiny_synth_raw / "small_matrix.csv", schema=INTERACTION_COLUMNS)
     assert stats["big_rows"] == big.height
     assert stats["small_rows"] == small.height
     assert stats["big_duplicate_rate"] == pytest.approx(1 - big.unique().height / big.height)
@@ -46,8 +36,8 @@ def test_stats_are_computed_from_the_csv_files(world):
     assert stats["big_users"] == 200 and stats["big_videos"] == 300
 
 
-def test_size_targets_are_scaled_to_the_world(world):
-    checks = {c.target.key: c for c in calibrate(world)}
+def test_size_targets_are_scaled_to_the_world(tiny_synth_raw):
+    checks = {c.target.key: c for c in calibrate(tiny_synth_raw)}
     share = (200 * 300) / (7176 * 10728)
     assert checks["big_rows"].expected == pytest.approx(12_530_806 * share)
     assert checks["small_rows"].expected == pytest.approx(4_676_570 * (60 * 100) / (1411 * 3327))
@@ -73,10 +63,10 @@ def test_check_pass_fail_and_info_rows():
     assert Check(days, -11.6, -11.2).difference == pytest.approx(0.4)
 
 
-def test_every_target_names_its_source_and_the_table_has_the_report_columns(world):
+def test_every_target_names_its_source_and_the_table_has_the_report_columns(tiny_synth_raw):
     assert all(t.source for t in TARGETS) and len({t.key for t in TARGETS}) == len(TARGETS)
     console = Console(record=True, width=200)
-    console.print(report_table(calibrate(world)))
+    console.print(report_table(calibrate(tiny_synth_raw)))
     text = console.export_text()
     for column in ("statistic", "target", "synthetic", "rel. diff", "check"):
         assert column in text
@@ -84,19 +74,19 @@ def test_every_target_names_its_source_and_the_table_has_the_report_columns(worl
 
 
 @pytest.mark.slow
-def test_cli_calibrate_is_strict_only_when_asked(world, tmp_path):
-    ok = CliRunner().invoke(app, ["data", "calibrate", str(world)])
+def test_cli_calibrate_is_strict_only_when_asked(tiny_synth_raw, tmp_path):
+    ok = CliRunner().invoke(app, ["data", "calibrate", str(tiny_synth_raw)])
     assert ok.exit_code == 0, ok.output
     assert "big watch_ratio median" in ok.output
     # a release whose watch ratios are all zero fails the distribution checks
     for name in ("big_matrix.csv", "small_matrix.csv"):
-        frame = pl.read_csv(world / name, schema=INTERACTION_COLUMNS)
+        frame = pl.read_csv(tiny_synth_raw / name, schema=INTERACTION_COLUMNS)
         frame.with_columns(pl.lit(0.0).alias("watch_ratio")).write_csv(tmp_path / name)
     loose = CliRunner().invoke(app, ["data", "calibrate", str(tmp_path)])
     strict = CliRunner().invoke(app, ["data", "calibrate", str(tmp_path), "--strict"])
     assert loose.exit_code == 0 and strict.exit_code == 1
     assert not all_passed(calibrate(tmp_path))
-    table = CliRunner().invoke(app, ["data", "calibrate", str(world), "--markdown"])
+    table = CliRunner().invoke(app, ["data", "calibrate", str(tiny_synth_raw), "--markdown"])
     assert table.exit_code == 0 and table.output.startswith("| statistic | real KuaiRec |")
     assert len(table.output.splitlines()) == len(TARGETS) + 2
     missing = CliRunner().invoke(app, ["data", "calibrate", str(tmp_path / "nowhere")])

@@ -25,7 +25,7 @@ from shortrec.serving.feed import Feed, ServedModel
 from shortrec.serving.guards import BodyLimitMiddleware, TrustedHostMiddleware
 from shortrec.serving.metrics import Metrics, MetricsMiddleware
 from shortrec.serving.routes import admin, catalogue, events, ops, users
-from shortrec.serving.runs import load_run, load_served_model
+from shortrec.serving.runs import load_served_model, load_served_run
 from shortrec.serving.settings import ServeSettings, ServeSpec, default_runs_root
 from shortrec.serving.store import EventStore, open_store
 from shortrec.serving.sync import EventFollower
@@ -96,7 +96,7 @@ def create_app_from_run(
     settings = settings or ServeSettings()
     if settings.runs_root is None:
         settings = dataclasses.replace(settings, runs_root=default_runs_root(run_dir))
-    served, _, data = load_run(run_dir)
+    served, _, data = load_served_run(run_dir)
     feed = Feed(served, data.videos, data.big_matrix)
     del data  # the feed keeps only what it needs
     store = open_store(db if db is not None else Path(run_dir) / "events.db")
