@@ -19,17 +19,18 @@ Each batch's summed loss is divided by the epoch's average positions per batch, 
 own count: with bucketed batches, a per-batch mean overweighted short sequences and cost
 0.05 sampled-100 NDCG@10 against the reference port on generated Games-like data.
 
-Determinism. Each epoch's shuffling comes from numpy seeded by (seed, epoch); negatives and
-dropout come from one private torch generator whose state is checkpointed. A run resumed
-from a checkpoint therefore continues exactly like an uninterrupted one (on the CPU).
+Epochs run on `training/loop.py` `fit_epochs` (validation every `eval_every`, early
+stopping, checkpoints with every rank's streams); the checkpoint is kept after a completed
+fit, so `--resume` can extend a finished run. Determinism. Each epoch's shuffling comes from
+numpy seeded by (seed, epoch); negatives and dropout come from one private torch generator
+whose state is checkpointed. A run resumed from a checkpoint therefore continues exactly like
+an uninterrupted one (on the CPU).
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
-import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -42,12 +43,6 @@ from shortrec.data.histories import Histories, IdMap
 from shortrec.data.labels import LikeRule
 from shortrec.models.base import FitContext, Recommender, TrainingData, hyperparameter
 from shortrec.models.sasrec_net import NORMS, SASRecConfig, SASRecNet
-from shortrec.training.checkpoint import (
-    check_compatible,
-    checkpoint_path,
-    load_checkpoint,
-    save_checkpoint,
-)
 from shortrec.training.device import (
     derive_seed,
     make_generator,
@@ -57,8 +52,6 @@ from shortrec.training.device import (
 )
 from shortrec.training.distributed import (
     World,
-    from_main,
-    gathered,
     process_group,
     rank_device,
     rank_seed,
@@ -66,7 +59,7 @@ from shortrec.training.distributed import (
     sum_across,
     wrap,
 )
-from shortrec.training.early_stopping import EarlyStopping
+from shortrec.training.loop import Resume, fit_epochs
 from shortrec.training.memory import peak_device_mb, peak_rss_mb
 from shortrec.training.objectives import (
     LOSSES,
@@ -401,37 +394,22 @@ class SASRec(Recommender):
             net = SASRecNet(self._net_config(n_items)).to(device)
         optimizer = _adam(net, self.learning_rate)
         generator = make_generator(rank_seed(self.seed, job), device)
-        stopper = EarlyStopping(patience=self.patience)
-        best_state: dict | None = None
-        history: list[dict[str, float]] = []
-        start_epoch = 0
         config = {k: getattr(self, k) for k in _RESUME_KEYS} | {
             "like_rule": str(data.like_rule), "world_size": job.size}  # fmt: skip
-        checkpoint_dir = context.checkpoint_dir if job.is_main else None
-        saved = from_main(load_checkpoint(checkpoint_dir) if checkpoint_dir else None, job)
-        if saved is not None:
-            path = checkpoint_path(checkpoint_dir or "<rank 0>")
-            check_compatible(saved["config"], config, path)
-            _check_same_data(saved, self.video_map_, sequences, path)
-            net.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            generator.set_state(saved["generators"][job.rank])
-            stopper = EarlyStopping.from_state_dict(saved["early_stopping"])
-            best_state = saved["best_model"]
-            history = saved["history"]
-            start_epoch = saved["epoch"]
-            del saved
+        resume = Resume(
+            config,
+            {
+                "video_ids": self.video_map_.raw_ids,
+                "user_ids": sequences.user_ids,
+                "n_views": len(sequences.items),
+            },
+        )
         model = wrap(net, job, device)
-
-        started = time.perf_counter()
-        train_seconds, sequences_trained = 0.0, 0
         show = context.progress and job.is_main
-        bar = tqdm(range(start_epoch, self.epochs), desc="sasrec", disable=not show,
-                   initial=start_epoch, total=self.epochs, unit="epoch")  # fmt: skip
-        for epoch in bar:
-            if stopper.should_stop:
-                break
-            rng = np.random.default_rng([self.seed, epoch])
+        sequences_trained = [0]
+
+        def train_epoch(epoch: int) -> dict[str, float]:
+            rng = np.random.default_rng([self.seed, epoch - 1])
             full = sequences.lengths[trainable]
             ends = full if self.train_window == "last" else rng.integers(2, full + 1)
             windows = np.minimum(ends, self.maxlen + 1)
@@ -443,55 +421,39 @@ class SASRec(Recommender):
                            for i in range(0, len(order), self.batch_size)]  # fmt: skip
             # Every rank must take part in every step: a batch too small to share is skipped.
             batches = [rows for rows in batches if len(rows) >= job.size]
-            tick, cpu_tick = time.perf_counter(), time.process_time()
             with seeded_global_rng(derive_seed(generator), device):
-                steps = tqdm(batches, desc=f"epoch {epoch + 1}", disable=not show, leave=False)
+                steps = tqdm(batches, desc=f"epoch {epoch}", disable=not show, leave=False)
                 mean_loss = self._train_epoch(
                     model, net, optimizer, generator, sequences, trainable, ends, steps,
-                    device, job, seen, epoch,
+                    device, job, seen, epoch - 1,
                 )  # fmt: skip
-            seconds = time.perf_counter() - tick
-            train_seconds += seconds
-            sequences_trained += sum(len(rows) for rows in batches)
-            record = {"epoch": epoch + 1, "loss": mean_loss, "seconds": seconds,
-                      "cpu_seconds": time.process_time() - cpu_tick}  # fmt: skip
-            last_epoch = epoch + 1 == self.epochs
-            if targets is not None and ((epoch + 1) % self.eval_every == 0 or last_epoch):
-                record["validation_ndcg@10"] = self._validation_ndcg(
-                    net, sequences, targets, device, job, show
-                )
-                if stopper.update(record["validation_ndcg@10"], epoch + 1):
-                    best_state = copy.deepcopy(net.state_dict())
-                self.report_epoch(context, epoch + 1, record["validation_ndcg@10"])
-            history.append(record)
-            bar.set_postfix(loss=f"{mean_loss:.4f}", seq_s=f"{len(trainable) / seconds:.0f}",
-                            best=f"{stopper.best_score:.4f}")  # fmt: skip
-            generators = gathered(generator.get_state(), job)
-            if checkpoint_dir:
-                save_checkpoint(checkpoint_dir, {
-                    "config": config, "epoch": epoch + 1, "model": net.state_dict(),
-                    "optimizer": optimizer.state_dict(), "generators": generators,
-                    "early_stopping": stopper.state_dict(), "best_model": best_state,
-                    "history": history, "video_ids": self.video_map_.raw_ids,
-                    "user_ids": sequences.user_ids, "n_views": len(sequences.items),
-                })  # fmt: skip
-        bar.close()
-        if best_state is not None:
-            net.load_state_dict(best_state)
+            sequences_trained[0] += sum(len(rows) for rows in batches)
+            return {"loss": mean_loss}
+
+        def validate(epoch: int) -> float:
+            return self._validation_ndcg(net, sequences, targets, device, job, show)
+
+        # Kept after completion: `--resume` may extend a finished run to more epochs.
+        result = fit_epochs(
+            self.name, net, optimizer, train_epoch, None if targets is None else validate,
+            epochs=self.epochs, patience=self.patience, context=context,
+            validate_every=self.eval_every, generators=[generator], resume=resume, job=job,
+            keep_checkpoint=True,
+        )  # fmt: skip
+        train_seconds = result.train_seconds
         net.eval()
         self.net_ = net
         self._candidates = None
+        report = result.report()
+        history = report.pop("history")
         summary = {
-            "epochs": history[-1]["epoch"] if history else 0,
-            "epochs_this_run": len(history) - start_epoch if history else 0,
-            "best_epoch": stopper.best_epoch if best_state is not None else None,
-            "best_validation_ndcg@10": stopper.best_score if best_state is not None else None,
+            **report,
             "validation": f"sampled-{self.validation_sampled}"
             if self.validation_sampled
             else "full-ranking",
-            "seconds": time.perf_counter() - started,
-            "train_seconds_per_epoch": train_seconds / max(len(history) - start_epoch, 1),
-            "sequences_per_second": sequences_trained / train_seconds if train_seconds else 0.0,
+            "seconds": result.seconds,
+            "train_seconds_per_epoch": train_seconds / max(result.epochs_this_run, 1),
+            "sequences_per_second": sequences_trained[0] / train_seconds if train_seconds else 0.0,
             "peak_rss_mb": peak_rss_mb(),
             "peak_device_mb": peak_device_mb(device),
             "device": str(device),
@@ -790,16 +752,6 @@ def _require_columns(frame: pl.DataFrame, columns: tuple[str, ...], what: str) -
         raise ValueError(
             f"SASRec {what} views lack column(s) {', '.join(missing)}; have {frame.columns}"
         )
-
-
-def _check_same_data(saved: dict, video_map: IdMap, sequences: Sequences, path: Path) -> None:
-    same = (
-        np.array_equal(saved["video_ids"], video_map.raw_ids)
-        and np.array_equal(saved["user_ids"], sequences.user_ids)
-        and saved["n_views"] == len(sequences.items)
-    )
-    if not same:
-        raise ValueError(f"checkpoint {path} was trained on other data; use another checkpoint_dir")
 
 
 def _fmt(value: Any) -> str:
