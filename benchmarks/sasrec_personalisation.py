@@ -2,7 +2,7 @@
 their per-video mean across users (what is left once everyone's common list is removed), and of
 the per-video mean alone; plus the share of score variance that is common to all users.
 
-    python benchmarks/sasrec_personalisation.py RUN_DIR --data data/quickstart/prepared
+    python benchmarks/sasrec_personalisation.py RUN_DIR
 
 A model that ranks everyone the same scores like its per-video mean, and its centred scores
 rank at random (issue 18's diagnosis of SASRec on the KuaiRec protocol).
@@ -16,18 +16,16 @@ import numpy as np
 
 from shortrec.data.histories import IdMap
 from shortrec.evaluation.metrics import full_ranking_metrics
-from shortrec.runs import load_data, load_run, split_for
+from shortrec.runs import Run
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="a run folder (any model)")
-    parser.add_argument("--data", required=True, help="the prepared release the run used")
-    parser.add_argument("--protocol", default="kuairec")
     parser.add_argument("--on", default="tune", choices=("tune", "test"))
     args = parser.parse_args()
-    model, _ = load_run(args.run)
-    split = split_for(load_data(args.data), args.protocol)
+    run = Run(args.run)
+    model, split = run.model(), run.split()
     rule = model.like_rule_ if hasattr(model, "like_rule_") else None
     if rule is None:
         from shortrec.data.labels import LikeRule
