@@ -46,6 +46,11 @@ def test_a_trained_run_records_config_metrics_per_user_and_model(world, tmp_path
     with pytest.raises(FileNotFoundError, match="shortrec evaluate .* --on test"):
         run.per_user("test")
     assert run.data_dir == world.resolve()
+    run.evaluate("test", progress=False)
+    assert Run(run.path).metrics["test"]["mode"] == "full-ranking"  # recorded in the folder
+    user = int(run.per_user("test")["user_id"][0])
+    top = run.recommend([user], k=3)
+    assert top["user_id"].to_list() == [user] * 3 and top["rank"].to_list() == [1, 2, 3]
 
 
 def test_record_keeps_other_keys_and_writes_atomically(world, tmp_path):

@@ -189,3 +189,78 @@ def test_models_on_the_loop_report_validation_ndcg_to_the_tuner():
     history = model.fit_report_["history"]
     assert [e for e, _ in reported] == [1, 2, 3]
     assert [s for _, s in reported] == [r["validation_ndcg@10"] for r in history]
+
+
+DISTRIBUTED_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import numpy as np, torch, torch.distributed as dist
+    from shortrec.training.distributed import rank_seed, world, wrap
+    from shortrec.training.loop import FitContext, Resume, fit_epochs
+
+    dist.init_process_group("gloo")
+    job = world()
+    out = sys.argv[1]
+
+    def fit(epochs, folder, stop_at=None):
+        torch.manual_seed(0)
+        net = torch.nn.Linear(4, 1)
+        model = wrap(net, job, torch.device("cpu"))
+        optimiser = torch.optim.SGD(net.parameters(), lr=0.1)
+        rng = np.random.default_rng(rank_seed(0, job))  # each rank its own stream
+        gen = torch.Generator().manual_seed(rank_seed(1, job))
+
+        def train_epoch(epoch):
+            if epoch == stop_at:
+                raise KeyboardInterrupt
+            x = torch.from_numpy(rng.normal(size=(8, 4)).astype(np.float32))
+            loss = model(x + torch.randn(8, 4, generator=gen)).square().mean()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            return {"loss": float(loss.detach())}
+
+        def validate(epoch):  # collective, as SASRec's is
+            score = torch.tensor([float(net.weight.sum())])
+            dist.all_reduce(score)
+            return -abs(float(score))
+
+        context = FitContext(f"{out}/{folder}" if job.is_main else None, progress=False)
+        result = fit_epochs("toy", net, optimiser, train_epoch, validate, epochs=epochs,
+                            patience=10, validate_every=2, context=context,
+                            generators=[rng, gen], resume=Resume({"lr": 0.1}), job=job,
+                            keep_checkpoint=True)
+        return net, result
+
+    full, _ = fit(6, "a")
+    try:
+        fit(6, "b", stop_at=4)
+    except KeyboardInterrupt:
+        pass
+    resumed, result = fit(6, "b")
+    if job.is_main:
+        torch.save({"full": full.state_dict(), "resumed": resumed.state_dict(),
+                    "start": result.start_epoch}, f"{out}/result.pt")
+    dist.destroy_process_group()
+    """
+)
+
+
+@pytest.mark.slow
+def test_a_resumed_two_process_fit_matches_an_uninterrupted_one(tmp_path):
+    script = tmp_path / "toy.py"
+    script.write_text(DISTRIBUTED_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         str(script), str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = torch.load(tmp_path / "result.pt", weights_only=False)
+    assert result["start"] == 3
+    for name, tensor in result["full"].items():
+        assert torch.equal(tensor, result["resumed"][name]), name
+    saved = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
+    assert len(saved["random"]) == 2  # rank 0 wrote both ranks' streams
+    assert not (tmp_path / "b" / "1").exists()

@@ -351,6 +351,14 @@ class Run:
         model.save(self.model_dir)
         self._model = model
 
+    def evaluate(self, which: str = "tune", **options: Any) -> Evaluation:
+        """`evaluate_run` on this run (recorded in it)."""
+        return evaluate_run(self, which, **options)
+
+    def recommend(self, user_ids: list[int] | None = None, k: int = 10, **options: Any):
+        """`recommend_from_run` on this run: top-k per user with captions and categories."""
+        return recommend_from_run(self, user_ids, k, **options)
+
     # --- metrics ------------------------------------------------------------------------------
     @property
     def metrics(self) -> dict[str, Any]:
@@ -632,7 +640,7 @@ def recommend_from_run(
     import numpy as np
 
     from shortrec.data.histories import Histories
-    from shortrec.models.recommend import recommend
+    from shortrec.models.recommend import recommend, with_video_names
 
     run = as_run(run)
     if candidates not in ("evaluation", "all"):
@@ -647,9 +655,4 @@ def recommend_from_run(
     histories = Histories.from_frame(data.big_matrix)
     users = np.asarray(user_ids if user_ids is not None else histories.user_ids, dtype=np.int64)
     table = recommend(model, users, histories, candidate_ids, k, exclude_seen=not include_seen)
-    meta = [
-        c
-        for c in ("video_id", "caption", "first_level_category_name", "tags")
-        if c in data.videos.columns
-    ]
-    return table.join(data.videos.select(meta), on="video_id", how="left").sort("user_id", "rank")
+    return with_video_names(table, data.videos).sort("user_id", "rank")

@@ -4,7 +4,7 @@ function (the options it declares, the call, what it prints).
     app.py       the root command and the `data` group
     options.py   options shared by several commands (--data, --runs-dir, --like-rule, ...),
                  `fail` and the user-error guard
-    data.py      data download / prepare / import / export / synth / calibrate
+    data.py      data download / prepare / import / export / report / synth / calibrate
     train.py     train MODEL, evaluate, recommend, leaderboard, compare, quickstart
     serve.py     serve
     simulate.py  simulate

@@ -91,6 +91,18 @@ def data_import(
     rating_max: float = typer.Option(5.0, help="The largest rating."),
     label: str | None = typer.Option(None, help="Column of binary labels (1 liked)."),
     separator: str = typer.Option(",", help="Field separator of a CSV table."),
+    items: Path | None = typer.Option(
+        None, help="Item table (CSV/Parquet) keyed by the item column: titles, categories."
+    ),
+    item_title: str | None = typer.Option(
+        None, help="Item field holding the title (default: title, movie_title, name, ...)."
+    ),
+    item_category: str | None = typer.Option(
+        None, help="Item field holding categories (default: genre(s), category, ...)."
+    ),
+    category_separator: str = typer.Option(
+        "|", help="Separator between categories in an --items cell."
+    ),
 ) -> None:
     """Import any interaction log into the prepared layout every model and protocol reads."""
     from shortrec.data.importer import ColumnMapping, LogImportError, import_log
@@ -98,10 +110,11 @@ def data_import(
     mapping = ColumnMapping(
         user=user, item=item, time=time, time_unit=time_unit, order=order, watch_ratio=watch_ratio,
         play_duration=play_duration, video_duration=video_duration, rating=rating,
-        rating_max=rating_max, label=label,
+        rating_max=rating_max, label=label, item_title=item_title, item_category=item_category,
+        category_separator=category_separator,
     )  # fmt: skip
     with user_errors(LogImportError):
-        report = import_log(source, out, fmt, mapping, separator)
+        report = import_log(source, out, fmt, mapping, separator, items=items)
     sides = f"; side tables: {', '.join(report.side_tables)}" if report.side_tables else ""
     typer.echo(
         f"{out}: {report.interactions:,} interactions of {report.users:,} users x "
@@ -129,6 +142,45 @@ def data_export(
         written = export_recbole(data, out, name)
     for path in written:
         typer.echo(f"wrote {path}")
+
+
+# --- data report (shortrec.report.data_report) ---------------------------------------------
+
+
+@data_app.command("report")
+def data_report(
+    data: Path = typer.Argument(..., help="A prepared folder (data prepare or data import)."),
+    out: Path = typer.Option(
+        ..., "--out", help="Folder for index.html and its PNGs, or an .html file."
+    ),
+    like_rule: str | None = typer.Option(
+        None,
+        "--like-rule",
+        help="Rule whose thresholds are drawn in (default: what a run on this data uses).",
+    ),  # fmt: skip
+    screenshot: Path | None = typer.Option(
+        None, help="Also check the page in headless Chromium and save a PNG of it."
+    ),
+    screenshot_height: int | None = typer.Option(
+        None, help="Keep only the top N pixels of the screenshot (default: the whole page)."
+    ),
+) -> None:
+    """A self-contained HTML page about a dataset: watch ratio by duration, popularity,
+    activity, like rates, the days, and the calibration of a KuaiRec-format release."""
+    from shortrec.data.labels import LikeRule
+    from shortrec.report.data_report import write_data_report
+
+    with user_errors(RuntimeError):
+        rule = LikeRule.parse(like_rule) if like_rule else None
+        page = write_data_report(data, out, like_rule=rule)
+        typer.echo(f"wrote {page}")
+        if screenshot is not None:
+            from shortrec.report.browser import check_page
+
+            check = check_page(page, screenshot, height=screenshot_height)
+            if check.broken_images:
+                fail(f"figures that did not render in Chromium: {check.broken_images}")
+            typer.echo(f"{check.images} figures rendered in Chromium; screenshot {screenshot}")
 
 
 def _print_calibration(directory: Path, markdown: bool = False) -> bool:

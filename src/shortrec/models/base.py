@@ -224,7 +224,8 @@ class Recommender:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Every model's `fit` first checks every hyperparameter (`validate_hyperparameters`),
-        and its `score` refuses to run before `fit` or `load_state`."""
+        and its `score` refuses to run before `fit` or `load_state` (a model with nothing to
+        learn, which has no `fit` of its own, scores as it is)."""
         super().__init_subclass__(**kwargs)
         fit, score = cls.__dict__.get("fit"), cls.__dict__.get("score")
         if fit is not None and not getattr(fit, "_checked", False):
@@ -246,7 +247,7 @@ class Recommender:
 
             @functools.wraps(score)
             def checked_score(self, user_ids, video_ids, histories):
-                if not (self._fitted or self._in_fit):
+                if not (self._fitted or self._in_fit or type(self).fit is Recommender.fit):
                     raise NotFittedError(f"{self.name} must be fitted (or loaded) before scoring")
                 scores = np.asarray(score(self, user_ids, video_ids, histories))
                 if scores.shape != (len(user_ids), len(video_ids)):

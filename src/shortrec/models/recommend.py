@@ -81,6 +81,20 @@ def _seen_pairs(
     return row[known], column_of_sorted[sorted_col[known]]
 
 
+# What a list shows beside each video id, in order: KuaiRec's caption and first-level
+# category, an imported log's title (as `caption`) and categories, and the tags, by name
+# where the data names them (`tag_names`) and as ids otherwise.
+VIDEO_NAME_COLUMNS = ("caption", "first_level_category_name", "categories", "tag_names", "tags")
+
+
+def with_video_names(table: pl.DataFrame, videos: pl.DataFrame) -> pl.DataFrame:
+    """`table` (with a video_id column) joined with the videos' names and categories."""
+    shown = [c for c in VIDEO_NAME_COLUMNS if c in videos.columns]
+    if "tag_names" in shown:
+        shown.remove("tags")
+    return table.join(videos.select("video_id", *shown), on="video_id", how="left")
+
+
 def write_recommendations(frame: pl.DataFrame, path: str | Path) -> Path:
     """Write atomically as Parquet (.parquet) or CSV (.csv)."""
     path = Path(path)

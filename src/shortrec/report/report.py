@@ -288,11 +288,13 @@ def examples_section(results: list[ModelResult], users: int, k: int) -> Section:
             items = []
             for row in table.filter(table["user_id"] == user).iter_rows(named=True):
                 caption = _shorten(row.get("caption") or f"video {row['video_id']}")
-                category = row.get("first_level_category_name")
-                tags = row.get("tags")
+                category = row.get("first_level_category_name") or ", ".join(
+                    row.get("categories") or []
+                )
+                tags = row.get("tag_names") or row.get("tags")
                 detail = " · ".join(
                     str(x)
-                    for x in (category, f"tags {list(tags)}" if tags is not None else None)
+                    for x in (category or None, f"tags {list(tags)}" if tags else None)
                     if x is not None
                 )
                 items.append(

@@ -90,6 +90,8 @@ def video_metadata(videos: pl.DataFrame) -> dict[int, dict]:
         column("manual_cover_text", None),
         column("tags", None),
         column("topic_tag", None),
+        column("categories", None),
+        column("tag_names", None),
         column("video_duration", None),
         *(column(f"{level}_level_category_name", None) for level in ("first", "second", "third")),
         *(column(f"{level}_level_category_id", None) for level in ("first", "second", "third")),
@@ -102,6 +104,10 @@ def video_metadata(videos: pl.DataFrame) -> dict[int, dict]:
             if (name := _clean_text(row[f"{level}_level_category_name"]))
             and row[f"{level}_level_category_id"] != UNKNOWN_CATEGORY_ID
         ]
+        # An imported log's categories (genres...): names without KuaiRec's levels and ids.
+        categories += [
+            {"level": "category", "id": None, "name": str(name)} for name in row["categories"] or []
+        ]
         metadata[int(row["video_id"])] = {
             "video_id": int(row["video_id"]),
             "caption": _clean_text(row["caption"]),
@@ -109,6 +115,7 @@ def video_metadata(videos: pl.DataFrame) -> dict[int, dict]:
             "categories": categories,
             "tags": [int(tag) for tag in row["tags"] or []],
             "topic_tags": [str(tag) for tag in row["topic_tag"] or []],
+            "tag_names": [str(name) for name in row["tag_names"] or []],
             "video_duration_ms": row["video_duration"],
         }
     return metadata

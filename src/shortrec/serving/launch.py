@@ -78,7 +78,11 @@ def run_server(
         )
         uvicorn.run(api, workers=1, **options)
         return
-    spec.to_environment()  # each worker process builds its app from it
+    from shortrec.serving.swaps import pin_swap_baseline
+
+    # Each worker process builds its app from the spec; all of them, and any worker that
+    # replaces a crashed one, follow the model swaps recorded from now on.
+    pin_swap_baseline(spec).to_environment()
     workers = spec.settings.workers
     log(f"serving {spec.run_dir} with {workers} workers on http://{host}:{port}/")
     uvicorn.run("shortrec.serving.app:create_app_from_environment", factory=True,
