@@ -333,3 +333,146 @@ def test_the_paper_model_and_sampled_validation():
     assert not isinstance(model.net_.blocks[0].attention.out, torch.nn.Linear)
     assert model.fit_report_["validation"] == "sampled-20"
     assert model.fit_report_["best_validation_ndcg@10"] > 0.5  # the cycle is learned
+
+
+# --- issue 18: feedback as input, long-history summary, targets, samplers ------------------
+def branching_views(n_users: int = 200, length: int = 16, seed: int = 2) -> pl.DataFrame:
+    """After a liked view of item i the next view is i + 1; after a disliked one, i + 7:
+    only a model that reads each view's outcome can tell which comes next."""
+    rng = np.random.default_rng(seed)
+    items = np.zeros((n_users, length), np.int64)
+    ratios = np.where(rng.random((n_users, length)) < 0.5, 1.0, 0.05)
+    items[:, 0] = rng.integers(0, N_ITEMS, n_users)
+    for t in range(1, length):  # builds test data, not library code
+        step = np.where(ratios[:, t - 1] >= 0.7, 1, 7)
+        items[:, t] = (items[:, t - 1] + step) % N_ITEMS
+    return pl.DataFrame(
+        {
+            "user_id": np.repeat(np.arange(n_users), length) + 5000,
+            "video_id": items.ravel() + 100,
+            "timestamp": np.tile(np.arange(length), n_users).astype(float),
+            "watch_ratio": ratios.ravel(),
+        }
+    )
+
+
+def next_view_hit_rate(model: SASRec, views: pl.DataFrame) -> float:
+    """Share of users whose top-1 after all but their last view is that last view."""
+    ordered = views.sort(["user_id", "timestamp"])
+    last = ordered.group_by("user_id", maintain_order=True).last()
+    context = ordered.join(last.select("user_id", "timestamp"), on=["user_id", "timestamp"],
+                           how="anti")  # fmt: skip
+    users = last["user_id"].to_numpy()
+    videos = np.arange(100, 100 + N_ITEMS)
+    scores = model.score(users, videos, Histories.from_frame(context))
+    return float((videos[scores.argmax(axis=1)] == last["video_id"].to_numpy()).mean())
+
+
+def test_feedback_input_reads_each_views_outcome():
+    views = branching_views()
+    settings = dict(epochs=25, explicit_negatives=False, hidden_size=32, train_window="random")
+    blind = small_model(**settings).fit(training(views, like_rule=THRESHOLD))
+    reading = small_model(feedback_input=True, **settings).fit(training(views, like_rule=THRESHOLD))
+    assert next_view_hit_rate(reading, views) >= 0.85
+    assert next_view_hit_rate(blind, views) <= 0.65
+
+
+def test_feedback_and_summary_survive_save_and_load(tmp_path):
+    views = branching_views(n_users=40, length=30)
+    model = small_model(epochs=2, feedback_input=True, history_summary="liked").fit(
+        training(views, like_rule=THRESHOLD)
+    )
+    model.save(tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    history = Histories.from_frame(views)
+    users, videos = np.array([5000, 5003]), np.arange(100, 100 + N_ITEMS)
+    np.testing.assert_allclose(
+        model.score(users, videos, history), loaded.score(users, videos, history), atol=1e-6
+    )
+
+
+def test_history_summary_reads_views_older_than_the_window():
+    views = cyclic_views(n_users=30, length=20)
+    model = small_model(epochs=1, maxlen=4, history_summary="all").fit(training(views))
+    users, videos = np.array([5000]), np.arange(100, 100 + N_ITEMS)
+    history = Histories.from_frame(views.filter(pl.col("user_id") == 5000))
+    older = views.filter(pl.col("user_id") == 5000).with_columns(
+        pl.when(pl.col("timestamp") < 10).then(pl.col("video_id") * 0 + 100 + 39)
+        .otherwise(pl.col("video_id")).alias("video_id")
+    )  # fmt: skip
+    same_window = model.score(users, videos, Histories.from_frame(older))
+    assert not np.allclose(model.score(users, videos, history), same_window)
+    plain = small_model(epochs=1, maxlen=4).fit(training(views))
+    np.testing.assert_allclose(plain.score(users, videos, history),
+                               plain.score(users, videos, Histories.from_frame(older)),
+                               atol=1e-6)  # fmt: skip
+
+
+def test_older_views_are_the_views_before_each_window():
+    from shortrec.data.histories import IdMap
+    from shortrec.training.sequences import Sequences, feedback_codes
+
+    views = cyclic_views(n_users=2, length=6)
+    liked = np.tile([True, False], 6)
+    video_map = IdMap.from_ids(views["video_id"])
+    seqs = Sequences.from_frame(views, video_map, None, feedback_codes(liked, ~liked))
+    items, offsets = seqs.older_views(np.array([1, 0]), np.array([3, 0]))
+    assert items.tolist() == seqs.items[6:9].tolist() and offsets.tolist() == [0, 3]
+    items, offsets = seqs.older_views(np.array([0, 1]), np.array([4, 4]), liked_only=True)
+    assert items.tolist() == seqs.items[[0, 2, 6, 8]].tolist() and offsets.tolist() == [0, 2]
+
+
+def test_a_target_horizon_draws_later_views_of_the_same_user():
+    from shortrec.data.histories import IdMap
+    from shortrec.training.sequences import Sequences
+
+    views = cyclic_views(n_users=3, length=12)
+    seqs = Sequences.from_frame(views, IdMap.from_ids(views["video_id"]))
+    rows, ends = np.arange(3), np.array([6, 12, 8])
+    rng = np.random.default_rng(0)
+    inputs, targets, _, lengths = seqs.training_batch(rows, 20, ends, horizon=4, rng=rng)
+    steps = set()
+    for r, row in enumerate(rows):  # a handful of cells, checked one by one
+        row_items = seqs.items[seqs.offsets[row] : seqs.offsets[row + 1]]
+        first = ends[r] - lengths[r] - 1
+        for t in range(lengths[r]):
+            later = row_items[first + t + 1 : first + t + 5].tolist()
+            assert targets[r, t] in later  # one of the next 4 views, never past the row
+            steps.add(later.index(targets[r, t]) + 1)
+    assert steps == {1, 2, 3, 4}
+    nexts = seqs.training_batch(rows, 20, ends)[1]
+    for r, row in enumerate(rows):
+        first = seqs.offsets[row] + ends[r] - lengths[r]
+        assert nexts[r, : lengths[r]].tolist() == seqs.items[first : first + lengths[r]].tolist()
+
+
+def test_unlabelled_targets_get_no_positive_term():
+    torch.manual_seed(0)
+    hidden, embedding = torch.randn(1, 3, 8), torch.randn(11, 8)
+    targets, negatives = torch.tensor([[1, 2, 3]]), torch.tensor([[4, 5, 6]])
+    t, n = embedding[targets], embedding[negatives]
+    none = torch.zeros(1, 3, dtype=torch.bool)
+    middle = torch.tensor([[False, True, False]])
+
+    def loss(unlabelled, sampled_weight=1.0):
+        return next_item_loss("bce", hidden, targets, t, negatives, n, none, 1.0, embedding,
+                              1.0, unlabelled, sampled_weight)  # fmt: skip
+
+    target_logit = (hidden[0, 1] * t[0, 1]).sum()
+    expected = loss(None) - torch.nn.functional.softplus(-target_logit)
+    torch.testing.assert_close(loss(middle), expected)
+    negative_part = torch.nn.functional.softplus((hidden * n).sum(-1)).sum()
+    torch.testing.assert_close(loss(None) - loss(None, 0.0), negative_part)
+
+
+def test_new_options_are_flags_with_help_and_checked():
+    import dataclasses
+
+    helps = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(SASRec)}
+    for name in ("feedback_input", "positives", "history_summary", "target_horizon",
+                 "negative_sampler", "sampled_weight"):  # fmt: skip
+        assert len(helps[name]) > 20, name
+    with pytest.raises(ValueError, match="positives must be one of"):
+        SASRec(positives="views", device="cpu").fit(training(cyclic_views(n_users=5)))
+    with pytest.raises(ValueError, match="history_summary must be one of"):
+        SASRec(history_summary="yes", device="cpu").fit(training(cyclic_views(n_users=5)))

@@ -86,4 +86,4 @@ def test_a_resumed_two_process_run_matches_an_uninterrupted_one(tmp_path):
         assert torch.equal(tensor, result["resumed"][name]), name
     # Only rank 0 wrote checkpoints, holding both ranks' random streams.
     saved = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
-    assert len(saved["generators"]) == 2 and saved["config"]["world_size"] == 2
+    assert len(saved["random"]) == 2 and saved["settings"]["world_size"] == 2

@@ -19,14 +19,16 @@ Each batch's summed loss is divided by the epoch's average positions per batch, 
 own count: with bucketed batches, a per-batch mean overweighted short sequences and cost
 0.05 sampled-100 NDCG@10 against the reference port on generated Games-like data.
 
-Determinism. Each epoch's shuffling comes from numpy seeded by (seed, epoch); negatives and
-dropout come from one private torch generator whose state is checkpointed. A run resumed
-from a checkpoint therefore continues exactly like an uninterrupted one (on the CPU).
+Epochs run on `training/loop.py` `fit_epochs` (validation every `eval_every`, early
+stopping, checkpoints with every rank's streams); the checkpoint is kept after a completed
+fit, so `--resume` can extend a finished run. Determinism. Each epoch's shuffling comes from
+numpy seeded by (seed, epoch); negatives and dropout come from one private torch generator
+whose state is checkpointed. A run resumed from a checkpoint therefore continues exactly like
+an uninterrupted one (on the CPU).
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import time
@@ -39,14 +41,9 @@ import torch
 from tqdm.auto import tqdm
 
 from shortrec.data.histories import Histories, IdMap
+from shortrec.data.labels import LikeRule
 from shortrec.models.base import FitContext, Recommender, TrainingData, hyperparameter
 from shortrec.models.sasrec_net import NORMS, SASRecConfig, SASRecNet
-from shortrec.training.checkpoint import (
-    check_compatible,
-    checkpoint_path,
-    load_checkpoint,
-    save_checkpoint,
-)
 from shortrec.training.device import (
     derive_seed,
     make_generator,
@@ -56,8 +53,6 @@ from shortrec.training.device import (
 )
 from shortrec.training.distributed import (
     World,
-    from_main,
-    gathered,
     process_group,
     rank_device,
     rank_seed,
@@ -65,7 +60,7 @@ from shortrec.training.distributed import (
     sum_across,
     wrap,
 )
-from shortrec.training.early_stopping import EarlyStopping
+from shortrec.training.loop import Resume, fit_epochs
 from shortrec.training.memory import peak_device_mb, peak_rss_mb
 from shortrec.training.objectives import (
     LOSSES,
@@ -75,9 +70,18 @@ from shortrec.training.objectives import (
     redraw_seen,
     seen_keys,
 )
-from shortrec.training.sequences import Sequences, epoch_batches
+from shortrec.training.sequences import (
+    FEEDBACK_LIKED,
+    FEEDBACK_NEUTRAL,
+    Sequences,
+    epoch_batches,
+    feedback_codes,
+)
 
 TRAIN_WINDOWS = ("last", "random")
+POSITIVES = ("not-disliked", "liked", "liked-vs-rest")
+NEGATIVE_SAMPLERS = ("uniform", "popularity")
+SUMMARIES = ("none", "all", "liked")
 SCORE_BATCH_USERS = 1024
 VALIDATION_BATCH_USERS = 128  # small: full-catalogue score buffers set the peak memory
 
@@ -116,6 +120,12 @@ _PAPER_COMMON: dict[str, Any] = {
     "train_window": "last",
     "validation_sampled": 100,
     "amp": False,
+    "feedback_input": False,
+    "positives": "not-disliked",
+    "sampled_weight": 1.0,
+    "history_summary": "none",
+    "target_horizon": 1,
+    "negative_sampler": "uniform",
 }
 # The run's protocol, not the model's: `--preset paper-*` sets these run options too.
 PAPER_PROTOCOL: dict[str, Any] = {"protocol": "leave-last-out", "like_rule": "all", "sampled": 100}
@@ -131,7 +141,9 @@ _RESUME_KEYS = ("seed", "maxlen", "hidden_size", "num_blocks", "num_heads", "dro
                 "learning_rate", "l2_emb", "batch_size", "norm", "attention_sink",
                 "attention_projection", "loss", "n_negatives", "unseen_negatives", "bucketing",
                 "explicit_negatives", "weighted_dislike", "train_window",
-                "validation_sampled")  # fmt: skip
+                "validation_sampled", "feedback_input", "positives",
+                "sampled_weight", "history_summary", "target_horizon",
+                "negative_sampler")  # fmt: skip
 
 
 def paper_preset(name: str) -> dict[str, Any]:
@@ -236,6 +248,45 @@ class SASRec(Recommender):
     bucketing: bool = hyperparameter(True, "Batch sequences of similar length (off: the paper).")
     amp: bool = hyperparameter(False, "bfloat16 autocast on CUDA.")
     num_threads: int = hyperparameter(1, "torch CPU threads; 0 keeps torch's own.", minimum=0)
+    feedback_input: bool = hyperparameter(
+        False,
+        "Embed each past view's outcome (liked / neither / disliked by the like rule) beside "
+        "its video in the input sequence; off: the input is the videos alone (the paper).",
+    )
+    positives: str = hyperparameter(
+        "not-disliked",
+        "Which next views are positive targets: not-disliked (every view the like rule does "
+        "not call disliked) | liked (only liked views; views neither liked nor disliked are "
+        "not targets) | liked-vs-rest (liked views; every other view is an explicit "
+        "negative). Validation counts the same views as relevant.",
+        choices=POSITIVES,
+    )
+    negative_sampler: str = hyperparameter(
+        "uniform",
+        "How sampled negatives are drawn: uniform over videos (the paper) | popularity (in "
+        "proportion to training views, so the model learns which videos a user watches MORE "
+        "than the feed shows them to everyone, not what the feed exposes).",
+        choices=NEGATIVE_SAMPLERS,
+    )
+    target_horizon: int = hyperparameter(
+        1,
+        "Each position's target is drawn from the user's next this-many views (1: the next "
+        "view, the paper): a longer horizon learns lasting taste more than what comes next.",
+        minimum=1,
+    )
+    history_summary: str = hyperparameter(
+        "none",
+        "Add a mean embedding (its own table) of the views older than the maxlen window to "
+        "the sequence's hidden state, long-term taste beside the recent window: none | all "
+        "(every older view) | liked (only the older liked views).",
+        choices=SUMMARIES,
+    )
+    sampled_weight: float = hyperparameter(
+        1.0,
+        "Weight of the sampled (random) negatives of the bce loss; 1 is the paper. Lower "
+        "weights learn less of what the feed exposes and more of which shown views are liked.",
+        minimum=0.0,
+    )
 
     # --- configuration ---------------------------------------------------------------------
     @classmethod
@@ -262,16 +313,28 @@ class SASRec(Recommender):
             problems.append(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.norm not in NORMS:
             problems.append(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
+        if self.positives not in POSITIVES:
+            problems.append(f"positives must be one of {', '.join(POSITIVES)}, got "
+                            f"{self.positives!r}")  # fmt: skip
+        if self.history_summary not in SUMMARIES:
+            problems.append(f"history_summary must be one of {', '.join(SUMMARIES)}, got "
+                            f"{self.history_summary!r}")  # fmt: skip
+        if self.negative_sampler not in NEGATIVE_SAMPLERS:
+            problems.append(f"negative_sampler must be one of {', '.join(NEGATIVE_SAMPLERS)}, "
+                            f"got {self.negative_sampler!r}")  # fmt: skip
         if self.train_window not in TRAIN_WINDOWS:
             problems.append(f"train_window must be 'last' or 'random', got {self.train_window!r}")
         for field in ("maxlen", "hidden_size", "num_blocks", "num_heads", "batch_size",
-                      "eval_every", "n_negatives", "max_eval_users"):  # fmt: skip
+                      "eval_every", "n_negatives", "max_eval_users",
+                      "target_horizon"):  # fmt: skip
             if getattr(self, field) < 1:
                 problems.append(f"{field} must be >= 1, got {getattr(self, field)}")
         if not 0.0 <= self.dropout < 1.0:
             problems.append(f"dropout must be in [0, 1), got {self.dropout}")
         if self.validation_sampled < 0:
             problems.append(f"validation_sampled must be >= 0, got {self.validation_sampled}")
+        if self.sampled_weight < 0:
+            problems.append(f"sampled_weight must be >= 0, got {self.sampled_weight}")
         if self.weighted_dislike < 0:
             problems.append(f"weighted_dislike must be >= 0, got {self.weighted_dislike}")
         if self.hidden_size % max(self.num_heads, 1):
@@ -290,6 +353,8 @@ class SASRec(Recommender):
             norm=self.norm,
             attention_sink=self.attention_sink,
             attention_projection=self.attention_projection,
+            feedback_input=self.feedback_input,
+            history_summary=self.history_summary != "none",
         )
 
     # --- training --------------------------------------------------------------------------
@@ -306,8 +371,12 @@ class SASRec(Recommender):
         train, validation = data.views, data.validation
         dislikes = self.explicit_negatives
         self.video_map_ = IdMap.from_ids(train["video_id"])
+        self._fit_labeller(data)
         sequences = Sequences.from_frame(
-            train, self.video_map_, data.disliked if dislikes else None
+            train,
+            self.video_map_,
+            data.disliked if dislikes else None,
+            feedback_codes(data.liked, data.disliked),
         )
         n_items = len(self.video_map_)
         self.popularity_ = np.bincount(sequences.items, minlength=n_items + 1)[1:].astype(
@@ -326,37 +395,24 @@ class SASRec(Recommender):
             net = SASRecNet(self._net_config(n_items)).to(device)
         optimizer = _adam(net, self.learning_rate)
         generator = make_generator(rank_seed(self.seed, job), device)
-        stopper = EarlyStopping(patience=self.patience)
-        best_state: dict | None = None
-        history: list[dict[str, float]] = []
-        start_epoch = 0
         config = {k: getattr(self, k) for k in _RESUME_KEYS} | {
             "like_rule": str(data.like_rule), "world_size": job.size}  # fmt: skip
-        checkpoint_dir = context.checkpoint_dir if job.is_main else None
-        saved = from_main(load_checkpoint(checkpoint_dir) if checkpoint_dir else None, job)
-        if saved is not None:
-            path = checkpoint_path(checkpoint_dir or "<rank 0>")
-            check_compatible(saved["config"], config, path)
-            _check_same_data(saved, self.video_map_, sequences, path)
-            net.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            generator.set_state(saved["generators"][job.rank])
-            stopper = EarlyStopping.from_state_dict(saved["early_stopping"])
-            best_state = saved["best_model"]
-            history = saved["history"]
-            start_epoch = saved["epoch"]
-            del saved
+        resume = Resume(
+            config,
+            {
+                "video_ids": self.video_map_.raw_ids,
+                "user_ids": sequences.user_ids,
+                "n_views": len(sequences.items),
+            },
+        )
         model = wrap(net, job, device)
-
-        started = time.perf_counter()
-        train_seconds, sequences_trained = 0.0, 0
         show = context.progress and job.is_main
-        bar = tqdm(range(start_epoch, self.epochs), desc="sasrec", disable=not show,
-                   initial=start_epoch, total=self.epochs, unit="epoch")  # fmt: skip
-        for epoch in bar:
-            if stopper.should_stop:
-                break
-            rng = np.random.default_rng([self.seed, epoch])
+        sequences_trained = [0]
+
+        def train_epoch(epoch: int) -> dict[str, float]:
+            # The loop's "seconds" include validation; these time training alone.
+            tick, cpu_tick = time.perf_counter(), time.process_time()
+            rng = np.random.default_rng([self.seed, epoch - 1])
             full = sequences.lengths[trainable]
             ends = full if self.train_window == "last" else rng.integers(2, full + 1)
             windows = np.minimum(ends, self.maxlen + 1)
@@ -368,55 +424,40 @@ class SASRec(Recommender):
                            for i in range(0, len(order), self.batch_size)]  # fmt: skip
             # Every rank must take part in every step: a batch too small to share is skipped.
             batches = [rows for rows in batches if len(rows) >= job.size]
-            tick, cpu_tick = time.perf_counter(), time.process_time()
             with seeded_global_rng(derive_seed(generator), device):
-                steps = tqdm(batches, desc=f"epoch {epoch + 1}", disable=not show, leave=False)
+                steps = tqdm(batches, desc=f"epoch {epoch}", disable=not show, leave=False)
                 mean_loss = self._train_epoch(
                     model, net, optimizer, generator, sequences, trainable, ends, steps,
-                    device, job, seen,
+                    device, job, seen, epoch - 1,
                 )  # fmt: skip
-            seconds = time.perf_counter() - tick
-            train_seconds += seconds
-            sequences_trained += sum(len(rows) for rows in batches)
-            record = {"epoch": epoch + 1, "loss": mean_loss, "seconds": seconds,
-                      "cpu_seconds": time.process_time() - cpu_tick}  # fmt: skip
-            last_epoch = epoch + 1 == self.epochs
-            if targets is not None and ((epoch + 1) % self.eval_every == 0 or last_epoch):
-                record["validation_ndcg@10"] = self._validation_ndcg(
-                    net, sequences, targets, device, job, show
-                )
-                if stopper.update(record["validation_ndcg@10"], epoch + 1):
-                    best_state = copy.deepcopy(net.state_dict())
-                self.report_epoch(context, epoch + 1, record["validation_ndcg@10"])
-            history.append(record)
-            bar.set_postfix(loss=f"{mean_loss:.4f}", seq_s=f"{len(trainable) / seconds:.0f}",
-                            best=f"{stopper.best_score:.4f}")  # fmt: skip
-            generators = gathered(generator.get_state(), job)
-            if checkpoint_dir:
-                save_checkpoint(checkpoint_dir, {
-                    "config": config, "epoch": epoch + 1, "model": net.state_dict(),
-                    "optimizer": optimizer.state_dict(), "generators": generators,
-                    "early_stopping": stopper.state_dict(), "best_model": best_state,
-                    "history": history, "video_ids": self.video_map_.raw_ids,
-                    "user_ids": sequences.user_ids, "n_views": len(sequences.items),
-                })  # fmt: skip
-        bar.close()
-        if best_state is not None:
-            net.load_state_dict(best_state)
+            sequences_trained[0] += sum(len(rows) for rows in batches)
+            return {"loss": mean_loss, "train_seconds": time.perf_counter() - tick,
+                    "train_cpu_seconds": time.process_time() - cpu_tick}  # fmt: skip
+
+        def validate(epoch: int) -> float:
+            return self._validation_ndcg(net, sequences, targets, device, job, show)
+
+        # Kept after completion: `--resume` may extend a finished run to more epochs.
+        result = fit_epochs(
+            self.name, net, optimizer, train_epoch, None if targets is None else validate,
+            epochs=self.epochs, patience=self.patience, context=context,
+            validate_every=self.eval_every, generators=[generator], resume=resume, job=job,
+            keep_checkpoint=True,
+        )  # fmt: skip
+        train_seconds = result.train_seconds
         net.eval()
         self.net_ = net
         self._candidates = None
+        report = result.report()
+        history = report.pop("history")
         summary = {
-            "epochs": history[-1]["epoch"] if history else 0,
-            "epochs_this_run": len(history) - start_epoch if history else 0,
-            "best_epoch": stopper.best_epoch if best_state is not None else None,
-            "best_validation_ndcg@10": stopper.best_score if best_state is not None else None,
+            **report,
             "validation": f"sampled-{self.validation_sampled}"
             if self.validation_sampled
             else "full-ranking",
-            "seconds": time.perf_counter() - started,
-            "train_seconds_per_epoch": train_seconds / max(len(history) - start_epoch, 1),
-            "sequences_per_second": sequences_trained / train_seconds if train_seconds else 0.0,
+            "seconds": result.seconds,
+            "train_seconds_per_epoch": train_seconds / max(result.epochs_this_run, 1),
+            "sequences_per_second": sequences_trained[0] / train_seconds if train_seconds else 0.0,
             "peak_rss_mb": peak_rss_mb(),
             "peak_device_mb": peak_device_mb(device),
             "device": str(device),
@@ -429,7 +470,7 @@ class SASRec(Recommender):
         return self
 
     def _train_epoch(self, model, net, optimizer, generator, sequences, trainable, ends,
-                     batches, device, job, seen):  # fmt: skip
+                     batches, device, job, seen, epoch):  # fmt: skip
         """One pass over `batches`; each rank trains on its share of every batch, and the
         loss is scaled so the gradient is the whole batch's (`training/distributed.py`)."""
         model.train()
@@ -444,32 +485,54 @@ class SASRec(Recommender):
         if len(batches) == 0:
             return float("nan")
         positions = np.minimum(ends - 1, self.maxlen)
+        horizon_rng = np.random.default_rng([self.seed, epoch, job.rank])
+        needs_feedback = self.feedback_input or self.positives != "not-disliked"
+        viewed = None
+        if self.negative_sampler == "popularity":
+            viewed = torch.from_numpy(sequences.items).to(device)
         epoch_average = float(positions[np.concatenate(list(batches))].sum()) / len(batches)
         for rows in batches:
             # The paper's random batches: a mean over the batch's own positions. Bucketed
             # batches: over the epoch's average, or short sequences would weigh up to 50x more.
             divisor = epoch_average if self.bucketing else float(positions[rows].sum())
             mine = share_of(rows, job)
-            inputs, next_items, next_disliked, lengths = sequences.training_batch(
-                trainable[mine], self.maxlen, ends[mine]
+            batch = sequences.training_batch(trainable[mine], self.maxlen, ends[mine],
+                                             self.target_horizon, horizon_rng,
+                                             with_feedback=needs_feedback)  # fmt: skip
+            inputs, next_items, next_disliked, lengths, *feedback = (
+                torch.from_numpy(a).to(device, non_blocking=True) for a in batch
             )
-            inputs, next_items, next_disliked, lengths = (
-                torch.from_numpy(a).to(device, non_blocking=True)
-                for a in (inputs, next_items, next_disliked, lengths)
-            )
+            input_feedback, next_feedback = feedback if needs_feedback else (None, None)
+            unlabelled = None
+            if self.positives == "liked":
+                unlabelled = next_feedback == FEEDBACK_NEUTRAL
+            elif self.positives == "liked-vs-rest":
+                next_disliked = next_feedback != FEEDBACK_LIKED
             negatives = draw_negatives(self.loss, next_items, n_items, self.n_negatives, generator)
+            if viewed is not None and negatives is not None:
+                # A uniform draw over all training views is a draw by popularity.
+                picks = torch.randint(0, len(viewed), negatives.shape, generator=generator,
+                                      device=negatives.device)  # fmt: skip
+                negatives = viewed[picks]
             if seen is not None and negatives is not None:
                 user_rows = torch.from_numpy(trainable[mine]).to(device)
                 negatives = redraw_seen(negatives, user_rows, seen, n_items, generator)
             input_vectors, target_vectors, negative_vectors = batch_item_vectors(
                 table, inputs, next_items, negatives
             )
+            older = None
+            if self.history_summary != "none":
+                window_first = ends[mine] - lengths.cpu().numpy() - 1
+                older = tuple(torch.from_numpy(a).to(device) for a in
+                              sequences.older_views(trainable[mine], window_first,
+                                                      self.history_summary == "liked"))  # fmt: skip
             with autocast:
-                hidden = model(inputs, lengths, input_vectors)
+                hidden = model(inputs, lengths, input_vectors,
+                               input_feedback if self.feedback_input else None, older)  # fmt: skip
             loss = next_item_loss(
                 self.loss, hidden.float(), next_items, target_vectors, negatives,
                 negative_vectors, next_disliked, self.weighted_dislike, table,
-                divisor / job.size,
+                divisor / job.size, unlabelled, self.sampled_weight,
             )  # fmt: skip
             if self.l2_emb > 0:
                 loss = loss + 0.5 * self.l2_emb * table.square().sum()
@@ -488,7 +551,9 @@ class SASRec(Recommender):
         relevant videos are all unknown are left out."""
         if validation is None or validation.height == 0:
             return None
-        if dislikes:
+        if self.positives in ("liked", "liked-vs-rest"):
+            validation = validation.filter(pl.col("liked"))
+        elif dislikes:
             validation = validation.filter(~pl.col("disliked"))
         rows = IdMap(sequences.user_ids).index(validation["user_id"])
         items = self.video_map_.index(validation["video_id"])
@@ -522,10 +587,7 @@ class SASRec(Recommender):
             for start in tqdm(starts, desc="sasrec validation", disable=not show, leave=False):
                 stop = min(start + VALIDATION_BATCH_USERS, len(targets.rows))
                 rows = targets.rows[start:stop]
-                items, lengths = sequences.tail(rows, self.maxlen)
-                hidden = net.last_hidden(
-                    torch.from_numpy(items).to(device), torch.from_numpy(lengths).to(device)
-                )
+                hidden = self._last_hidden(net, sequences, rows, device)
                 scores = net.all_item_logits(hidden).float().cpu().numpy()
                 lo, hi = bounds[start], bounds[stop]
                 pair_user, pair_item = targets.pair_user[lo:hi] - start, targets.pair_item[lo:hi]
@@ -579,11 +641,13 @@ class SASRec(Recommender):
             known, weights, popularity = self._candidate_table(video_ids, device)
             for start in range(0, len(user_ids), SCORE_BATCH_USERS):
                 stop = min(start + SCORE_BATCH_USERS, len(user_ids))
-                batch = Sequences.from_histories(histories, user_ids[start:stop], self.video_map_)
-                items, lengths = batch.tail(np.arange(stop - start), self.maxlen)
-                hidden = net.last_hidden(
-                    torch.from_numpy(items).to(device), torch.from_numpy(lengths).to(device)
-                )
+                batch = Sequences.from_histories(
+                    histories, user_ids[start:stop], self.video_map_,
+                    self._history_feedback if self.feedback_input or self.history_summary == "liked"
+                    else None,
+                )  # fmt: skip
+                lengths = np.minimum(batch.lengths, self.maxlen)
+                hidden = self._last_hidden(net, batch, np.arange(stop - start), device)
                 logits = (hidden @ weights.T).float().cpu().numpy()
                 logits[lengths == 0] = popularity
                 block = out[start:stop]
@@ -594,6 +658,44 @@ class SASRec(Recommender):
                     floor = logits.min(axis=1, keepdims=True) - 1.0 if logits.shape[1] else 0.0
                     block[:, ~known] = floor
         return out
+
+    def _last_hidden(self, net, sequences: Sequences, rows: np.ndarray, device) -> torch.Tensor:
+        """Hidden state after the newest `maxlen` views of the given sequence rows."""
+        items, lengths, feedback = sequences.tail_with_feedback(rows, self.maxlen)
+        feedback = torch.from_numpy(feedback).to(device) if self.feedback_input else None
+        older = None
+        if self.history_summary != "none":
+            window_first = sequences.lengths[rows] - lengths
+            older = tuple(torch.from_numpy(a).to(device)
+                          for a in sequences.older_views(rows, window_first,
+                                                    self.history_summary == "liked"))  # fmt: skip
+        return net.last_hidden(
+            torch.from_numpy(items).to(device),
+            torch.from_numpy(lengths).to(device),
+            feedback,
+            older,
+        )
+
+    def _fit_labeller(self, data: TrainingData) -> None:
+        """Keep what labelling a history's views at scoring time needs: the fitted like rule
+        and each known video's duration (NaN where the views do not say)."""
+        self.like_rule_ = data.like_rule
+        durations = np.full(len(self.video_map_), np.nan, dtype=np.float32)
+        if "video_duration" in data.views.columns:
+            per_video = data.views.group_by("video_id").agg(pl.col("video_duration").first())
+            columns = self.video_map_.index(per_video["video_id"])
+            known = columns >= 0
+            durations[columns[known]] = per_video["video_duration"].to_numpy()[known]
+        self.video_durations_ = durations
+
+    def _history_feedback(self, items: np.ndarray, watch_ratios: np.ndarray) -> np.ndarray:
+        """Feedback codes of history views (1-based items) by the fitted like rule."""
+        rule: LikeRule = self.like_rule_
+        frame = pl.DataFrame({
+            "watch_ratio": np.nan_to_num(watch_ratios.astype(np.float64), nan=1.0),
+            "video_duration": self.video_durations_[items - 1].astype(np.float64),
+        })  # fmt: skip
+        return feedback_codes(rule.liked(frame), rule.disliked(frame))
 
     def _candidate_table(self, video_ids: np.ndarray, device) -> tuple:
         """(known mask, item embeddings, popularity fallback) of the candidate videos. A
@@ -654,16 +756,6 @@ def _require_columns(frame: pl.DataFrame, columns: tuple[str, ...], what: str) -
         raise ValueError(
             f"SASRec {what} views lack column(s) {', '.join(missing)}; have {frame.columns}"
         )
-
-
-def _check_same_data(saved: dict, video_map: IdMap, sequences: Sequences, path: Path) -> None:
-    same = (
-        np.array_equal(saved["video_ids"], video_map.raw_ids)
-        and np.array_equal(saved["user_ids"], sequences.user_ids)
-        and saved["n_views"] == len(sequences.items)
-    )
-    if not same:
-        raise ValueError(f"checkpoint {path} was trained on other data; use another checkpoint_dir")
 
 
 def _fmt(value: Any) -> str:

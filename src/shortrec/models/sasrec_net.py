@@ -11,6 +11,16 @@ position never sees the padding that follows it, so no padding mask is needed, t
 longer ones. Positions are counted from the END of each sequence (the newest item is
 position 0), like the reference implementation, whose left-padded windows always put the
 newest item in the last slot.
+
+With `feedback_input`, each position also carries the outcome of that view (a code from
+`training/sequences.py`: disliked, neither, liked), embedded and added to the item's
+embedding, as HSTU interleaves actions with items: the context then says what the user
+thought of what they watched, not only what the feed showed them.
+
+With `history_summary`, the liked views OLDER than the attention window (a KuaiRec user has
+~1,800 views; the window holds the newest `maxlen`) are averaged through their own
+embedding table (as FISM pools a user's items) and added to every hidden state: a compact,
+causal summary of long-term taste next to the recent window.
 """
 
 from __future__ import annotations
@@ -43,6 +53,11 @@ class SASRecConfig:
     # A linear layer after attention (the public PyTorch port's nn.MultiheadAttention has
     # one); the paper and the reference TensorFlow code have none: S = softmax(QK^T/sqrt d)V.
     attention_projection: bool = True
+    # Embed each input view's feedback code beside its item (0 = padding).
+    feedback_input: bool = False
+    n_feedback: int = 4
+    # Add a mean embedding of the liked views older than the window to every hidden state.
+    history_summary: bool = False
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
@@ -163,7 +178,17 @@ class SASRecNet(nn.Module):
         self.config = config
         self.item_embedding = nn.Embedding(config.n_items + 1, config.hidden_size, padding_idx=0)
         self.position_embedding = nn.Embedding(config.maxlen, config.hidden_size)
+        self.feedback_embedding = (
+            nn.Embedding(config.n_feedback, config.hidden_size, padding_idx=0)
+            if config.feedback_input
+            else None
+        )
         self.embedding_dropout = FastDropout(config.dropout)
+        self.summary_embedding = (
+            nn.EmbeddingBag(config.n_items + 1, config.hidden_size, mode="mean", padding_idx=0)
+            if config.history_summary
+            else None
+        )
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_blocks))
         # Post-norm blocks already end in a layer norm.
         self.final_norm = (
@@ -180,18 +205,31 @@ class SASRecNet(nn.Module):
                 nn.init.zeros_(parameter)
         with torch.no_grad():
             self.item_embedding.weight[0].zero_()
+            if self.feedback_embedding is not None:
+                self.feedback_embedding.weight[0].zero_()
 
     def forward(
-        self, items: torch.Tensor, lengths: torch.Tensor, item_vectors: torch.Tensor | None = None
+        self,
+        items: torch.Tensor,
+        lengths: torch.Tensor,
+        item_vectors: torch.Tensor | None = None,
+        feedback: torch.Tensor | None = None,
+        older: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Hidden states (batch, length, hidden) for right-padded `items` (batch, length)
         whose first `lengths` entries per row are real. `item_vectors` may carry their
-        embeddings already looked up (training gathers all of a batch's items at once)."""
+        embeddings already looked up (training gathers all of a batch's items at once);
+        `feedback` (batch, length) holds the views' feedback codes when the net reads them;
+        `older` the (flat items, bag offsets) of the liked views before each window."""
         length = items.shape[1]
         offsets = torch.arange(length, device=items.device)
         from_end = (lengths[:, None] - 1 - offsets[None, :]).clamp(0, self.config.maxlen - 1)
         if item_vectors is None:
             item_vectors = self.item_embedding(items)
+        if self.feedback_embedding is not None:
+            if feedback is None:
+                raise ValueError("this SASRec net reads feedback codes; pass `feedback`")
+            item_vectors = item_vectors + self.feedback_embedding(feedback)
         x = item_vectors * math.sqrt(self.config.hidden_size)
         x = self.embedding_dropout(x + self.position_embedding(from_end))
         sink = None
@@ -201,11 +239,22 @@ class SASRecNet(nn.Module):
             sink = torch.where(slots > 0, slots.log(), float("-inf"))[:, None, None, None]
         for block in self.blocks:
             x = block(x, sink)
-        return self.final_norm(x)
+        x = self.final_norm(x)
+        if self.summary_embedding is not None:
+            if older is None:
+                raise ValueError("this SASRec net reads a history summary; pass `older`")
+            x = x + self.summary_embedding(*older)[:, None, :]
+        return x
 
-    def last_hidden(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def last_hidden(
+        self,
+        items: torch.Tensor,
+        lengths: torch.Tensor,
+        feedback: torch.Tensor | None = None,
+        older: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """The hidden state after each sequence's newest item: (batch, hidden)."""
-        hidden = self.forward(items, lengths)
+        hidden = self.forward(items, lengths, feedback=feedback, older=older)
         last = (lengths - 1).clamp(min=0)
         return hidden[torch.arange(len(items), device=items.device), last]
 

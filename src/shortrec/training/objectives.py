@@ -101,9 +101,14 @@ def next_item_loss(
     dislike_weight: float,
     item_embedding: torch.Tensor,
     positions_per_batch: float | None = None,
+    target_unlabelled: torch.Tensor | None = None,
+    sampled_weight: float = 1.0,
 ) -> torch.Tensor:
     """Next-item loss summed over the non-padding positions of a batch, divided by
     `positions_per_batch` (the epoch's average; default: this batch's own count).
+    Positions in `target_unlabelled` (e.g. views neither liked nor disliked, when only likes
+    are positives) get no positive or disliked term; "bce" still draws their negative,
+    weighted `sampled_weight` (1: the paper; 0 learns only which shown videos are liked).
 
     A fixed divisor keeps every position's weight equal across batches: batches bucketed
     by length hold from ~100 to 6,400 positions, and dividing by each one's own count
@@ -111,13 +116,16 @@ def next_item_loss(
     valid = targets > 0
     disliked = target_disliked & valid
     positive = valid & ~disliked
+    if target_unlabelled is not None:
+        disliked = disliked & ~target_unlabelled
+        positive = positive & ~target_unlabelled
     target_logit = (hidden * target_vectors).sum(-1)
     if loss == "bce":
         negative_logit = (hidden * negative_vectors).sum(-1)
         real_negative = valid & (negatives != targets) & (negatives > 0)
         total = (
             F.softplus(-target_logit)[positive].sum()
-            + F.softplus(negative_logit)[real_negative].sum()
+            + sampled_weight * F.softplus(negative_logit)[real_negative].sum()
             + dislike_weight * F.softplus(target_logit)[disliked].sum()
         )
     elif loss == "sampled-softmax":
