@@ -308,8 +308,8 @@ def main() -> int:
                         help="fabricated views per user (big_matrix: 12.5M / 7,176)")  # fmt: skip
     parser.add_argument("--workers", type=int, default=1, help="server worker processes")
     parser.add_argument("--db", help="event store of the started servers (default: a fresh "
-                        "SQLite file each), e.g. postgresql://user@host/db; '{server}' in it is replaced by "
-                        "'this' or 'baseline'")  # fmt: skip
+                        "SQLite file each), e.g. postgresql://user@host/db; '{server}' in "
+                        "it is replaced by 'this' or 'baseline'")  # fmt: skip
     parser.add_argument("--baseline-src", type=Path,
                         help="also measure a server run from this source tree (e.g. the src/ "
                         "of an older commit), alternating with this one")  # fmt: skip

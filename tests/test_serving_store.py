@@ -37,7 +37,7 @@ def new_app(release: Path, db: str):
 
 
 def check_events_survive_a_restart(release: Path, db: str) -> None:
-    events = [{"user_id": 3, "video_id": v, "watch_ratio": 1.0, "timestamp": 1.9e9 + v}
+    events = [{"user_id": 3, "video_id": v, "watch_ratio": 1.0, "timestamp": 1.75e9 + v}
               for v in (11, 12, 13)]  # fmt: skip
     events.append({"user_id": 555_555, "video_id": 14, "watch_ratio": 0.3})
     with TestClient(new_app(release, db), base_url="http://127.0.0.1") as first:
