@@ -21,7 +21,7 @@ import os
 import psutil
 
 from shortrec.leaderboard import compare_runs
-from shortrec.runs import RunConfig, load_data, read_metrics, split_for, train_run
+from shortrec.runs import Run, RunConfig, load_data, split_for, train_run
 
 
 def main() -> None:
@@ -45,13 +45,13 @@ def main() -> None:
     }
     runs, cpu = {}, {}
     for label, (model, params) in variants.items():
-        config = RunConfig(model=model, params=params, data_dir=args.data, seed=args.seed)
+        config = RunConfig.build(model, args.data, params, seed=args.seed)
         started = _cpu_seconds()
         runs[label] = train_run(
             config, args.runs_dir, evaluate_on=("test",), split=split, progress=False
         )
         cpu[label] = _cpu_seconds() - started
-        metrics = read_metrics(runs[label])
+        metrics = Run(runs[label]).metrics
         ndcg = metrics["test"]["summary"]["ndcg@10"]
         print(
             f"{label:15s} test ndcg@10 {ndcg['mean']:.4f} [{ndcg['low']:.4f}, {ndcg['high']:.4f}]"
@@ -67,8 +67,8 @@ def main() -> None:
             f"p={paired.p_value:.2g} (spark better for {paired.b_better} users, "
             f"worse for {paired.a_better}, ties {paired.ties})"
         )
-    implicit_s = read_metrics(runs["als (implicit)"])["train_seconds"]
-    spark_s = read_metrics(runs["als (spark)"])["train_seconds"]
+    implicit_s = Run(runs["als (implicit)"]).metrics["train_seconds"]
+    spark_s = Run(runs["als (spark)"]).metrics["train_seconds"]
     spark_cpu = cpu["als (spark)"] / cpu["als (implicit)"]
     print(
         f"spark / implicit on master {args.spark_master}: fit wall {spark_s / implicit_s:.1f}x, "

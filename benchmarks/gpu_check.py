@@ -18,7 +18,6 @@ from an earlier check with `--cpu-runs RUNS_DIR` (the newest run per label is ta
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -32,17 +31,16 @@ def variants(name: str) -> list[tuple[str, dict]]:
     return [("fp32", {})]
 
 
-def newest_run(runs_dir: Path, label: str) -> Path | None:
-    """The newest run folder under `runs_dir` whose config carries `label`."""
-    found = []
-    for config in runs_dir.glob("*/config.json"):
-        if json.loads(config.read_text()).get("label") == label:
-            found.append(config.parent)
-    return max(found, key=lambda p: p.name) if found else None
+def newest_run(runs_dir: Path, label: str):
+    """The newest run under `runs_dir` whose config carries `label`."""
+    from shortrec.runs import list_runs
+
+    found = [run for run in list_runs(runs_dir) if run.config.label == label]
+    return found[-1] if found else None  # run folder names start with the time
 
 
-def summary(run_dir: Path) -> dict:
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+def summary(run) -> dict:
+    metrics = run.metrics
     history = metrics.get("fit", {}).get("history", [])
     seconds = [r["seconds"] for r in history if "seconds" in r]
     return {
@@ -79,8 +77,8 @@ def main() -> int:
     training = training_data(data, split, LikeRule())
     print(f"GPU: {torch.cuda.get_device_name()}; data {args.data}; torch {torch.__version__}")
 
-    def run(name: str, label: str, params: dict) -> Path:
-        config = RunConfig(model=name, params=params, data_dir=str(args.data), label=label)
+    def run(name: str, label: str, params: dict):
+        config = RunConfig.build(name, str(args.data), params, label=label)
         return train_run(config, args.runs_dir, evaluate_on=("test",), data=data, split=split,
                          training=training, progress=True)  # fmt: skip
 

@@ -26,42 +26,73 @@ def _postgres_bin() -> Path | None:
     return found[-1].parent if found else None
 
 
+class PostgresCluster:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 that a test may stop and start again (on
+    the same port)."""
+
+    def __init__(self) -> None:
+        pytest.importorskip("psycopg", reason="PostgreSQL tests need psycopg (shortrec[postgres])")
+        bin_dir = _postgres_bin()
+        if bin_dir is None:
+            pytest.skip("no PostgreSQL server binaries (initdb) on this machine")
+        self.bin_dir = bin_dir
+        # PostgreSQL refuses to run as root: run it as the `postgres` user when we are root.
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:
+            if shutil.which("runuser") is None:
+                pytest.skip("running as root and no runuser to start PostgreSQL as another user")
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        self.base = Path(tempfile.mkdtemp(prefix="shortrec-pg-"))
+        os.chmod(self.base, 0o777)
+        self.data_dir = self.base / "data"
+        self.port = free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        try:
+            subprocess.run([*self.as_user, str(bin_dir / "initdb"), "-D", str(self.data_dir),
+                            "-U", "postgres", "--auth=trust", "--no-sync"],
+                           check=True, capture_output=True)  # fmt: skip
+            self.start()
+        except (subprocess.CalledProcessError, OSError) as error:
+            shutil.rmtree(self.base, ignore_errors=True)
+            pytest.skip(f"could not start a temporary PostgreSQL: {error}")
+
+    def _pg_ctl(self, *args: str, check: bool = True) -> None:
+        subprocess.run([*self.as_user, str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir),
+                        *args], check=check, capture_output=True)  # fmt: skip
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1"
+        self._pg_ctl("-l", str(self.base / "log"), "-w", "-t", "30", "-o", options, "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._pg_ctl("-m", mode, "-w", "stop", check=False)
+
+    def remove(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def postgres_url():
     """SHORTREC_TEST_POSTGRES_URL if set, else a temporary cluster (skipped without one)."""
     if url := os.environ.get("SHORTREC_TEST_POSTGRES_URL"):
         yield url
         return
-    pytest.importorskip("psycopg", reason="PostgreSQL tests need psycopg (shortrec[postgres])")
-    bin_dir = _postgres_bin()
-    if bin_dir is None:
-        pytest.skip("no PostgreSQL server binaries (initdb) on this machine")
-    # PostgreSQL refuses to run as root: run it as the `postgres` user when we are root.
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        if shutil.which("runuser") is None:
-            pytest.skip("running as root and no runuser to start PostgreSQL as another user")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    base = Path(tempfile.mkdtemp(prefix="shortrec-pg-"))
-    os.chmod(base, 0o777)
-    data_dir = base / "data"
-    port = free_port()
+    cluster = PostgresCluster()
     try:
-        subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data_dir), "-U", "postgres",
-                        "--auth=trust", "--no-sync"], check=True, capture_output=True)  # fmt: skip
-        subprocess.run(
-            [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data_dir), "-l", str(base / "log"),
-             "-w", "-t", "30", "-o", f"-p {port} -k {base} -c listen_addresses=127.0.0.1",
-             "start"], check=True, capture_output=True)  # fmt: skip
-    except (subprocess.CalledProcessError, OSError) as error:
-        shutil.rmtree(base, ignore_errors=True)
-        pytest.skip(f"could not start a temporary PostgreSQL: {error}")
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        yield cluster.url
     finally:
-        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data_dir), "-m", "immediate",
-                        "stop"], capture_output=True)  # fmt: skip
-        shutil.rmtree(base, ignore_errors=True)
+        cluster.remove()
+
+
+@pytest.fixture
+def postgres_cluster():
+    """A PostgreSQL cluster of this test's own, which it may stop and restart."""
+    cluster = PostgresCluster()
+    try:
+        yield cluster
+    finally:
+        cluster.remove()
 
 
 @pytest.fixture
@@ -80,3 +111,47 @@ def postgres_database(postgres_url):
     finally:
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+# --- shared worlds (session-scoped: built once, read by many test files) --------------------
+# Tests read these folders and never write into them: each writes runs under its own tmp_path.
+
+
+@pytest.fixture(scope="session")
+def tiny_synth_raw(tmp_path_factory) -> Path:
+    """The tiny seed-0 synthetic KuaiRec world, as `shortrec data synth` writes it (CSVs)."""
+    from shortrec.data.synth import SynthConfig, synthesize
+
+    out = tmp_path_factory.mktemp("tiny_synth") / "raw"
+    synthesize(out, SynthConfig(scale="tiny", seed=0), progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_synth_world(tiny_synth_raw: Path) -> Path:
+    """A folder holding `raw/` (the tiny synthetic world) and `prepared/` (its release)."""
+    from shortrec.data.prepare import prepare
+
+    root = tiny_synth_raw.parent
+    prepare(tiny_synth_raw, root / "prepared", progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_release(tmp_path_factory) -> Path:
+    """A handmade prepared release small enough to train every model in seconds."""
+    from tiny_release import write_tiny_release
+
+    return write_tiny_release(tmp_path_factory.mktemp("tiny_release") / "world")
+
+
+@pytest.fixture(scope="session")
+def planted_release(tmp_path_factory):
+    """(directory, KuaiRec split) of the release with planted preferences and exposure."""
+    from test_features_world import write_planted_world
+
+    from shortrec.data.dataset import load_prepared
+    from shortrec.data.splits import kuairec_split
+
+    directory = write_planted_world(tmp_path_factory.mktemp("planted") / "world")
+    return directory, kuairec_split(load_prepared(directory))

@@ -31,3 +31,13 @@ def release_training(
     from shortrec.runs import training_data
 
     return training_data(load_prepared(directory), split, like_rule or LikeRule())
+
+
+def chance_ndcg(split: Split, rule: LikeRule) -> float:
+    """Mean test NDCG@10 of uniform random scores: the floor a learned model must clear."""
+    from shortrec.evaluation.protocol import evaluate
+    from shortrec.models.baselines import RandomRecommender
+
+    chance = RandomRecommender().fit(training(split.train))
+    result = evaluate(chance, split, "test", rule, progress=False, n_resamples=100)
+    return result.summary["ndcg@10"].mean

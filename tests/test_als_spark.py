@@ -17,13 +17,13 @@ from shortrec.cli import app
 from shortrec.models import model_class
 from shortrec.models.als_spark import _dense, spark_available
 from shortrec.models.base import load_model
-from shortrec.runs import RunConfig, list_runs, read_metrics, train_run
+from shortrec.runs import Run, RunConfig, list_runs, train_run
 
 FAST = {"factors": 8, "iterations": 10}
 
 
 def _test_ndcg(run_dir) -> dict:
-    return read_metrics(run_dir)["test"]["summary"]["ndcg@10"]
+    return Run(run_dir).metrics["test"]["summary"]["ndcg@10"]
 
 
 @pytest.mark.slow
@@ -46,7 +46,7 @@ def test_spark_engine_matches_implicit_and_beats_popularity(tmp_path):
     assert model.item_factors_.shape == (45, 8) and np.abs(model.item_factors_).sum() > 0
 
     def run(name: str, params: dict):
-        config = RunConfig(model=name, params=params, data_dir=str(world))
+        config = RunConfig.build(name, str(world), params)
         return train_run(config, tmp_path / name, evaluate_on=("tune", "test"), progress=False)
 
     spark = _test_ndcg(spark_run)

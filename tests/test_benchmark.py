@@ -20,7 +20,7 @@ from shortrec.benchmark import (
     train_runs,
 )
 from shortrec.cli import app
-from shortrec.runs import RunConfig, read_metrics
+from shortrec.runs import Experiment, Run, RunConfig
 from shortrec.tuning import TuneConfig, best_hyperparameters, tune
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -32,10 +32,12 @@ def benchmark(tmp_path_factory):
     world = write_tiny_release(root / "world")
     runs = root / "runs"
     study = tune(
-        TuneConfig(model="recent-popular", data_dir=str(world), runs_dir=str(runs), trials=3)
+        TuneConfig(
+            model="recent-popular", experiment=Experiment(str(world)), runs_dir=str(runs), trials=3
+        )
     )
     config = BenchmarkConfig(
-        data_dir=str(world),
+        experiment=Experiment(str(world)),
         models=["ease", "random"],
         seeds=2,
         runs_dir=str(runs),
@@ -60,7 +62,7 @@ def test_every_model_and_both_baselines_run_with_every_seed(benchmark):
         }
         assert seeds == {0, 1}
         for run in row["runs"]:
-            metrics = read_metrics(root / "runs" / run)
+            metrics = Run(root / "runs" / run).metrics
             assert metrics["test"]["mode"] == "full-ranking"
             assert row["train_seconds"] is not None and row["peak_rss_mb"] > 0
 
@@ -105,10 +107,8 @@ def test_outputs_are_written(benchmark):
 
 def test_seed_averaged_keeps_users_of_every_run(tmp_path):
     for name, users, values in (("a", [1, 2, 3], [0.0, 0.5, 1.0]), ("b", [2, 3], [1.0, 0.0])):
-        (tmp_path / name).mkdir()
-        pl.DataFrame({"user_id": users, "ndcg@10": values}).write_parquet(
-            tmp_path / name / "per_user_test.parquet"
-        )
+        run = Run.create(tmp_path, RunConfig.build("popular", tmp_path), path=tmp_path / name)
+        run.write_per_user("test", pl.DataFrame({"user_id": users, "ndcg@10": values}))
     averaged = seed_averaged([tmp_path / "a", tmp_path / "b"], "test")
     assert averaged["user_id"].to_list() == [2, 3]
     assert averaged["ndcg@10"].to_list() == [0.75, 0.5]
@@ -116,7 +116,7 @@ def test_seed_averaged_keeps_users_of_every_run(tmp_path):
 
 def test_unknown_model_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="unknown model"):
-        run_benchmark(BenchmarkConfig(data_dir=str(tmp_path), models=["nope"]))
+        run_benchmark(BenchmarkConfig(experiment=Experiment(str(tmp_path)), models=["nope"]))
 
 
 @pytest.mark.slow
@@ -149,9 +149,9 @@ def test_cli_benchmark(tmp_path):
 
 def test_isolated_runs_train_in_a_fresh_process(tmp_path):
     world = write_tiny_release(tmp_path / "world")
-    config = RunConfig(model="popular", params={}, data_dir=str(world))
+    config = RunConfig.build("popular", str(world), {})
     (run_dir,) = train_runs([config], str(tmp_path / "runs"), isolate=True)
-    metrics = read_metrics(run_dir)
+    metrics = Run(run_dir).metrics
     assert metrics["test"]["mode"] == "full-ranking" and metrics["peak_rss_mb"] > 0
 
 
@@ -160,7 +160,7 @@ def test_tune_trials_gives_every_model_the_same_budget(tmp_path):
 
     world = write_tiny_release(tmp_path / "world")
     config = BenchmarkConfig(
-        data_dir=str(world),
+        experiment=Experiment(str(world)),
         models=["ease"],
         seeds=1,
         tune_trials=2,
@@ -170,6 +170,8 @@ def test_tune_trials_gives_every_model_the_same_budget(tmp_path):
     )
     result = run_benchmark(config)
     for model, trials in (("ease", 2), ("recent-popular", 2), ("popular", 1)):
-        study = load_study(TuneConfig(model=model, data_dir=str(world), runs_dir=config.runs_dir))
+        study = load_study(
+            TuneConfig(model=model, experiment=Experiment(str(world)), runs_dir=config.runs_dir)
+        )
         assert len(study.trials) == trials  # popular has nothing to tune: one trial
         assert _row(result, model)["source"] == f"study {study.study_name}"

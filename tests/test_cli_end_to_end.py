@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import polars as pl
-import pytest
 from typer.testing import CliRunner
 
 from shortrec.cli import app
@@ -20,21 +19,13 @@ def invoke(*args: str):
     return result
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("world")
-    invoke("data", "synth", "--out", root / "raw", "--scale", "tiny", "--no-progress")
-    invoke("data", "prepare", root / "raw", "--out", root / "prepared", "--no-progress")
-    return root
-
-
 def run_dir_of(result) -> Path:
     return Path(re.search(r"run: (\S+)", result.output).group(1))
 
 
-def test_train_evaluate_leaderboard_compare_recommend(world: Path, tmp_path: Path):
+def test_train_evaluate_leaderboard_compare_recommend(tiny_synth_world: Path, tmp_path: Path):
     runs = tmp_path / "runs"
-    data = world / "prepared"
+    data = tiny_synth_world / "prepared"
     popular = run_dir_of(invoke("train", "popular", "--data", data, "--runs-dir", runs, "--test"))
     oracle = run_dir_of(invoke("train", "oracle", "--data", data, "--runs-dir", runs, "--test"))
     ease = run_dir_of(invoke("train", "ease", "--data", data, "--runs-dir", runs, "--l2", "50"))
@@ -62,9 +53,11 @@ def test_train_evaluate_leaderboard_compare_recommend(world: Path, tmp_path: Pat
     assert recs.join(history, on=["user_id", "video_id"]).height == 0  # nothing seen again
 
 
-def test_sampled_mode_is_labelled_and_refused_on_a_full_matrix(world: Path, tmp_path: Path):
+def test_sampled_mode_is_labelled_and_refused_on_a_full_matrix(
+    tiny_synth_world: Path, tmp_path: Path
+):
     runs = tmp_path / "runs"
-    data = world / "prepared"
+    data = tiny_synth_world / "prepared"
     refused = runner.invoke(
         app, ["train", "popular", "--data", str(data), "--runs-dir", str(runs), "--sampled", "100"]
     )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import polars as pl
 import pytest
@@ -30,20 +28,12 @@ from shortrec.data.learnability import (
     tune_users,
 )
 from shortrec.data.schema import INTERACTION_COLUMNS
-from shortrec.data.synth import SynthConfig, synthesize
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("calib")
-    synthesize(out, SynthConfig(scale="tiny", seed=0), progress=False)
-    return out
-
-
-def test_stats_are_computed_from_the_csv_files(world):
-    stats = compute_stats(world)
-    big = pl.read_csv(world / "big_matrix.csv", schema=INTERACTION_COLUMNS)
-    small = pl.read_csv(world / "small_matrix.csv", schema=INTERACTION_COLUMNS)
+def test_stats_are_computed_from_the_csv_files(tiny_synth_raw):
+    stats = compute_stats(tiny_synth_raw)
+    big = pl.read_csv(tiny_synth_raw / "big_matrix.csv", schema=INTERACTION_COLUMNS)
+    small = pl.read_csv(tiny_synth_raw / "small_matrix.csv", schema=INTERACTION_COLUMNS)
     assert stats["big_rows"] == big.height
     assert stats["small_rows"] == small.height
     assert stats["big_duplicate_rate"] == pytest.approx(1 - big.unique().height / big.height)
@@ -55,8 +45,8 @@ def test_stats_are_computed_from_the_csv_files(world):
     assert stats["big_users"] == 200 and stats["big_videos"] == 300
 
 
-def test_size_targets_are_scaled_to_the_world(world):
-    checks = {c.target.key: c for c in calibrate(world)}
+def test_size_targets_are_scaled_to_the_world(tiny_synth_raw):
+    checks = {c.target.key: c for c in calibrate(tiny_synth_raw)}
     share = (200 * 300) / (7176 * 10728)
     assert checks["big_rows"].expected == pytest.approx(12_530_806 * share)
     assert checks["small_rows"].expected == pytest.approx(4_676_570 * (60 * 100) / (1411 * 3327))
@@ -82,10 +72,10 @@ def test_check_pass_fail_and_info_rows():
     assert Check(days, -11.6, -11.2).difference == pytest.approx(0.4)
 
 
-def test_every_target_names_its_source_and_the_table_has_the_report_columns(world):
+def test_every_target_names_its_source_and_the_table_has_the_report_columns(tiny_synth_raw):
     assert all(t.source for t in TARGETS) and len({t.key for t in TARGETS}) == len(TARGETS)
     console = Console(record=True, width=200)
-    console.print(report_table(calibrate(world)))
+    console.print(report_table(calibrate(tiny_synth_raw)))
     text = console.export_text()
     for column in ("statistic", "target", "synthetic", "rel. diff", "check"):
         assert column in text
@@ -93,21 +83,21 @@ def test_every_target_names_its_source_and_the_table_has_the_report_columns(worl
 
 
 @pytest.mark.slow
-def test_cli_calibrate_is_strict_only_when_asked(world, tmp_path):
-    ok = CliRunner().invoke(app, ["data", "calibrate", str(world)])
+def test_cli_calibrate_is_strict_only_when_asked(tiny_synth_raw, tmp_path):
+    ok = CliRunner().invoke(app, ["data", "calibrate", str(tiny_synth_raw)])
     assert ok.exit_code == 0, ok.output
     assert "big watch_ratio median" in ok.output
     # a release whose watch ratios are all zero fails the distribution checks
     for name in ("big_matrix.csv", "small_matrix.csv"):
-        frame = pl.read_csv(world / name, schema=INTERACTION_COLUMNS)
+        frame = pl.read_csv(tiny_synth_raw / name, schema=INTERACTION_COLUMNS)
         frame.with_columns(pl.lit(0.0).alias("watch_ratio")).write_csv(tmp_path / name)
     loose = CliRunner().invoke(app, ["data", "calibrate", str(tmp_path)])
     strict = CliRunner().invoke(app, ["data", "calibrate", str(tmp_path), "--strict"])
     assert loose.exit_code == 0 and strict.exit_code == 1
     assert not all_passed(calibrate(tmp_path))
-    table = CliRunner().invoke(app, ["data", "calibrate", str(world), "--markdown"])
+    table = CliRunner().invoke(app, ["data", "calibrate", str(tiny_synth_raw), "--markdown"])
     assert table.exit_code == 0 and table.output.startswith("| statistic | real KuaiRec |")
-    assert len(table.output.splitlines()) == len(calibrate(world)) + 2
+    assert len(table.output.splitlines()) == len(calibrate(tiny_synth_raw)) + 2
     missing = CliRunner().invoke(app, ["data", "calibrate", str(tmp_path / "nowhere")])
     assert missing.exit_code == 2 and "big_matrix.csv is missing" in missing.output
 
@@ -169,16 +159,18 @@ def test_reference_ndcg_and_the_random_expectation():
     assert (tune_users(np.arange(50)) == tune_users(np.arange(50))).all()
 
 
-def test_learnability_rows_run_on_a_tiny_world_and_fail_strict_when_too_easy(world, tmp_path):
-    checks = {c.target.key: c for c in calibrate(world)}
+def test_learnability_rows_run_on_a_tiny_world_and_fail_strict_when_too_easy(
+    tiny_synth_raw, tmp_path
+):
+    checks = {c.target.key: c for c in calibrate(tiny_synth_raw)}
     assert {t.key for t in LEARNABILITY_TARGETS} <= set(checks)
     assert all(t.source for t in LEARNABILITY_TARGETS)
     genuine = checks["lrn_popularity_ndcg_tune"].actual
     assert 0.0 < checks["lrn_random_ndcg_test"].actual < 0.5 and genuine < 0.6
     assert checks["lrn_train_positive"].actual == pytest.approx(0.2, abs=0.01)
     # An easy release: in small_matrix, users like exactly the videos most viewed in big_matrix.
-    big = pl.read_csv(world / "big_matrix.csv", schema=INTERACTION_COLUMNS)
-    small = pl.read_csv(world / "small_matrix.csv", schema=INTERACTION_COLUMNS)
+    big = pl.read_csv(tiny_synth_raw / "big_matrix.csv", schema=INTERACTION_COLUMNS)
+    small = pl.read_csv(tiny_synth_raw / "small_matrix.csv", schema=INTERACTION_COLUMNS)
     viewers = big.group_by("video_id").agg(pl.col("user_id").n_unique().alias("n"))
     head = viewers.filter(pl.col("video_id").is_in(small["video_id"].unique().implode()))
     head = head.sort("n", descending=True).head(15)["video_id"]
@@ -190,11 +182,11 @@ def test_learnability_rows_run_on_a_tiny_world_and_fail_strict_when_too_easy(wor
     )
     big.write_csv(tmp_path / "big_matrix.csv")
     easy.write_csv(tmp_path / "small_matrix.csv")
-    (tmp_path / "world.json").write_text((world / "world.json").read_text())
+    (tmp_path / "world.json").write_text((tiny_synth_raw / "world.json").read_text())
     too_easy = {c.target.key: c for c in calibrate(tmp_path)}
     assert too_easy["lrn_popularity_ndcg_tune"].actual > 0.9
     assert not too_easy["lrn_popularity_ndcg_tune"].passed
     strict = CliRunner().invoke(app, ["data", "calibrate", str(tmp_path), "--strict"])
     assert strict.exit_code == 1 and "reference popularity" in strict.output
-    fast = CliRunner().invoke(app, ["data", "calibrate", str(world), "--no-learnability"])
+    fast = CliRunner().invoke(app, ["data", "calibrate", str(tiny_synth_raw), "--no-learnability"])
     assert fast.exit_code == 0 and "reference popularity" not in fast.output

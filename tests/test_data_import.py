@@ -4,6 +4,7 @@ round-trips; bad logs are refused by name, with nothing written."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -85,7 +86,9 @@ def recbole(tmp_path_factory) -> Path:
     inter.write_csv(folder / "toy.inter", separator="\t")
     items = pl.DataFrame({
         "item_id:token": [f"i{i}" for i in range(1, N_ITEMS + 1)],
+        "movie_title:token_seq": [f"Film number {i} (199{i % 10})" for i in range(1, N_ITEMS + 1)],
         "genre:token_seq": [f"g{i % 3} all" for i in range(1, N_ITEMS + 1)],
+        "price:float": [i * 0.5 for i in range(1, N_ITEMS + 1)],
     })  # fmt: skip
     items.write_csv(folder / "toy.item", separator="\t")
     users = pl.DataFrame({
@@ -142,6 +145,7 @@ def test_imported_tables_keep_ids_times_and_signals(movielens, recbole, kuairand
     assert (recbole / "imported_ids_user.parquet").exists()
     assert rb.users is not None and "onehot_feat0" in rb.users.columns
     assert rb.videos["tags"].drop_nulls().list.len().min() == 2  # genre g* and "all"
+    assert rb.videos["tags"].drop_nulls().list.len().max() == 2  # the title's words are not tags
     kr = load_prepared(kuairand).big_matrix
     assert kr["timestamp"].min() == pytest.approx(1_600_000_000)
     ratio = planted(2)["ratio"].to_numpy()
@@ -176,6 +180,96 @@ def test_export_round_trips_through_recbole(tmp_path):
     original = load_prepared(release, drop_duplicates=False).big_matrix.select(columns).sort(keys)
     back = load_prepared(tmp_path / "back", drop_duplicates=False).big_matrix.select(columns)
     assert back.sort(keys).equals(original)
+
+
+def _item_of(recbole: Path, token: str) -> int:
+    ids = pl.read_parquet(recbole / "imported_ids_item.parquet")
+    return ids.filter(pl.col("token") == token)["id"].item()
+
+
+def test_recbole_item_names_are_kept_typed_and_shown(recbole, tmp_path):
+    attributes = pl.read_parquet(recbole / "item_attributes.parquet")
+    assert attributes.schema["movie_title"] == pl.String
+    assert attributes.schema["genre"] == pl.List(pl.String)
+    assert attributes.schema["price"] == pl.Float64
+    manifest = json.loads((recbole / "manifest.json").read_text())
+    entry = manifest["files"]["item_attributes"]
+    assert entry["roles"] == {"title": "movie_title", "category": "genre"}
+    assert entry["types"]["genre"] == "token_seq" and entry["types"]["price"] == "float"
+    names = pl.read_parquet(recbole / "tag_names.parquet")
+    assert set(names["name"]) == {"g0", "g1", "g2", "all"} and set(names["field"]) == {"genre"}
+    videos = load_prepared(recbole).videos
+    seven = videos.filter(pl.col("video_id") == _item_of(recbole, "i7")).row(0, named=True)
+    assert seven["caption"] == "Film number 7 (1997)"
+    assert seven["categories"] == ["g1", "all"]
+    assert sorted(seven["tag_names"]) == ["all", "g1"]
+    # `recommend` shows titles and genre names, not tag ids
+    invoke("train", "popular", "--data", recbole, "--protocol", "leave-last-out",
+           "--like-rule", "threshold:0.8", "--runs-dir", tmp_path, "--no-progress")  # fmt: skip
+    (run,) = [p for p in tmp_path.iterdir() if (p / "config.json").exists()]
+    out = tmp_path / "top.csv"
+    invoke("recommend", run, "--users", "1", "--k", "5", "--out", out)
+    top = pl.read_csv(out)
+    assert top["caption"].str.starts_with("Film number ").all(), top
+    assert {"categories", "tag_names"} <= set(top.columns) and "tags" not in top.columns
+    # the server's feed shows them too
+    from shortrec.serving.feed import video_metadata
+
+    info = video_metadata(videos)[_item_of(recbole, "i7")]
+    assert info["caption"] == "Film number 7 (1997)"
+    assert [c["name"] for c in info["categories"]] == ["g1", "all"]
+    assert sorted(info["tag_names"]) == ["all", "g1"]
+
+
+def test_item_names_round_trip_through_the_recbole_export(recbole, tmp_path):
+    invoke("data", "export", recbole, "--format", "recbole", "--out", tmp_path / "atomic",
+           "--name", "toy")  # fmt: skip
+    header = (tmp_path / "atomic" / "toy.item").read_text().splitlines()[0].split("\t")
+    assert header == ["item_id:token", "movie_title:token_seq", "genre:token_seq", "price:float"]
+    invoke("data", "import", tmp_path / "atomic", "--format", "recbole", "--out", tmp_path / "back")
+    for table in ("item_attributes", "tag_names", "item_categories"):
+        before = pl.read_parquet(recbole / f"{table}.parquet")
+        after = pl.read_parquet(tmp_path / "back" / f"{table}.parquet")
+        assert after.equals(before), table
+    assert load_prepared(tmp_path / "back").videos.equals(load_prepared(recbole).videos)
+
+
+def test_a_table_log_takes_its_names_from_an_item_table(tmp_path):
+    planted(3).select(
+        pl.col("user").alias("userId"),
+        pl.col("item").alias("movieId"),
+        "rating",
+        pl.col("time").alias("timestamp"),
+    ).write_csv(tmp_path / "ratings.csv")
+    movies = pl.DataFrame({
+        "movieId": list(range(1, N_ITEMS + 1)),
+        "title": [f"Movie {i}, part {i % 4}" for i in range(1, N_ITEMS + 1)],
+        "genres": ["Sci-Fi|Children's Comedy" if i % 2 else "Drama" for i in range(1, N_ITEMS + 1)],
+        "year": [1990 + i for i in range(1, N_ITEMS + 1)],
+    })  # fmt: skip
+    movies.write_csv(tmp_path / "movies.csv")
+    output = invoke("data", "import", tmp_path / "ratings.csv", "--out", tmp_path / "prepared",
+                    "--user", "userId", "--item", "movieId", "--rating", "rating",
+                    "--time", "timestamp", "--items", tmp_path / "movies.csv")  # fmt: skip
+    assert "title 'title', category 'genres'" in output
+    videos = load_prepared(tmp_path / "prepared").videos
+    three = videos.filter(pl.col("video_id") == 3).row(0, named=True)
+    assert three["caption"] == "Movie 3, part 3"
+    assert three["categories"] == ["Sci-Fi", "Children's Comedy"]
+    assert sorted(three["tag_names"]) == ["Children's Comedy", "Sci-Fi"]
+    assert pl.read_parquet(tmp_path / "prepared" / "item_attributes.parquet")["year"].dtype == (
+        pl.Float64
+    )
+    bad = runner.invoke(app, ["data", "import", str(tmp_path / "ratings.csv"), "--out",
+                              str(tmp_path / "bad"), "--user", "userId", "--item", "item",
+                              "--items", str(tmp_path / "movies.csv")])  # fmt: skip
+    assert bad.exit_code == 2 and "no column 'item'" in bad.output
+    bad = runner.invoke(app, ["data", "import", str(tmp_path / "ratings.csv"), "--out",
+                              str(tmp_path / "bad"), "--user", "userId", "--item", "movieId",
+                              "--items", str(tmp_path / "movies.csv"),
+                              "--item-title", "name"])  # fmt: skip
+    assert bad.exit_code == 2 and "no field 'name' for the item title" in bad.output
+    assert not (tmp_path / "bad").exists()
 
 
 @pytest.mark.parametrize(

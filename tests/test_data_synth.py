@@ -37,40 +37,33 @@ SHARED = Path(os.environ.get("SHORTREC_SHARED", Path(__file__).parents[2] / "sha
 SIDE = SHARED / "kuairec-side"
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("tiny")
-    synthesize(out, SynthConfig(scale="tiny", seed=0), progress=False)
-    return out
-
-
-def _read(world: Path, stem: str) -> pl.DataFrame:
+def _read(tiny_synth_raw: Path, stem: str) -> pl.DataFrame:
     columns = next(f.columns for f in KUAIREC_FILES if f.name == stem)
-    return pl.read_csv(world / f"{stem}.csv", schema=columns)
+    return pl.read_csv(tiny_synth_raw / f"{stem}.csv", schema=columns)
 
 
-def test_every_file_has_the_schema_columns_and_parses_with_its_dtypes(world):
+def test_every_file_has_the_schema_columns_and_parses_with_its_dtypes(tiny_synth_raw):
     for spec in KUAIREC_FILES:
-        path = world / spec.csv_name
+        path = tiny_synth_raw / spec.csv_name
         with path.open(encoding="utf-8", newline="") as handle:
             header = next(csv.reader(handle))
         assert header == list(spec.columns), spec.name
         frame = pl.read_csv(path, schema=spec.columns)
         assert frame.height > 0, spec.name
-    truth = pl.read_parquet(world / GROUND_TRUTH_FILE)
+    truth = pl.read_parquet(tiny_synth_raw / GROUND_TRUTH_FILE)
     assert truth.schema == pl.Schema(GROUND_TRUTH_COLUMNS)
-    config = json.loads((world / WORLD_FILE).read_text())
+    config = json.loads((tiny_synth_raw / WORLD_FILE).read_text())
     assert config["seed"] == 0 and config["sizes"]["n_users"] == 200
 
 
-def test_big_matrix_has_int_dates_no_nulls_duplicates_and_consistent_columns(world):
-    lines = (world / "big_matrix.csv").read_text().splitlines()
+def test_big_matrix_has_int_dates_no_nulls_duplicates_and_consistent_columns(tiny_synth_raw):
+    lines = (tiny_synth_raw / "big_matrix.csv").read_text().splitlines()
     row = re.compile(
         r"^\d+,\d+,\d+,\d+,2020-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3},"
         r"2020\d{4},\d{10}(\.\d{1,3})?,[\d.]+$"
     )
     assert all(row.match(line) for line in lines[1:]), "every big_matrix row in the real shape"
-    big = _read(world, "big_matrix")
+    big = _read(tiny_synth_raw, "big_matrix")
     assert big.null_count().sum_horizontal().item() == 0
     duplicate_rate = 1 - big.unique().height / big.height
     assert 0.04 < duplicate_rate < 0.12  # the real file has 7.7% exact duplicate rows
@@ -89,21 +82,21 @@ def test_big_matrix_has_int_dates_no_nulls_duplicates_and_consistent_columns(wor
                for d in windows)  # fmt: skip
 
 
-def test_small_matrix_writes_float_dates_and_empty_time_rows(world):
-    lines = (world / "small_matrix.csv").read_text().splitlines()[1:]
+def test_small_matrix_writes_float_dates_and_empty_time_rows(tiny_synth_raw):
+    lines = (tiny_synth_raw / "small_matrix.csv").read_text().splitlines()[1:]
     timed = [line for line in lines if ",,,," not in line]
     untimed = [line for line in lines if ",,,," in line]
     assert re.search(r",2020\d{4}\.0,", timed[0]), timed[0]
     assert untimed and all(re.match(r"^\d+,\d+,\d+,\d+,,,,[\d.]+$", line) for line in untimed)
-    small = _read(world, "small_matrix")
+    small = _read(tiny_synth_raw, "small_matrix")
     nulls = small.select(pl.col("time", "date", "timestamp").is_null())
     assert (nulls["time"] == nulls["date"]).all() and (nulls["time"] == nulls["timestamp"]).all()
     assert 0.0 < nulls["time"].mean() < 0.12
     assert small.select("user_id", "video_id").is_duplicated().sum() == 0
 
 
-def test_small_matrix_is_a_nearly_full_block_disjoint_from_big(world):
-    big, small = _read(world, "big_matrix"), _read(world, "small_matrix")
+def test_small_matrix_is_a_nearly_full_block_disjoint_from_big(tiny_synth_raw):
+    big, small = _read(tiny_synth_raw, "big_matrix"), _read(tiny_synth_raw, "small_matrix")
     users, videos = small["user_id"].unique(), small["video_id"].unique()
     assert users.is_in(big["user_id"].unique().implode()).all()
     assert videos.is_in(big["video_id"].unique().implode()).all()
@@ -112,18 +105,18 @@ def test_small_matrix_is_a_nearly_full_block_disjoint_from_big(world):
     assert shared.height == 0
 
 
-def test_ids_are_a_noncontiguous_subset_of_the_real_id_ranges(world):
-    big = _read(world, "big_matrix")
+def test_ids_are_a_noncontiguous_subset_of_the_real_id_ranges(tiny_synth_raw):
+    big = _read(tiny_synth_raw, "big_matrix")
     users, videos = big["user_id"].unique().sort(), big["video_id"].unique().sort()
     assert users.min() >= 0 and users.max() <= 7175 and videos.max() <= 10727
     assert users.max() - users.min() + 1 > len(users)  # gaps exercise the id maps
     assert len(videos) == 300  # every video of the world has at least one big_matrix view
 
 
-def test_side_files_carry_the_real_quirks(world):
-    raw = (world / "kuairec_caption_category.csv").read_text(encoding="utf-8")
+def test_side_files_carry_the_real_quirks(tiny_synth_raw):
+    raw = (tiny_synth_raw / "kuairec_caption_category.csv").read_text(encoding="utf-8")
     assert re.search(r'"[^"]*\n[^"]*"', raw), "a quoted caption spanning lines"
-    captions = _read(world, "kuairec_caption_category")
+    captions = _read(tiny_synth_raw, "kuairec_caption_category")
     assert captions.height == 300
     assert captions["caption"].str.contains("\n").any()
     assert captions["caption"].null_count() > 0
@@ -131,12 +124,12 @@ def test_side_files_carry_the_real_quirks(world):
         captions["second_level_category_id"] == -124
     ).any()
     assert captions["topic_tag"].str.starts_with("[").all()
-    feats = _read(world, "item_categories")["feat"]
+    feats = _read(tiny_synth_raw, "item_categories")["feat"]
     assert feats.str.contains(r"^\[\d+(, \d+)*\]$").all()
-    users = _read(world, "user_features")
+    users = _read(tiny_synth_raw, "user_features")
     assert users.height == 200 and users["onehot_feat4"].null_count() >= 0
     assert "UNKNOWN" in users["user_active_degree"].to_list() or users.height < 500
-    friends = _read(world, "social_network")
+    friends = _read(tiny_synth_raw, "social_network")
     members = set(friends["user_id"].to_list())
     listed = {int(x) for text in friends["friend_list"] for x in text.strip("[]").split(", ")}
     assert listed <= members  # every friend is among the users with friends
@@ -153,9 +146,9 @@ def test_same_seed_writes_identical_bytes_and_another_seed_differs(tmp_path):
     ).read_bytes()
 
 
-def test_ground_truth_covers_every_small_pair_and_predicts_observed_ratios(world):
-    small = _read(world, "small_matrix")
-    truth = pl.read_parquet(world / GROUND_TRUTH_FILE)
+def test_ground_truth_covers_every_small_pair_and_predicts_observed_ratios(tiny_synth_raw):
+    small = _read(tiny_synth_raw, "small_matrix")
+    truth = pl.read_parquet(tiny_synth_raw / GROUND_TRUTH_FILE)
     joined = small.join(truth, on=["user_id", "video_id"], how="left")
     assert joined["expected_watch_ratio"].null_count() == 0
     assert (truth["expected_watch_ratio"] > 0).all() and truth[
@@ -218,16 +211,16 @@ def test_personalisation_learned_from_big_matrix_beats_popularity(tmp_path):
     """The world rewards learning taste from big_matrix exposure: EASE trained on it ranks
     small_matrix videos for held-out users clearly better than popularity (duration rule)."""
     from shortrec.data.prepare import prepare
-    from shortrec.runs import RunConfig, load_data, read_metrics, split_for, train_run
+    from shortrec.runs import Run, RunConfig, load_data, split_for, train_run
 
     synthesize(tmp_path / "raw", SynthConfig(scale="small", seed=0), progress=False)
     prepare(tmp_path / "raw", tmp_path / "prep")
     split = split_for(load_data(tmp_path / "prep"), "kuairec")
     ndcg = {}
     for model in ("random", "popular", "ease", "oracle"):
-        config = RunConfig(model=model, params={}, data_dir=str(tmp_path / "prep"))
+        config = RunConfig.build(model, str(tmp_path / "prep"), {})
         run = train_run(config, tmp_path / "runs", split=split, progress=False)
-        ndcg[model] = read_metrics(run)["tune"]["summary"]["ndcg@10"]
+        ndcg[model] = Run(run).metrics["tune"]["summary"]["ndcg@10"]
     assert ndcg["ease"]["mean"] >= ndcg["popular"]["mean"] + 0.08, ndcg
     assert ndcg["ease"]["low"] > ndcg["popular"]["high"], ndcg
     assert ndcg["popular"]["low"] > ndcg["random"]["high"], ndcg
@@ -237,12 +230,12 @@ def test_personalisation_learned_from_big_matrix_beats_popularity(tmp_path):
 def test_exposure_is_biased_toward_taste_and_popular_videos():
     config = SynthConfig(scale="tiny", seed=2)
     rng = np.random.default_rng(0)
-    world = _build_world(config, rng)
-    users, videos = _exposure_pairs(world, config, rng)
-    appeal = world.taste.appeal_matrix()
+    tiny_synth_raw = _build_world(config, rng)
+    users, videos = _exposure_pairs(tiny_synth_raw, config, rng)
+    appeal = tiny_synth_raw.taste.appeal_matrix()
     assert appeal[users, videos].mean() > appeal.mean() + 0.05
-    views = np.bincount(videos, minlength=world.taste.n_videos)
-    assert np.corrcoef(views, world.taste.quality)[0, 1] > 0.3
+    views = np.bincount(videos, minlength=tiny_synth_raw.taste.n_videos)
+    assert np.corrcoef(views, tiny_synth_raw.taste.quality)[0, 1] > 0.3
 
 
 class _FixedShocks:
@@ -335,8 +328,8 @@ def test_cli_synth_writes_a_release_and_prints_the_calibration(tmp_path):
     assert bad.exit_code == 2 and "scale must be one of" in bad.output
 
 
-def test_duplicates_are_scattered_after_their_original_within_the_user(world):
-    big = _read(world, "big_matrix").with_row_index("row")
+def test_duplicates_are_scattered_after_their_original_within_the_user(tiny_synth_raw):
+    big = _read(tiny_synth_raw, "big_matrix").with_row_index("row")
     columns = [c for c in big.columns if c != "row"]
     copies = big.filter(pl.struct(columns).is_duplicated())
     first_and_last = copies.group_by(columns).agg(
@@ -367,8 +360,8 @@ def test_play_and_watch_ratio_respect_the_real_maxima():
     assert small["video_duration"].min() >= 3067 > big["video_duration"].min()
 
 
-def test_repeat_views_pile_up_on_the_most_viewed_videos(world):
-    big = _read(world, "big_matrix").unique()
+def test_repeat_views_pile_up_on_the_most_viewed_videos(tiny_synth_raw):
+    big = _read(tiny_synth_raw, "big_matrix").unique()
     per_video = big.group_by("video_id").agg(rows=pl.len(), viewers=pl.col("user_id").n_unique())
     per_video = per_video.sort("viewers", descending=True)
     repeats = (per_video["rows"] / per_video["viewers"]).to_numpy()

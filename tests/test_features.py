@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from test_features_world import category_of, exposure_log, write_planted_world
+from test_features_world import category_of, exposure_log
 
 from shortrec.data.dataset import load_prepared
 from shortrec.data.features import (
@@ -24,18 +24,11 @@ from shortrec.data.features import (
 )
 from shortrec.data.histories import Histories
 from shortrec.data.labels import LikeRule
-from shortrec.data.splits import kuairec_split
 
 
 def _side_dir() -> Path:
     root = Path(os.environ.get("SHORTREC_SHARED", Path(__file__).parents[2] / "shared"))
     return root / "kuairec-side"
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    directory = write_planted_world(tmp_path_factory.mktemp("features") / "world")
-    return directory, kuairec_split(load_prepared(directory))
 
 
 FIXED = LikeRule(kind="threshold")  # needs no fitting
@@ -46,8 +39,8 @@ def side_features(directory: Path, train: pl.DataFrame):
     return build_features(train, data.videos, data.users, data.item_daily_features, like_rule=FIXED)
 
 
-def test_feature_set_shapes_and_finite(world):
-    directory, split = world
+def test_feature_set_shapes_and_finite(planted_release):
+    directory, split = planted_release
     features = side_features(directory, split.train)
     assert features.users.values.shape == (80, len(features.users.names))
     # every video of the side tables, cold ones included
@@ -66,8 +59,8 @@ def test_feature_set_shapes_and_finite(world):
     assert (cold[np.arange(20), tag] == 1).all()
 
 
-def test_features_ignore_everything_after_training(world):
-    directory, split = world
+def test_features_ignore_everything_after_training(planted_release):
+    directory, split = planted_release
     data = load_prepared(directory)
     last_date = int(split.train["date"].max())
     daily = data.item_daily_features
@@ -117,8 +110,8 @@ def test_user_features_nan_and_null_are_their_own_level():
     assert (rows[1] == 0).all()
 
 
-def test_history_views_match_histories_and_features_agree(world):
-    directory, split = world
+def test_history_views_match_histories_and_features_agree(planted_release):
+    directory, split = planted_release
     videos_table = side_features(directory, split.train).videos
     histories = Histories.from_frame(split.train)
     users = np.array([5, 7, 12345])
@@ -135,8 +128,8 @@ def test_history_views_match_histories_and_features_agree(world):
     np.testing.assert_allclose(from_histories.values, from_frame.values, rtol=1e-4, atol=1e-4)
 
 
-def test_affinity_reflects_the_users_category(world):
-    directory, split = world
+def test_affinity_reflects_the_users_category(planted_release):
+    directory, split = planted_release
     features = side_features(directory, split.train)
     views = pl.DataFrame({"user_id": [1, 1, 1], "video_id": [0, 5, 10],
                           "watch_ratio": [1.0, 1.0, 1.0]})  # fmt: skip
@@ -147,8 +140,8 @@ def test_affinity_reflects_the_users_category(world):
     assert affinity.tolist() == [1.0, 0.0]  # video 15 shares category 0 with all three views
 
 
-def test_time_holdout_splits_by_time_and_rejects_bad_windows(world):
-    _, split = world
+def test_time_holdout_splits_by_time_and_rejects_bad_windows(planted_release):
+    _, split = planted_release
     early, late = time_holdout(split.train, days=2)
     assert early.height + late.height == split.train.height
     assert early["timestamp"].max() < late["timestamp"].min()
@@ -156,7 +149,7 @@ def test_time_holdout_splits_by_time_and_rejects_bad_windows(world):
         time_holdout(split.train, days=1000)
 
 
-def test_features_of_a_bare_log_degrade_and_say_so(world):
+def test_features_of_a_bare_log_degrade_and_say_so(planted_release):
     """Only ids, watch ratios and times: no duration columns, no content, and the feature set
     names every missing source; the release's features name none."""
     log = exposure_log(n_users=10, views_per_user=20)
@@ -167,12 +160,12 @@ def test_features_of_a_bare_log_degrade_and_say_so(world):
     assert "train_log1p_views" in bare.videos.names and np.isfinite(bare.videos.values).all()
     assert bare.sources() == {"uses": [], "lacks": ["user_features", "tags", "categories",
                               "video_duration", "item_daily_features"]}  # fmt: skip
-    directory, split = world
+    directory, split = planted_release
     assert side_features(directory, split.train).sources()["lacks"] == []
 
 
-def test_label_holdout_falls_back_to_each_users_last_views(world):
-    _, split = world
+def test_label_holdout_falls_back_to_each_users_last_views(planted_release):
+    _, split = planted_release
     early, late, how = label_holdout(split.train, days=2)
     assert how == "last 2 days" and early["timestamp"].max() < late["timestamp"].min()
     # positions instead of times (a SASRec text file): each user's last tenth

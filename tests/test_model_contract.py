@@ -1,6 +1,8 @@
-"""The model contract: a new model plugs in with one module and one registry line; learned
-state persists by default; one like rule flows from the CLI to the labels; comparisons never
-mix like rules; NaN scores rank last; explicit flags win over presets."""
+"""The model contract, checked on every REGISTRY entry (fit, score shape and dtype, unknown
+users and videos, save/load round trip, refusing to score before fit, hyperparameter
+metadata and validation); a new model plugs in with one module and one registry line;
+learned state persists by default; one like rule flows from the CLI to the labels;
+comparisons never mix like rules; NaN scores rank last; explicit flags win over presets."""
 
 from __future__ import annotations
 
@@ -15,8 +17,7 @@ from typing import ClassVar
 import numpy as np
 import polars as pl
 import pytest
-from fitting import training
-from tiny_release import write_tiny_release
+from fitting import release_training, training
 from typer.testing import CliRunner
 
 from shortrec.cli import app
@@ -24,8 +25,15 @@ from shortrec.data.histories import Histories, IdMap
 from shortrec.data.labels import LikeRule
 from shortrec.evaluation.metrics import full_ranking_metrics
 from shortrec.evaluation.protocol import rank_nan_last
-from shortrec.models import REGISTRY
-from shortrec.models.base import FitContext, Recommender, TrainingData, load_model
+from shortrec.models import REGISTRY, model_class
+from shortrec.models.base import (
+    FitContext,
+    NotFittedError,
+    Recommender,
+    TrainingData,
+    hyperparameter,
+    load_model,
+)
 
 runner = CliRunner()
 
@@ -36,7 +44,7 @@ class LikedCount(Recommender):
     shrunk by a prior; disliked views count against a video."""
 
     name: ClassVar[str] = "liked-count"
-    prior: float = 1.0
+    prior: float = hyperparameter(1.0, "Likes' worth of shrinkage.", minimum=0.0)
 
     def fit(self, data: TrainingData, context: FitContext | None = None) -> LikedCount:
         views = data.views.with_columns(
@@ -49,8 +57,8 @@ class LikedCount(Recommender):
         return self
 
     def score(self, user_ids, video_ids, histories: Histories) -> np.ndarray:
-        rows = self.video_map_.index(video_ids)
-        row = np.where(rows >= 0, self.scores_[np.maximum(rows, 0)], -1e9).astype(np.float32)
+        rows = self.video_map_.index(video_ids)  # -1: never seen; the base ranks those last
+        row = self.scores_[np.maximum(rows, 0)]
         return np.broadcast_to(row, (len(user_ids), len(row))).copy()
 
 
@@ -78,11 +86,6 @@ def registered(monkeypatch):
     monkeypatch.setitem(REGISTRY, "nan-scorer", "contract_models:NaNScorer")
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Path:
-    return write_tiny_release(tmp_path_factory.mktemp("contract") / "world")
-
-
 def invoke(*args) -> str:
     result = runner.invoke(app, [str(a) for a in args])
     assert result.exit_code == 0, result.output
@@ -93,9 +96,10 @@ def run_of(output: str) -> Path:
     return Path(re.search(r"run: (\S+)", output).group(1))
 
 
-def test_a_new_model_plugs_in_end_to_end(registered, world, tmp_path):
-    output = invoke("train", "liked-count", "--data", world, "--runs-dir", tmp_path, "--prior",
-                    "2.5", "--like-rule", "threshold:0.7", "--test", "--no-progress")  # fmt: skip
+def test_a_new_model_plugs_in_end_to_end(registered, tiny_release, tmp_path):
+    output = invoke("train", "liked-count", "--data", tiny_release, "--runs-dir", tmp_path,
+                    "--prior", "2.5", "--like-rule", "threshold:0.7", "--test",
+                    "--no-progress")  # fmt: skip
     run = run_of(output)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["fit"]["rule"] == "threshold:0.7"  # the CLI's rule reached fit
@@ -167,9 +171,9 @@ def test_like_rule_has_one_default_and_one_text_form():
             LikeRule.parse(bad)
 
 
-def test_comparisons_never_mix_like_rules(world, tmp_path):
+def test_comparisons_never_mix_like_rules(tiny_release, tmp_path):
     runs = tmp_path / "runs"
-    common = ("--data", world, "--runs-dir", runs, "--test", "--no-progress")
+    common = ("--data", tiny_release, "--runs-dir", runs, "--test", "--no-progress")
     a = run_of(invoke("train", "popular", *common))
     b = run_of(invoke("train", "ease", *common))
     c = run_of(invoke("train", "ease", *common, "--like-rule", "threshold:0.7"))
@@ -181,8 +185,10 @@ def test_comparisons_never_mix_like_rules(world, tmp_path):
     assert refused.exit_code == 2 and "like rule" in refused.output
 
 
-def test_nan_scores_rank_last_and_are_reported(registered, world, tmp_path):
-    output = invoke("train", "nan-scorer", "--data", world, "--runs-dir", tmp_path, "--no-progress")
+def test_nan_scores_rank_last_and_are_reported(registered, tiny_release, tmp_path):
+    output = invoke(
+        "train", "nan-scorer", "--data", tiny_release, "--runs-dir", tmp_path, "--no-progress"
+    )
     assert "NaN scores ranked last" in output
     metrics = json.loads((run_of(output) / "metrics.json").read_text())
     assert metrics["tune"]["aggregate"]["nan_scores"] > 0
@@ -205,3 +211,125 @@ def test_explicit_flags_win_over_a_preset_even_at_the_default_value(tmp_path):
     params = json.loads(model_json.read_text())["params"]
     assert params["dropout"] == 0.2  # the default value, given explicitly: it wins
     assert params["num_blocks"] == 2 and params["hidden_size"] == 8
+
+
+# --- the contract, on every registered model ---------------------------------------------------
+# Small settings so that every model trains on the tiny release in seconds; a model missing
+# here trains with its defaults.
+FAST: dict[str, dict] = {
+    "sasrec": {"epochs": 2, "maxlen": 8, "hidden_size": 8, "eval_every": 1},
+    "two-tower": {"epochs": 2, "embedding_dim": 8, "hidden_dim": 8},
+    "two-stage": {"n_estimators": 10, "candidates_per_retriever": 10},
+    "als": {"factors": 4, "iterations": 3},
+    "bpr": {"factors": 4, "epochs": 3},
+    "autoencoder": {"epochs": 2, "hidden_sizes": "8", "epoch_rows": 100},
+    "multvae": {"epochs": 2, "hidden": 8, "latent": 4, "epoch_rows": 100},
+}
+RANDOM_BY_DESIGN = {"random"}  # ranks unknown videos at random, like every other video
+UNKNOWN_USER, UNKNOWN_VIDEO = 10**9, 10**9 + 1
+
+
+@pytest.fixture(scope="module")
+def contract_data(tiny_synth_world):
+    """The tiny synthetic release: side features for the content models, ground truth for
+    the oracle."""
+    from shortrec.data.dataset import load_prepared
+    from shortrec.data.splits import kuairec_split
+
+    release = tiny_synth_world / "prepared"
+    split = kuairec_split(load_prepared(release))
+    data = release_training(release, split)
+    histories = Histories.from_frame(split.train)
+    users = np.append(histories.user_ids[:6], UNKNOWN_USER)
+    videos = np.append(data.video_map.raw_ids[:20], UNKNOWN_VIDEO)
+    return data, histories, users, videos
+
+
+def test_every_fast_setting_names_a_registered_model():
+    assert set(FAST) <= set(REGISTRY)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_model_keeps_the_contract(name, contract_data, tmp_path):
+    data, histories, users, videos = contract_data
+    cls = model_class(name)
+    model = cls(**FAST.get(name, {}))
+    with pytest.raises(NotFittedError, match="before scoring"):
+        model.score(users, videos, histories)
+    reported: list[tuple[int, float]] = []
+    context = FitContext(progress=False, on_epoch_end=lambda e, s: reported.append((e, s)))
+    assert model.fit(data, context) is model
+    if cls.reports_epochs:  # the tuner watches the same metric for every model
+        assert reported and all(0.0 <= score <= 1.0 for _, score in reported)
+        validated = [r for r in model.fit_report_["history"] if "validation_ndcg@10" in r]
+        assert [r["validation_ndcg@10"] for r in validated] == [s for _, s in reported]
+
+    scores = model.score(users, videos, histories)
+    assert scores.shape == (len(users), len(videos)) and scores.dtype == np.float32
+    assert np.isfinite(scores).all(), "unknown users and videos still get finite scores"
+    if name not in RANDOM_BY_DESIGN:
+        known = model.known_videos(videos)
+        assert known[:-1].any() and not known[-1]
+        assert (scores[:, -1] < scores[:, known].min(axis=1)).all(), "unknown videos rank last"
+
+    loaded = load_model(model.save(tmp_path / "model"))
+    assert type(loaded) is cls and loaded.params() == model.params()
+    np.testing.assert_array_equal(loaded.score(users, videos, histories), scores)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_hyperparameter_is_declared_with_help_and_checked_before_fit(name, contract_data):
+    cls = model_class(name)
+    fields = dataclasses.fields(cls)
+    assert all(f.metadata.get("help") for f in fields), "every option has help text"
+    invalid = {}
+    for field in fields:
+        meta = field.metadata
+        if meta.get("choices"):
+            invalid[field.name] = "not-a-choice"
+        elif meta.get("minimum") is not None:
+            invalid[field.name] = meta["minimum"] - 1
+        elif meta.get("above") is not None:
+            invalid[field.name] = meta["above"]
+        elif meta.get("below") is not None:
+            invalid[field.name] = meta["below"]
+    with pytest.raises(ValueError, match=f"invalid {name} hyperparameters") as error:
+        cls(**{**FAST.get(name, {}), **invalid}).fit(contract_data[0])
+    for field_name in invalid:
+        assert f"{field_name} must be" in str(error.value)
+
+
+@dataclasses.dataclass
+class Broken(LikedCount):
+    """LikedCount with one breach of the contract, chosen by `breach`."""
+
+    name: ClassVar[str] = "broken"
+    breach: str = hyperparameter("forgets-state", "Which rule to break.")
+
+    def fit(self, data: TrainingData, context: FitContext | None = None) -> Broken:
+        LikedCount.fit(self, data, context)
+        self._offset = 1.0  # private: never saved, so a loaded model scores otherwise
+        return self
+
+    def score(self, user_ids, video_ids, histories: Histories) -> np.ndarray:
+        scores = LikedCount.score(self, user_ids, video_ids, histories)
+        if self.breach == "forgets-state":
+            return scores + getattr(self, "_offset", 0.0)
+        if self.breach == "wrong-shape":
+            return scores[:, :-1]
+        if self.breach == "nan-for-new-users":
+            scores[np.asarray(user_ids) == UNKNOWN_USER] = np.nan
+        return scores
+
+
+@pytest.mark.parametrize("breach", ["forgets-state", "wrong-shape", "nan-for-new-users"])
+def test_a_model_breaking_the_contract_fails_it(breach, contract_data, tmp_path, monkeypatch):
+    module = types.ModuleType("broken_models")
+    module.Broken = Broken
+    monkeypatch.setitem(sys.modules, "broken_models", module)
+    monkeypatch.setitem(REGISTRY, "broken", "broken_models:Broken")
+    monkeypatch.setitem(FAST, "broken", {"breach": breach})
+    with pytest.raises((AssertionError, ValueError)):
+        test_every_model_keeps_the_contract("broken", contract_data, tmp_path)
+    monkeypatch.setitem(FAST, "broken", {"breach": "none"})  # keeping it passes
+    test_every_model_keeps_the_contract("broken", contract_data, tmp_path / "kept")

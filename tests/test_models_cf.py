@@ -202,23 +202,25 @@ def dense(weighting: ViewWeighting) -> np.ndarray:
 
 
 def test_weighting_binary_linear_log():
-    np.testing.assert_allclose(dense(ViewWeighting("binary")), [[1, 1, 0], [0, 1, 1]])
+    np.testing.assert_allclose(dense(ViewWeighting(weighting="binary")), [[1, 1, 0], [0, 1, 1]])
     # linear: the repeat keeps its max (2.0); 40 is clipped to max_watch_ratio=5
-    np.testing.assert_allclose(dense(ViewWeighting("linear")), [[2.0, 0, 0], [0, 5.0, 0.2]])
     np.testing.assert_allclose(
-        dense(ViewWeighting("log")), np.log1p([[2.0, 0, 0], [0, 5.0, 0.2]]), rtol=1e-6
+        dense(ViewWeighting(weighting="linear")), [[2.0, 0, 0], [0, 5.0, 0.2]]
+    )
+    np.testing.assert_allclose(
+        dense(ViewWeighting(weighting="log")), np.log1p([[2.0, 0, 0], [0, 5.0, 0.2]]), rtol=1e-6
     )
 
 
 def test_repeats_summed_and_filtered_views():
-    np.testing.assert_allclose(dense(ViewWeighting("linear", repeat="sum"))[0, 0], 2.5)
-    kept = ViewWeighting("binary", min_watch_ratio=0.7).views_matrix(VIEWS, USERS, VIDEOS)
+    np.testing.assert_allclose(dense(ViewWeighting(weighting="linear", repeat="sum"))[0, 0], 2.5)
+    kept = ViewWeighting(weighting="binary", min_watch_ratio=0.7).views_matrix(VIEWS, USERS, VIDEOS)
     np.testing.assert_allclose(kept.toarray(), [[1, 0, 0], [0, 1, 0]])
 
 
 def test_zero_weight_views_stay_as_explicit_entries():
     """A watch ratio of 0 weighs 0 under log weighting but is still a view for ALS."""
-    matrix = ViewWeighting("log").views_matrix(VIEWS, USERS, VIDEOS)
+    matrix = ViewWeighting(weighting="log").views_matrix(VIEWS, USERS, VIDEOS)
     assert matrix.nnz == 4
     als = model_class("als")(alpha=10.0)
     confidence = als.confidences(matrix).toarray()
@@ -229,7 +231,9 @@ def test_zero_weight_views_stay_as_explicit_entries():
 
 def test_history_matrix_follows_requested_user_order():
     histories = Histories.from_frame(VIEWS.with_columns(pl.lit(0.0).alias("timestamp")))
-    matrix = ViewWeighting("binary").history_matrix(histories, np.array([9, 555, 7]), VIDEOS)
+    matrix = ViewWeighting(weighting="binary").history_matrix(
+        histories, np.array([9, 555, 7]), VIDEOS
+    )
     np.testing.assert_allclose(matrix.toarray(), [[0, 1, 1], [0, 0, 0], [1, 1, 0]])
     empty = ViewWeighting().history_matrix(Histories.empty(), np.array([9, 7]), VIDEOS)
     assert empty.shape == (2, 3) and empty.nnz == 0

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import polars as pl
 import pytest
-from fitting import release_training, training
+from fitting import chance_ndcg, release_training, training
 from test_features_world import (
     category_of,
     exposure_log,
@@ -26,7 +26,6 @@ from shortrec.data.splits import kuairec_split
 from shortrec.evaluation.extras import regression_errors
 from shortrec.evaluation.protocol import evaluate
 from shortrec.models.base import load_model
-from shortrec.models.baselines import RandomRecommender
 from shortrec.models.regression import MeanRegressor
 from shortrec.models.two_tower import TwoTowerRecommender
 
@@ -48,10 +47,9 @@ def test_beats_random_on_planted_preferences(fitted):
     _, split, model = fitted
     rule = LikeRule().fit(split.train)
     ours = evaluate(model, split, "test", rule, progress=False, n_resamples=100)
-    chance = evaluate(RandomRecommender(), split, "test", rule, progress=False, n_resamples=100)
-    assert ours.summary["ndcg@10"].mean > chance.summary["ndcg@10"].mean + 0.3
+    assert ours.summary["ndcg@10"].mean > chance_ndcg(split, rule) + 0.3
     history = model.fit_report_["history"]
-    assert history and "validation_loss" in history[0]
+    assert history and "validation_ndcg@10" in history[0]
 
 
 def test_cold_videos_rank_by_content(fitted):
@@ -80,7 +78,14 @@ def test_new_users_fall_back_to_features_and_history(fitted):
 
 
 def test_regression_head_beats_the_global_mean(fitted):
-    _, split, model = fitted
+    # Early stopping picks the epoch that ranks best (validation NDCG@10), which on this tiny
+    # world is before the head has converged: without validation views all 20 epochs run.
+    directory, split, _ = fitted
+    data = release_training(directory, split)
+    model = TwoTowerRecommender(
+        embedding_dim=32, hidden_dim=64, batch_size=512, epochs=20,
+        learning_rate=5e-3, regression_weight=3.0,
+    ).fit(data.with_views(data.views))  # fmt: skip
     ours = regression_errors(model.predict_watch_ratio, split, "test", n_resamples=100)
     means = MeanRegressor(by="global").fit(training(split.train))
     mean = regression_errors(means.predict_watch_ratio, split, "test", 100)

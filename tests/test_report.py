@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from shortrec.cli import app
 from shortrec.report.report import SECTIONS, build_report
-from shortrec.runs import RunConfig, read_metrics, train_run
+from shortrec.runs import Experiment, Run, RunConfig, train_run
 from shortrec.tuning import TuneConfig, tune
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -27,10 +27,17 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     world = write_tiny_release(root / "world")
     runs_dir = root / "runs"
-    tune(TuneConfig(model="recent-popular", data_dir=str(world), runs_dir=str(runs_dir), trials=3))
+    tune(
+        TuneConfig(
+            model="recent-popular",
+            experiment=Experiment(str(world)),
+            runs_dir=str(runs_dir),
+            trials=3,
+        )
+    )
     trained = {
         model: train_run(
-            RunConfig(model=model, params={}, data_dir=str(world)),
+            RunConfig.build(model, str(world), {}),
             runs_dir,
             evaluate_on=("tune", "test"),
             progress=False,
@@ -38,14 +45,14 @@ def runs(tmp_path_factory):
         for model in ("popular", "ease", "random")
     }
     # As an epoch-trained model and a watch-ratio regressor would record them.
-    metrics = read_metrics(trained["ease"])
+    metrics = Run(trained["ease"]).metrics
     metrics["fit"] = {
         "history": [
             {"epoch": e, "loss": 1.0 / e, "validation_ndcg@10": 0.1 * e} for e in range(1, 6)
         ]
     }
     (trained["ease"] / "metrics.json").write_text(json.dumps(metrics))
-    metrics = read_metrics(trained["random"])
+    metrics = Run(trained["random"]).metrics
     metrics["regression_test"] = {
         "mae": 0.5,
         "rmse": 0.8,
@@ -110,7 +117,7 @@ def test_leaderboard_and_examples_name_every_model(page):
 def test_sections_without_data_say_so(tmp_path):
     world = write_tiny_release(tmp_path / "world")
     train_run(
-        RunConfig(model="popular", params={}, data_dir=str(world)),
+        RunConfig.build("popular", str(world), {}),
         tmp_path / "runs",
         progress=False,
     )
@@ -129,7 +136,7 @@ def test_report_from_a_benchmark(tmp_path, runs):
     world = json.loads(next(runs.glob("*-popular-*/config.json")).read_text())["data_dir"]
     run_benchmark(
         BenchmarkConfig(
-            data_dir=world,
+            experiment=Experiment(world),
             models=["popular"],
             seeds=2,
             isolate=False,

@@ -36,9 +36,7 @@ class LastVideoNeighbours(Recommender):
     so every event visibly moves the feed."""
 
     name: ClassVar[str] = "last-video-neighbours"
-
-    def fit(self, train, validation=None):
-        return self
+    _fitted: ClassVar[bool] = True  # nothing to learn: it may score without `fit`
 
     def score(self, user_ids, video_ids, histories: Histories) -> np.ndarray:
         out = np.zeros((len(user_ids), len(video_ids)), dtype=np.float32)
@@ -129,6 +127,7 @@ def test_non_finite_model_scores_rank_last(world):
     @dataclasses.dataclass
     class Broken(Recommender):
         name: ClassVar[str] = "broken"
+        _fitted: ClassVar[bool] = True
 
         def score(self, user_ids, video_ids, histories):
             scores = np.arange(len(video_ids), dtype=np.float32)[None, :].copy()
@@ -246,6 +245,7 @@ def test_videos_users_health_and_bad_paths(client):
     assert client.get("/users?limit=3").json()["user_ids"] == [0, 1, 2]
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["store"] == "sqlite" and health["videos"] == N_VIDEOS
+    assert client.get("/ready").json() == {"status": "ready", "store": "sqlite"}
     assert client.get("/users/abc/recommendations").status_code == 422
     assert client.get("/users/1/recommendations?k=0").status_code == 422
     assert client.get("/users/99999999999999999999/history").status_code == 422
@@ -331,13 +331,48 @@ def test_admin_is_disabled_without_a_token_and_answers_show_no_paths(world, tmp_
             assert "popular_run" in response.text
 
 
-def test_model_swap_is_refused_behind_several_workers(world, tmp_path):
-    app = create_app(make_feed(world), SQLiteEventStore(tmp_path / "e.db"),
-                     settings_for(world, workers=2))  # fmt: skip
+@pytest.mark.parametrize("run_dir", ["x" * 300, "a/" * 300 + "b", ("y" * 250 + "/") * 4,
+                                     "x" * 1024, "popular_run/" + "z" * 256])  # fmt: skip
+def test_model_swap_names_the_os_refuses_are_the_same_404(client, world, run_dir):
+    """A name (or a part of it) too long for the file system: no 5xx, no path."""
+    response = client.post("/admin/model", json={"run_dir": run_dir}, headers=AUTH)
+    assert response.status_code == 404, response.text
+    assert response.json()["error"].startswith("no trained run")
+    assert str(world) not in response.text
+    assert client.get("/health").json()["model"]["name"] == "neighbours"
+
+
+def test_a_swap_is_recorded_in_the_store_and_each_process_reports_what_it_serves(world, tmp_path):
+    store = SQLiteEventStore(tmp_path / "e.db")
+    app = create_app(make_feed(world), store, settings_for(world))
     with TestClient(app, base_url=BASE_URL) as test_client:
-        response = test_client.post("/admin/model", json={"run_dir": "popular_run"}, headers=AUTH)
-        assert response.status_code == 409 and "restart" in response.json()["error"]
+        before = test_client.get("/admin/model", headers=AUTH).json()
+        assert before["latest_swap"] is None
+        assert [p["model"]["name"] for p in before["processes"]] == ["neighbours"]
+        assert before["processes"][0]["process"] == before["process"]
+        swapped = test_client.post("/admin/model?wait=true", json={"run_dir": "popular_run"},
+                                   headers=AUTH)  # fmt: skip
+        assert swapped.status_code == 200 and swapped.json()["swap"]["state"] == "idle"
+        after = test_client.get("/admin/model", headers=AUTH).json()
+        assert after["latest_swap"]["run"] == "popular_run"
+        assert after["swap"]["id"] == after["latest_swap"]["id"]
+        (process,) = after["processes"]
+        assert process["model"]["name"] == "popular" and process["model"]["run"] == "popular_run"
+    assert store_swaps(tmp_path / "e.db") == ["popular_run"]
+    # A server started later follows only swaps recorded after it started.
+    app = create_app(make_feed(world), SQLiteEventStore(tmp_path / "e.db"), settings_for(world))
+    with TestClient(app, base_url=BASE_URL) as test_client:
+        time.sleep(0.5)  # a few polls
         assert test_client.get("/health").json()["model"]["name"] == "neighbours"
+        assert test_client.get("/admin/model", headers=AUTH).json()["processes"][0]["model"][
+            "name"] == "neighbours"  # the first server left the list when it stopped  # fmt: skip
+
+
+def store_swaps(path: Path) -> list[str]:
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        return [run for (run,) in conn.execute("SELECT run FROM model_swaps ORDER BY id")]
 
 
 def test_model_swap_serves_the_old_model_until_the_new_one_is_ready(world, tmp_path):

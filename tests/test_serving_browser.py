@@ -34,6 +34,7 @@ class LastVideoNeighbours(Recommender):
     """Test-only sequence model: the videos closest in id to the newest view rank first."""
 
     name: ClassVar[str] = "last-video-neighbours"
+    _fitted: ClassVar[bool] = True  # nothing to learn: it may score without `fit`
 
     def score(self, user_ids, video_ids, histories: Histories) -> np.ndarray:
         out = np.zeros((len(user_ids), len(video_ids)), dtype=np.float32)

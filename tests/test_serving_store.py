@@ -14,7 +14,12 @@ from shortrec.models.baselines import PopularRecommender
 from shortrec.serving.app import create_app
 from shortrec.serving.demo import fabricate_release
 from shortrec.serving.feed import Feed, ServedModel
-from shortrec.serving.store import SQLiteEventStore, StoredEvent, open_store
+from shortrec.serving.store import (
+    EventIdConflictError,
+    SQLiteEventStore,
+    StoredEvent,
+    open_store,
+)
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +115,20 @@ def check_stream_and_event_ids(store) -> None:
     ]
     assert store.append(first) == 2
     assert store.append([StoredEvent(1, 2, 0.5, None, None, 1.6e9, "a")]) == 0  # a retry
-    assert store.append([StoredEvent(4, 5, 0.1, None, None, 1.6e9, "b")]) == 1
-    assert store.find(["a", "b", "zzz"]) == {"a": (1, 2), "b": (4, 5)}
+    # A retry stamped at its own send time is still a retry; the batch's new event is stored.
+    retry_and_new = [StoredEvent(1, 2, 0.5, None, None, 1.7e9, "a"),
+                     StoredEvent(4, 5, 0.1, None, None, 1.6e9, "b")]  # fmt: skip
+    assert store.append(retry_and_new) == 1
+    for other_view in (
+        StoredEvent(1, 9, 0.5, None, None, 1.6e9, "a"),  # another video
+        StoredEvent(1, 2, 0.9, None, None, 1.6e9, "a"),  # another watch ratio
+        StoredEvent(1, 2, 0.5, 10, 20, 1.6e9, "a"),  # durations it lacked
+    ):
+        batch = [StoredEvent(7, 7, 1.0, None, None, 1.6e9, "c"), other_view]
+        with pytest.raises(EventIdConflictError, match=r"events\[1\].event_id 'a'") as error:
+            store.append(batch)
+        assert error.value.position == 1
+    assert store.count() == 3  # a batch with a conflict stores nothing, not even "c"
     everything = store.read_since(0, 100)
     assert everything.user_ids.tolist() == [1, 1, 4] and everything.video_ids.tolist() == [2, 3, 5]
     page = store.read_since(0, 2)

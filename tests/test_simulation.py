@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from shortrec.cli import app
 from shortrec.data.synth import load_world_config, planted_taste
 from shortrec.leaderboard import leaderboard_rows, simulation_rows
-from shortrec.serving.runs import load_run
+from shortrec.serving.runs import load_served_run
 from shortrec.simulation.simulate import (
     SIMULATION_METRICS,
     ExitModel,
@@ -34,27 +34,21 @@ def invoke(*args: object) -> str:
     return result.output
 
 
-def train(world: Path, runs: Path, model: str, *flags: object) -> Path:
-    output = invoke("train", model, "--data", world / "prepared", "--runs-dir", runs, *flags)
+def train(tiny_synth_world: Path, runs: Path, model: str, *flags: object) -> Path:
+    output = invoke(
+        "train", model, "--data", tiny_synth_world / "prepared", "--runs-dir", runs, *flags
+    )
     return Path(re.search(r"run: (\S+)", output).group(1))
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("simworld")
-    invoke("data", "synth", "--out", root / "raw", "--scale", "tiny", "--no-progress")
-    invoke("data", "prepare", root / "raw", "--out", root / "prepared", "--no-progress")
-    return root
-
-
-@pytest.fixture(scope="module")
-def runs(world: Path, tmp_path_factory) -> dict[str, Path]:
+def runs(tiny_synth_world: Path, tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("simruns")
     return {
-        "popular": train(world, folder, "popular", "--test"),
-        "random": train(world, folder, "random", "--test"),
+        "popular": train(tiny_synth_world, folder, "popular", "--test"),
+        "random": train(tiny_synth_world, folder, "random", "--test"),
         "oracle": train(
-            world,
+            tiny_synth_world,
             folder,
             "oracle",
             "--test",
@@ -63,11 +57,11 @@ def runs(world: Path, tmp_path_factory) -> dict[str, Path]:
             "--label",
             "oracle-watch-time",
         ),  # fmt: skip
-        "sasrec": train(world, folder, "sasrec", "--test", *FAST_SASREC),
+        "sasrec": train(tiny_synth_world, folder, "sasrec", "--test", *FAST_SASREC),
     }
 
 
-def test_simulate_writes_metrics_and_the_leaderboard_shows_them(runs, world):
+def test_simulate_writes_metrics_and_the_leaderboard_shows_them(runs, tiny_synth_world):
     for name in ("popular", "oracle", "sasrec"):
         output = invoke("simulate", runs[name], "--steps", "20")
         assert output.startswith("simulation_test (") and "watch ratios from world" in output
@@ -87,7 +81,7 @@ def test_simulate_writes_metrics_and_the_leaderboard_shows_them(runs, world):
     assert events.select("user_id", "video_id").is_unique().all()
     # Watch time is the watch ratio times the video's length, summed per user.
     lengths = (
-        pl.read_parquet(world / "prepared" / "small_matrix.parquet")
+        pl.read_parquet(tiny_synth_world / "prepared" / "small_matrix.parquet")
         .group_by("video_id")
         .agg(pl.col("video_duration").first())
     )
@@ -113,7 +107,8 @@ def test_the_oracle_watches_longer_than_popularity(runs):
 
 
 def test_same_seed_same_sessions_other_seed_other_sessions(runs):
-    served, config, data = load_run(runs["sasrec"])
+    served, run, data = load_served_run(runs["sasrec"])
+    config = run.config
     settings = {"steps": 15, "slate": 3}
     first = simulate(served, config, data, SimulationConfig(seed=1, **settings), progress=False)
     again = simulate(served, config, data, SimulationConfig(seed=1, **settings), progress=False)
@@ -124,7 +119,8 @@ def test_same_seed_same_sessions_other_seed_other_sessions(runs):
 
 
 def test_the_exit_model_ends_a_boring_feed_early(runs):
-    served, config, data = load_run(runs["random"])
+    served, run, data = load_served_run(runs["random"])
+    config = run.config
     never = ExitModel(weak_streak=0, repeat_run=0, leave_probability=0.0)
     endless = simulate(served, config, data, SimulationConfig(steps=25, exit=never), progress=False)
     assert (endless.per_user["session_length"] == 25).all()
@@ -138,32 +134,32 @@ def test_the_exit_model_ends_a_boring_feed_early(runs):
     assert last.filter(pl.col("len") < 25)["weak"].all()
 
 
-def test_matrix_outcomes_are_the_observed_small_matrix(runs, world):
+def test_matrix_outcomes_are_the_observed_small_matrix(runs, tiny_synth_world):
     invoke("simulate", runs["popular"], "--outcomes", "matrix", "--steps", "5", "--slate", "2")
     events = pl.read_parquet(runs["popular"] / "simulation_test_events.parquet")
-    small = pl.read_parquet(world / "prepared" / "small_matrix.parquet")
+    small = pl.read_parquet(tiny_synth_world / "prepared" / "small_matrix.parquet")
     joined = events.join(small, on=["user_id", "video_id"], suffix="_observed")
     assert joined.height == events.height
     assert np.allclose(joined["watch_ratio"], joined["watch_ratio_observed"])
 
 
-def test_bad_input_is_a_clear_error(runs, world, tmp_path):
+def test_bad_input_is_a_clear_error(runs, tiny_synth_world, tmp_path):
     result = runner.invoke(app, ["simulate", str(runs["popular"]), "--users", "train"])
     assert result.exit_code == 2 and "--users must be tune or test" in result.output
     result = runner.invoke(app, ["simulate", str(tmp_path)])
     assert result.exit_code == 2 and "not a run directory" in result.output
     bad_world = tmp_path / "world.json"  # the same world, but other tastes
-    spec = json.loads((world / "raw" / "world.json").read_text())
+    spec = json.loads((tiny_synth_world / "raw" / "world.json").read_text())
     spec["taste"]["quality_sd"] *= 2
     bad_world.write_text(json.dumps(spec))
     result = runner.invoke(app, ["simulate", str(runs["popular"]), "--world", str(bad_world)])
     assert result.exit_code == 2 and "does not reproduce" in result.output
 
 
-def test_online_session_drift_is_the_worlds_drift(world):
+def test_online_session_drift_is_the_worlds_drift(tiny_synth_world):
     """Driven view by view with the same random numbers, the simulator's session state gives
     exactly the drift the world generator applies to a whole sequence."""
-    taste, _, _ = planted_taste(load_world_config(world / "raw" / "world.json"))
+    taste, _, _ = planted_taste(load_world_config(tiny_synth_world / "raw" / "world.json"))
     videos = np.random.default_rng(0).integers(0, taste.n_videos, 40)
     batch = taste.session_drift(np.zeros(40, np.int64), videos, np.random.default_rng(7))
     centre = taste.topic[videos].mean(axis=0, keepdims=True)
@@ -190,7 +186,7 @@ def test_online_session_drift_is_the_worlds_drift(world):
 def test_the_batched_feed_gives_every_user_what_recommend_gives_one(runs):
     from shortrec.serving.feed import Feed
 
-    served, _, data = load_run(runs["sasrec"])
+    served, _, data = load_served_run(runs["sasrec"])
     feed = Feed(served, data.videos, data.big_matrix)
     users = feed.base.user_ids[:6]
     feed.add_views(users[:2], feed.catalogue_ids[:2], np.array([1.5, 0.1]), np.array([2e9, 0.0]))

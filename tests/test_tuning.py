@@ -9,12 +9,11 @@ from typing import ClassVar
 
 import optuna
 import pytest
-from tiny_release import write_tiny_release
 from typer.testing import CliRunner
 
 from shortrec.cli import app
 from shortrec.models.baselines import PopularRecommender
-from shortrec.runs import list_runs, read_metrics
+from shortrec.runs import Experiment, Run, list_runs
 from shortrec.tuning import (
     TRIAL_FILE,
     TuneConfig,
@@ -30,33 +29,31 @@ from shortrec.tuning import (
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    return write_tiny_release(tmp_path_factory.mktemp("tuning") / "world")
-
-
-def _config(world, runs_dir, **overrides) -> TuneConfig:
+def _config(tiny_release, runs_dir, **overrides) -> TuneConfig:
     return TuneConfig(
-        model="recent-popular", data_dir=str(world), runs_dir=str(runs_dir), **overrides
+        model="recent-popular",
+        experiment=Experiment(str(tiny_release)),
+        runs_dir=str(runs_dir),
+        **overrides,
     )
 
 
-def test_a_second_call_continues_the_same_study(world, tmp_path):
-    first = tune(_config(world, tmp_path, trials=2))
+def test_a_second_call_continues_the_same_study(tiny_release, tmp_path):
+    first = tune(_config(tiny_release, tmp_path, trials=2))
     assert finished_trials(first) == 2
     # A new call (as after a kill) with the same storage completes the study's budget.
-    second = tune(_config(world, tmp_path, trials=4))
+    second = tune(_config(tiny_release, tmp_path, trials=4))
     assert second.study_name == first.study_name == "recent-popular-world-kuairec"
     assert [t.number for t in second.trials] == [0, 1, 2, 3]
     # The resumed sampler does not replay the first call's draws.
     values = [t.params["half_life_days"] for t in second.trials]
     assert len(set(values)) == 4
     # A third call with the budget already met runs nothing.
-    assert len(tune(_config(world, tmp_path, trials=4)).trials) == 4
+    assert len(tune(_config(tiny_release, tmp_path, trials=4)).trials) == 4
 
 
-def test_every_trial_is_a_run_tagged_with_its_study_and_never_sees_test(world, tmp_path):
-    study = tune(_config(world, tmp_path, trials=3))
+def test_every_trial_is_a_run_tagged_with_its_study_and_never_sees_test(tiny_release, tmp_path):
+    study = tune(_config(tiny_release, tmp_path, trials=3))
     runs = list_runs(tmp_path)
     assert len(runs) == 3
     tags = sorted(
@@ -70,7 +67,7 @@ def test_every_trial_is_a_run_tagged_with_its_study_and_never_sees_test(world, t
         study.trials,
         strict=True,
     ):
-        metrics = read_metrics(run)
+        metrics = Run(run).metrics
         assert "tune" in metrics and "test" not in metrics
         assert not (run / "per_user_test.parquet").exists()
         assert metrics["tune"]["summary"]["ndcg@10"]["mean"] == pytest.approx(trial.value)
@@ -78,16 +75,16 @@ def test_every_trial_is_a_run_tagged_with_its_study_and_never_sees_test(world, t
         assert config["params"]["half_life_days"] == trial.params["half_life_days"]
 
 
-def test_best_hyperparameters_come_from_the_best_trial(world, tmp_path):
-    study = tune(_config(world, tmp_path, trials=3))
+def test_best_hyperparameters_come_from_the_best_trial(tiny_release, tmp_path):
+    study = tune(_config(tiny_release, tmp_path, trials=3))
     best = max(study.trials, key=lambda t: t.value)
     assert best_hyperparameters(study) == {"half_life_days": best.params["half_life_days"]}
-    assert load_study(_config(world, tmp_path)).study_name == study.study_name
-    assert load_study(_config(world, tmp_path, study_name="absent")) is None
+    assert load_study(_config(tiny_release, tmp_path)).study_name == study.study_name
+    assert load_study(_config(tiny_release, tmp_path, study_name="absent")) is None
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # study.ask() in the set-up
-def test_a_trial_left_running_by_a_killed_worker_is_failed_and_retried(world, tmp_path):
+def test_a_trial_left_running_by_a_killed_worker_is_failed_and_retried(tiny_release, tmp_path):
     url = f"sqlite:///{tmp_path / 'tuning.db'}"
     storage = open_storage(url, heartbeat_interval=1, grace_period=1)
     study = optuna.create_study(
@@ -97,7 +94,7 @@ def test_a_trial_left_running_by_a_killed_worker_is_failed_and_retried(world, tm
     orphan.suggest_float("half_life_days", 0.25, 30.0, log=True)
     storage.record_heartbeat(orphan._trial_id)  # the worker beat once, then died
     time.sleep(2.5)
-    resumed = tune(_config(world, tmp_path, trials=2, heartbeat_interval=1, grace_period=1))
+    resumed = tune(_config(tiny_release, tmp_path, trials=2, heartbeat_interval=1, grace_period=1))
     states = {t.number: t.state for t in resumed.trials}
     assert states[0] == optuna.trial.TrialState.FAIL
     assert finished_trials(resumed) == 2
@@ -109,15 +106,22 @@ def test_a_trial_left_running_by_a_killed_worker_is_failed_and_retried(world, tm
     assert retried and retried[0].state == optuna.trial.TrialState.COMPLETE
 
 
-def test_a_model_without_search_space_gets_a_single_trial(world, tmp_path):
-    study = tune(TuneConfig(model="popular", data_dir=str(world), runs_dir=str(tmp_path), trials=5))
+def test_a_model_without_search_space_gets_a_single_trial(tiny_release, tmp_path):
+    study = tune(
+        TuneConfig(
+            model="popular",
+            experiment=Experiment(str(tiny_release)),
+            runs_dir=str(tmp_path),
+            trials=5,
+        )
+    )
     assert len(study.trials) == 1
 
 
-def test_a_study_name_cannot_be_reused_for_another_metric(world, tmp_path):
-    tune(_config(world, tmp_path, trials=1))
+def test_a_study_name_cannot_be_reused_for_another_metric(tiny_release, tmp_path):
+    tune(_config(tiny_release, tmp_path, trials=1))
     with pytest.raises(ValueError, match="metric"):
-        tune(_config(world, tmp_path, trials=2, metric="recall@20"))
+        tune(_config(tiny_release, tmp_path, trials=2, metric="recall@20"))
 
 
 def test_search_space_must_name_hyperparameters():
@@ -164,12 +168,17 @@ class EpochModel(PopularRecommender):
         return super().fit(data, context)
 
 
-def test_models_reporting_epochs_are_pruned(world, tmp_path, monkeypatch):
+def test_models_reporting_epochs_are_pruned(tiny_release, tmp_path, monkeypatch):
     from shortrec.models import REGISTRY
 
     monkeypatch.setitem(REGISTRY, "epoch-test", "test_tuning:EpochModel")
     study = tune(
-        TuneConfig(model="epoch-test", data_dir=str(world), runs_dir=str(tmp_path), trials=12)
+        TuneConfig(
+            model="epoch-test",
+            experiment=Experiment(str(tiny_release)),
+            runs_dir=str(tmp_path),
+            trials=12,
+        )
     )
     pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
     assert pruned, "no trial below the median was pruned"
@@ -180,9 +189,9 @@ def test_models_reporting_epochs_are_pruned(world, tmp_path, monkeypatch):
         assert not (run / "model").exists()
 
 
-def test_cli_tune_resumes_and_reports(world, tmp_path):
+def test_cli_tune_resumes_and_reports(tiny_release, tmp_path):
     runner = CliRunner()
-    args = ["tune", "recent-popular", "--data", str(world), "--runs-dir", str(tmp_path)]
+    args = ["tune", "recent-popular", "--data", str(tiny_release), "--runs-dir", str(tmp_path)]
     first = runner.invoke(app, [*args, "--trials", "2"])
     assert first.exit_code == 0, first.output
     assert "2 finished trials" in first.output
@@ -212,7 +221,7 @@ def test_every_declared_search_space_names_real_hyperparameters():
 
 
 @pytest.mark.slow
-def test_two_workers_share_one_postgresql_study(world, tmp_path, postgres_database):
+def test_two_workers_share_one_postgresql_study(tiny_release, tmp_path, postgres_database):
     """Two `shortrec tune` processes (as on two machines) on one PostgreSQL study: together
     they finish exactly the budget, every trial once, with distinct draws, and both work."""
     import subprocess
@@ -220,7 +229,7 @@ def test_two_workers_share_one_postgresql_study(world, tmp_path, postgres_databa
 
     budget = 16
     command = [sys.executable, "-m", "shortrec.cli", "tune", "recent-popular", "--data",
-               str(world), "--trials", str(budget), "--storage", postgres_database,
+               str(tiny_release), "--trials", str(budget), "--storage", postgres_database,
                "--study-name", "shared"]  # fmt: skip
     workers = [
         subprocess.Popen(
@@ -255,14 +264,14 @@ def test_two_workers_share_one_postgresql_study(world, tmp_path, postgres_databa
     assert all(any(t["state"] == "COMPLETE" for t in tags[i]) for i in range(2)), tags
 
 
-def test_a_trial_asked_for_after_the_budget_is_taken_does_not_run(world, tmp_path):
+def test_a_trial_asked_for_after_the_budget_is_taken_does_not_run(tiny_release, tmp_path):
     """Two trials running on other workers hold a budget of 2: this worker's trial is surplus."""
     url = f"sqlite:///{tmp_path / 'tuning.db'}"
     study = optuna.create_study(
         study_name="recent-popular-world-kuairec", storage=open_storage(url), direction="maximize"
     )
     others = [study.ask() for _ in range(2)]
-    resumed = tune(_config(world, tmp_path, trials=2))
+    resumed = tune(_config(tiny_release, tmp_path, trials=2))
     surplus = resumed.trials[2]
     assert surplus.state == optuna.trial.TrialState.FAIL and surplus.user_attrs["surplus"]
     assert len(resumed.trials) == 3 and list_runs(tmp_path) == []

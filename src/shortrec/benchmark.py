@@ -20,29 +20,30 @@ import numpy as np
 import polars as pl
 from rich.table import Table
 
-from shortrec.data.labels import LikeRule
-from shortrec.evaluation.statistics import Interval, bootstrap_interval, paired_comparison
+from shortrec.evaluation.statistics import (
+    bootstrap_interval,
+    format_interval,
+    paired_comparison,
+)
 from shortrec.io import atomic_write_text
-from shortrec.models import REGISTRY
-from shortrec.runs import RunConfig, load_data, per_user_metrics, read_metrics, train_run
+from shortrec.models import REGISTRY, default_models, model_class
+from shortrec.runs import Experiment, Run, RunConfig, apply_preset, as_run, load_data, train_run
+from shortrec.tracking import open_tracker
 from shortrec.tuning import TuneConfig, best_hyperparameters, load_study, tune
 
 BASELINES = ("popular", "recent-popular")
 SHOWN_METRICS = ("ndcg@10", "graded_ndcg@10", "recall@20", "mrr")
-EXCLUDED_BY_DEFAULT = ("oracle",)  # needs a synthetic world's ground truth
 BENCHMARK_FILE = "benchmark.json"
-
-
-def default_models() -> list[str]:
-    return [name for name in REGISTRY if name not in EXCLUDED_BY_DEFAULT]
 
 
 @dataclass
 class BenchmarkConfig:
-    data_dir: str
+    """`preset`: a named preset of the models that have one (their hyperparameters, unless
+    a study's best replaces them); the run options it names (protocol, like rule) become the
+    benchmark's, except those listed in `keep`. The test set is always ranked in full."""
+
+    experiment: Experiment
     models: list[str] = field(default_factory=default_models)
-    protocol: str = "kuairec"
-    like_rule: LikeRule = field(default_factory=LikeRule)
     seeds: int = 3
     metric: str = "ndcg@10"
     runs_dir: str = "runs"
@@ -52,6 +53,26 @@ class BenchmarkConfig:
     tune_trials: int = 0  # > 0: first tune every model with this same budget
     tune_timeout: float | None = None
     isolate: bool = True  # one fresh process per run: honest peak memory
+    track: str | None = None  # "mlflow[:URI]": every run (and tuning trial) mirrored
+    preset: str | None = None
+    keep: tuple[str, ...] = ()
+    preset_params: dict[str, dict] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.experiment, dict):
+            self.experiment = Experiment(**self.experiment)
+        if self.seeds < 1:
+            raise ValueError(f"--seeds must be >= 1, got {self.seeds}")
+        if not self.preset:
+            return
+        having = [m for m in self.models if self.preset in model_class(m).presets()]
+        if not having:
+            raise ValueError(f"none of the models {self.models} has a preset {self.preset!r}")
+        for model in having:
+            params, self.experiment, _ = apply_preset(
+                model, self.preset, {}, self.experiment, keep=(*self.keep, "sampled")
+            )
+            self.preset_params[model] = params
 
 
 def _with_baselines(models: list[str]) -> list[str]:
@@ -64,51 +85,57 @@ def _with_baselines(models: list[str]) -> list[str]:
 def _tune_config(config: BenchmarkConfig, model: str) -> TuneConfig:
     return TuneConfig(
         model=model,
-        data_dir=config.data_dir,
-        protocol=config.protocol,
-        like_rule=config.like_rule,
+        experiment=config.experiment,
         trials=config.tune_trials,
         timeout=config.tune_timeout,
         storage=config.storage,
         metric=config.metric,
         runs_dir=config.runs_dir,
+        track=config.track,
     )
 
 
 def chosen_hyperparameters(config: BenchmarkConfig, model: str) -> tuple[dict, str]:
-    """(hyperparameters, where they came from: the study's best trial or the defaults)."""
+    """(hyperparameters, where they came from: the study's best trial, the preset or the
+    defaults)."""
     if config.from_study:
         study = load_study(_tune_config(config, model))
         best = best_hyperparameters(study) if study is not None else None
         if best is not None:
             return best, f"study {study.study_name}"
+    if model in config.preset_params:
+        return dict(config.preset_params[model]), f"preset {config.preset}"
     return {}, "defaults"
 
 
-def _train_and_test(config_json: str, runs_dir: str) -> str:
+def _train_and_test(config_json: str, runs_dir: str, track: str | None = None) -> str:
     """One benchmark run: fit, evaluate on tune, open test once. Top-level so a fresh
     process can run it."""
-    run_dir = train_run(
-        RunConfig.from_json(config_json), runs_dir, evaluate_on=("tune", "test"), progress=False
-    )
-    return str(run_dir)
+    run = train_run(
+        RunConfig.from_json(config_json), runs_dir, evaluate_on=("tune", "test"), progress=False,
+        track=track, track_tags={"benchmark": "1"},
+    )  # fmt: skip
+    return str(run.path)
 
 
-def train_runs(configs: list[RunConfig], runs_dir: str, isolate: bool = True) -> list[Path]:
+def train_runs(
+    configs: list[RunConfig], runs_dir: str, isolate: bool = True, track: str | None = None
+) -> list[Run]:
     """Train and test each configuration; `isolate` gives each run a process of its own."""
     if not isolate:
-        return [Path(_train_and_test(c.to_json(), runs_dir)) for c in configs]
+        return [Run(_train_and_test(c.to_json(), runs_dir, track)) for c in configs]
     context = multiprocessing.get_context("spawn")
     run_dirs = []
     for config in configs:  # one process per run: ru_maxrss is that run's peak alone
         with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-            run_dirs.append(Path(pool.submit(_train_and_test, config.to_json(), runs_dir).result()))
+            job = pool.submit(_train_and_test, config.to_json(), runs_dir, track)
+            run_dirs.append(Run(job.result()))
     return run_dirs
 
 
-def seed_averaged(run_dirs: list[Path], which: str) -> pl.DataFrame:
+def seed_averaged(runs: list[Run | Path], which: str) -> pl.DataFrame:
     """Per-user metrics averaged over the seeds' runs (users evaluated in every run)."""
-    frames = [per_user_metrics(run, which) for run in run_dirs]
+    frames = [as_run(run).per_user(which) for run in runs]
     metrics = [c for c in frames[0].columns if c != "user_id"]
     stacked = pl.concat([f.select("user_id", *metrics) for f in frames])
     return (
@@ -120,10 +147,10 @@ def seed_averaged(run_dirs: list[Path], which: str) -> pl.DataFrame:
     )
 
 
-def _mean_of(run_dirs: list[Path], path: tuple[str, ...]) -> float | None:
+def _mean_of(runs: list[Run], path: tuple[str, ...]) -> float | None:
     values = []
-    for run in run_dirs:
-        value = read_metrics(run)
+    for run in runs:
+        value = run.metrics
         for key in path:
             value = value.get(key) if isinstance(value, dict) else None
         if value is not None:
@@ -131,10 +158,10 @@ def _mean_of(run_dirs: list[Path], path: tuple[str, ...]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def _model_row(model: str, params: dict, source: str, run_dirs: list[Path], metric: str) -> dict:
+def _model_row(model: str, params: dict, source: str, run_dirs: list[Run], metric: str) -> dict:
     test = seed_averaged(run_dirs, "test")
     metrics = [c for c in test.columns if c != "user_id"]
-    peaks = [read_metrics(r).get("peak_rss_mb") for r in run_dirs]
+    peaks = [r.metrics.get("peak_rss_mb") for r in run_dirs]
     return {
         "model": model,
         "hyperparameters": params,
@@ -165,24 +192,21 @@ def run_benchmark(config: BenchmarkConfig) -> dict:
     """Tune (if asked), train every model with every seed, test once, aggregate, write
     `benchmark.json` and `benchmark.md` into `out_dir`; returns the benchmark as a dict."""
     models = _with_baselines(config.models)
+    tracker = open_tracker(config.track)  # fails before any training when MLflow is missing
+    track = None if tracker is None else str(tracker.spec)  # the URI resolved here, once
     if config.tune_trials > 0:
-        data = load_data(config.data_dir)
+        data = load_data(config.experiment.resolved_data_dir)
         for model in models:  # the same budget for every model
             tune(_tune_config(config, model), data=data)
     chosen = {model: chosen_hyperparameters(config, model) for model in models}
     configs = [
         RunConfig(
-            model=model,
-            params=dict(chosen[model][0]),
-            data_dir=config.data_dir,
-            protocol=config.protocol,
-            like_rule=config.like_rule,
-            seed=seed,
-        )
+            model=model, experiment=config.experiment, params=dict(chosen[model][0]), seed=seed
+        )  # fmt: skip
         for model in models
         for seed in range(config.seeds)
     ]
-    run_dirs = train_runs(configs, config.runs_dir, config.isolate)
+    run_dirs = train_runs(configs, config.runs_dir, config.isolate, track)
     by_model = {
         m: run_dirs[i * config.seeds : (i + 1) * config.seeds] for i, m in enumerate(models)
     }
@@ -214,10 +238,6 @@ def read_benchmark(directory: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
-def _interval(value: dict | None) -> str:
-    return "-" if value is None else str(Interval(**value))
-
-
 def _cells(row: dict, metrics: tuple[str, ...]) -> list[str]:
     paired = row["paired"]
     seconds, peak = row["train_seconds"], row["peak_rss_mb"]
@@ -225,9 +245,9 @@ def _cells(row: dict, metrics: tuple[str, ...]) -> list[str]:
         row["model"],
         str(row["seeds"]),
         str(row["users"]),
-        *(_interval(row["summary"].get(m)) for m in metrics),
+        *(format_interval(row["summary"].get(m)) for m in metrics),
         "-" if row["coverage@10"] is None else f"{row['coverage@10']:.3f}",
-        "-" if paired is None else _interval(paired["difference"]),
+        "-" if paired is None else format_interval(paired["difference"]),
         "-" if paired is None else f"{paired['p_value']:.2g}",
         "-" if seconds is None else f"{seconds:.1f}",
         "-" if peak is None else f"{peak:.0f}",

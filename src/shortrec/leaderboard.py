@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import polars as pl
 from rich.console import Group
 from rich.table import Table
 
-from shortrec.evaluation.statistics import PairedComparison, paired_comparison
-from shortrec.runs import RunConfig, list_runs, per_user_metrics, read_metrics
+from shortrec.evaluation.statistics import PairedComparison, format_interval, paired_comparison
+from shortrec.runs import Run, RunConfig, as_run, list_runs
 
 SHOWN_METRICS = ("ndcg@10", "graded_ndcg@10", "recall@20")
 # `--simulation`: the feed simulation's per-user metrics (shortrec.simulation), with the
@@ -22,49 +23,45 @@ SIMULATION_SHOWN = ("watch_seconds", "session_length", "liked_share", "categorie
 
 
 def _paired_on_users(
-    run_a: Path, run_b: Path, on: str, metric: str, on_b: str | None = None
+    run_a: Run, run_b: Run, on: str, metric: str, on_b: str | None = None
 ) -> PairedComparison:
-    a = per_user_metrics(run_a, on)
-    b = per_user_metrics(run_b, on_b or on)
+    a = run_a.per_user(on)
+    b = run_b.per_user(on_b or on)
     joined = a.select("user_id", metric).join(
         b.select("user_id", metric), on="user_id", suffix="_b", how="inner"
     )
     if joined.height == 0:
-        raise ValueError(f"{run_a} and {run_b} share no evaluated users on {on}")
+        raise ValueError(f"{run_a.path} and {run_b.path} share no evaluated users on {on}")
     return paired_comparison(metric, joined[metric].to_numpy(), joined[f"{metric}_b"].to_numpy())
 
 
-def _config(run_dir: Path) -> RunConfig:
-    path = Path(run_dir) / "config.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
-    return RunConfig.from_json(path.read_text())
-
-
-def compare_runs(run_a: Path, run_b: Path, on: str, metrics: list[str]) -> list[PairedComparison]:
+def compare_runs(
+    run_a: Run | Path, run_b: Run | Path, on: str, metrics: list[str]
+) -> list[PairedComparison]:
     """Paired differences B - A; refused for runs on other data, protocol or like rule."""
-    a, b = _config(run_a).comparable_key, _config(run_b).comparable_key
+    run_a, run_b = as_run(run_a), as_run(run_b)
+    a, b = run_a.config.comparable_key, run_b.config.comparable_key
     if a != b:
         what = [
             n for n, x, y in zip(("data", "protocol", "like rule"), a, b, strict=True) if x != y
         ]
         raise ValueError(
-            f"{run_a} and {run_b} differ in {', '.join(what)} ({a} vs {b}); their metrics "
-            "measure different things and cannot be paired"
+            f"{run_a.path} and {run_b.path} differ in {', '.join(what)} ({a} vs {b}); their "
+            "metrics measure different things and cannot be paired"
         )
-    return [_paired_on_users(Path(run_a), Path(run_b), on, m) for m in metrics]
+    return [_paired_on_users(run_a, run_b, on, m) for m in metrics]
 
 
 def leaderboard_rows(runs_dir: str | Path, on: str, metric: str, baseline: str) -> list[dict]:
     """One row per run evaluated on `on`: its latest run per (model, comparable group) wins.
     Rows are sorted by group, then by `metric`; each is paired with its group's baseline."""
-    latest: dict[tuple, tuple[Path, RunConfig, dict]] = {}
-    for run_dir in list_runs(runs_dir):
-        metrics = read_metrics(run_dir)
+    latest: dict[tuple, tuple[Run, RunConfig, dict]] = {}
+    for run in list_runs(runs_dir):
+        metrics = run.metrics
         if on not in metrics:
             continue
-        config = RunConfig.from_json((run_dir / "config.json").read_text())
-        latest[(config.display_name, config.comparable_key)] = (run_dir, config, metrics)
+        config = run.config
+        latest[(config.display_name, config.comparable_key)] = (run, config, metrics)
     if not latest:
         raise ValueError(
             f"no run in {runs_dir} has a {on!r} evaluation; train with --test or run "
@@ -80,9 +77,9 @@ def leaderboard_rows(runs_dir: str | Path, on: str, metric: str, baseline: str) 
             "model": model,
             "run": run_dir.name,
             "group": group,
-            "data": Path(config.data_dir).name,
-            "protocol": config.protocol,
-            "like_rule": str(config.like_rule),
+            "data": Path(config.experiment.data_dir).name,
+            "protocol": config.experiment.protocol,
+            "like_rule": str(config.experiment.like_rule),
             "liked_share": result["aggregate"].get("liked_share"),
             "nan_scores": int(result["aggregate"].get("nan_scores", 0)),
             "mode": result["mode"],
@@ -105,6 +102,31 @@ def leaderboard_rows(runs_dir: str | Path, on: str, metric: str, baseline: str) 
     return rows
 
 
+FRAME_COLUMNS = ("model", "run", "data", "protocol", "like_rule", "mode", "users",
+                 "liked_share", "coverage@10", "train_seconds")  # fmt: skip
+
+
+def leaderboard_frame(runs_dir: str | Path, on: str, metric: str, baseline: str) -> pl.DataFrame:
+    """`leaderboard_rows` as a polars frame (the table `shortrec leaderboard` prints): every
+    summary metric's mean with its interval (`M`, `M_low`, `M_high`), the paired difference
+    against `baseline` (`delta`, `delta_low`, `delta_high`, `p_value`), one row per run."""
+    records = []
+    for row in leaderboard_rows(runs_dir, on, metric, baseline):
+        record = {k: row[k] for k in FRAME_COLUMNS}
+        for name, value in row["summary"].items():
+            record |= {name: value["mean"], f"{name}_low": value["low"],
+                       f"{name}_high": value["high"]}  # fmt: skip
+        paired = row["paired"]
+        record |= {
+            "delta": None if paired is None else paired.difference.mean,
+            "delta_low": None if paired is None else paired.difference.low,
+            "delta_high": None if paired is None else paired.difference.high,
+            "p_value": None if paired is None else paired.p_value,
+        }
+        records.append(record)
+    return pl.DataFrame(records, infer_schema_length=None)
+
+
 def _groups(rows: list[dict]) -> list[list[dict]]:
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
@@ -120,8 +142,7 @@ def _group_title(rows: list[dict]) -> str:
 
 
 def _interval(summary: dict, metric: str) -> str:
-    v = summary.get(metric)
-    return "-" if v is None else f"{v['mean']:.4f} [{v['low']:.4f}, {v['high']:.4f}]"
+    return format_interval(summary.get(metric))
 
 
 def leaderboard_table(
@@ -169,8 +190,8 @@ def simulation_rows(runs_dir: str | Path, on: str, metric: str, baseline: str) -
         ) from None
     static = f"{key}-static"
     for row in rows:
-        run_dir = Path(runs_dir) / row["run"]
-        result = read_metrics(run_dir).get(static)
+        run_dir = Run(Path(runs_dir) / row["run"])
+        result = run_dir.metrics.get(static)
         row["static"] = result["summary"] if result else None
         row["live_vs_static"] = (
             _paired_on_users(run_dir, run_dir, static, metric, key) if result else None

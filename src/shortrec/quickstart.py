@@ -9,7 +9,7 @@ from pathlib import Path
 
 from shortrec.data.labels import LikeRule
 from shortrec.models import REGISTRY, model_class
-from shortrec.runs import RunConfig, load_data, split_for, train_run, training_data
+from shortrec.runs import Experiment, Run, RunConfig, load_data, split_for, train_run, training_data
 
 # Baselines first, then every model; models missing from the registry are skipped.
 QUICKSTART_MODELS = (
@@ -49,12 +49,12 @@ def run_quickstart(
     models: tuple[str, ...] = QUICKSTART_MODELS,
     like_rule: LikeRule | None = None,
     log: Callable[[str], None] = print,
-) -> list[Path]:
+) -> list[Run]:
     prepared = ensure_world(workdir, scale, seed, log)
+    experiment = Experiment(str(prepared), "kuairec", like_rule or LikeRule())
     data = load_data(prepared)
-    split = split_for(data, "kuairec")
-    like_rule = like_rule or LikeRule()
-    training = training_data(data, split, like_rule)
+    split = split_for(data, experiment.protocol)
+    training = training_data(data, split, experiment.like_rule)
     run_dirs = []
     for name in models:
         if name not in REGISTRY:
@@ -62,11 +62,7 @@ def run_quickstart(
             continue
         log(f"training {name} ...")
         config = RunConfig(
-            model=name,
-            params=quickstart_params(name),
-            data_dir=str(prepared),
-            like_rule=like_rule,
-            seed=seed,
+            model=name, experiment=experiment, params=quickstart_params(name), seed=seed
         )
         run_dirs.append(
             train_run(
@@ -74,3 +70,19 @@ def run_quickstart(
             )
         )
     return run_dirs
+
+
+def best_run(runs: list[Run]) -> Run | None:
+    """The run with the best tune-set NDCG@10 (never chosen on test), reference models (the
+    oracle) excluded."""
+    scored = [
+        (tune["summary"]["ndcg@10"]["mean"], str(run.path), run)
+        for run in runs
+        if (tune := run.metrics.get("tune")) and not model_class(run.config.model).reference
+    ]
+    return max(scored)[2] if scored else None
+
+
+def example_user(run: Run) -> int:
+    """The user whose feed the quickstart shows: the first test user."""
+    return int(run.split().test["user_id"].min())

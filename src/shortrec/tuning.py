@@ -17,8 +17,8 @@ Conventions for models:
   field names -> values). A model that does not override it has nothing to tune: its study
   gets a single trial.
 - Pruning: the tuner passes `FitContext(on_epoch_end=...)` to `fit`; a model that declares
-  `reports_epochs` calls `report_epoch` after each epoch, which raises `optuna.TrialPruned`
-  when the trial is hopeless.
+  `reports_epochs` reports its validation NDCG@10 after each validated epoch
+  (`training/loop.py`); the hook raises `optuna.TrialPruned` when the trial is hopeless.
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
@@ -47,20 +48,22 @@ except ImportError:  # optuna < 4.9 names it differently
     STALE_CALLBACK_ARGUMENT = "failed_trial_callback"
 
 from shortrec.data.dataset import KuaiRecData
-from shortrec.data.labels import LikeRule
 from shortrec.data.splits import Split
 from shortrec.io import atomic_write_text
-from shortrec.models import model_class
+from shortrec.models import default_models, model_class
 from shortrec.models.base import Recommender, TrainingData
 from shortrec.runs import (
+    Experiment,
+    Run,
     RunConfig,
+    apply_preset,
     load_data,
     new_run_dir,
-    read_metrics,
     split_for,
     train_run,
     training_data,
 )
+from shortrec.tracking import Tracker, open_tracker
 
 TRIAL_FILE = "trial.json"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -79,12 +82,14 @@ _SCHEMA_ATTEMPTS = 5
 
 @dataclass
 class TuneConfig:
-    """One study: which model, on which data and protocol, with which budget."""
+    """One study: which model, on which experiment, with which budget.
+
+    `preset`: a named preset of the model, the base every trial's suggestions override; the
+    run options it names (protocol, like rule) become the study's, except those listed in
+    `keep`. Trials are always selected on the full-ranking tune set."""
 
     model: str
-    data_dir: str
-    protocol: str = "kuairec"
-    like_rule: LikeRule = field(default_factory=LikeRule)
+    experiment: Experiment
     trials: int = 20  # finished trials of the whole study, over every worker and restart
     timeout: float | None = None  # seconds for this invocation
     storage: str | None = None  # database URL; None -> sqlite:///<runs_dir>/tuning.db
@@ -94,6 +99,17 @@ class TuneConfig:
     seed: int = 0
     heartbeat_interval: int = 60
     grace_period: int | None = None  # None -> optuna's default, twice the interval
+    track: str | None = None  # "mlflow[:URI]": every trial's run mirrored (shortrec.tracking)
+    preset: str | None = None
+    keep: tuple[str, ...] = ()
+    preset_params: dict = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.experiment, dict):
+            self.experiment = Experiment(**self.experiment)
+        self.preset_params, self.experiment, _ = apply_preset(
+            self.model, self.preset, {}, self.experiment, keep=(*self.keep, "sampled")
+        )
 
     @property
     def resolved_storage(self) -> str:
@@ -101,7 +117,10 @@ class TuneConfig:
 
     @property
     def resolved_study_name(self) -> str:
-        return self.study_name or default_study_name(self.model, self.data_dir, self.protocol)
+        experiment = self.experiment
+        return self.study_name or default_study_name(
+            self.model, experiment.data_dir, experiment.protocol
+        )
 
 
 def default_storage(runs_dir: str | Path) -> str:
@@ -249,9 +268,11 @@ def tune(config: TuneConfig, data: KuaiRecData | None = None) -> optuna.Study:
     Each trial trains one run in `runs_dir` (tagged with `trial.json`) and is scored by its
     tune-set `metric`; the test set is never opened here."""
     cls = model_class(config.model)
-    data = data if data is not None else load_data(config.data_dir)
-    split = split_for(data, config.protocol)
-    training = training_data(data, split, config.like_rule)
+    tracker = open_tracker(config.track)  # fails before any trial when MLflow is missing
+    experiment = config.experiment
+    data = data if data is not None else load_data(experiment.resolved_data_dir)
+    split = split_for(data, experiment.protocol)
+    training = training_data(data, split, experiment.like_rule)
     storage = open_storage(config.resolved_storage, config.heartbeat_interval, config.grace_period)
     study = optuna.create_study(
         study_name=config.resolved_study_name,
@@ -267,7 +288,7 @@ def tune(config: TuneConfig, data: KuaiRecData | None = None) -> optuna.Study:
     if remaining <= 0:
         return study
     study.optimize(
-        lambda trial: _objective(trial, config, cls, split, training, budget),
+        lambda trial: _objective(trial, config, cls, split, training, budget, tracker),
         n_trials=remaining,
         timeout=config.timeout,
         catch=TRIAL_ERRORS,
@@ -282,10 +303,10 @@ def _check_same_study(study: optuna.Study, config: TuneConfig) -> None:
     values: record what the study is on its creation and refuse a mismatch afterwards."""
     identity = {
         "model": config.model,
-        "data": Path(config.data_dir).name,
-        "protocol": config.protocol,
+        "data": Path(config.experiment.data_dir).name,
+        "protocol": config.experiment.protocol,
         "metric": config.metric,
-        "like_rule": str(config.like_rule),
+        "like_rule": str(config.experiment.like_rule),
     }
     recorded = study.user_attrs
     if not recorded:
@@ -318,19 +339,15 @@ def _claim_slot(trial: optuna.Trial, budget: int) -> None:
 
 def _objective(
     trial: optuna.Trial, config: TuneConfig, cls: type[Recommender], split: Split,
-    training: TrainingData, budget: int,
+    training: TrainingData, budget: int, tracker: Tracker | None = None,
 ) -> float:  # fmt: skip
     _claim_slot(trial, budget)
-    params = search_space(cls, trial)
+    params = {**config.preset_params, **search_space(cls, trial)}
     trial.set_user_attr("hyperparameters", params)
     run_config = RunConfig(
-        model=config.model,
-        params=params,
-        data_dir=config.data_dir,
-        protocol=config.protocol,
-        like_rule=config.like_rule,
-        seed=config.seed,
-    )
+        model=config.model, experiment=config.experiment, params=params, seed=config.seed,
+        preset=config.preset,
+    )  # fmt: skip
     run_dir = new_run_dir(config.runs_dir, config.model)
     trial.set_user_attr("run_dir", str(run_dir))
     tag = {
@@ -341,7 +358,9 @@ def _objective(
     }
     _write_trial_tag(run_dir, tag, "RUNNING")
     try:
-        value = _train_trial_run(run_config, run_dir, split, training, trial, config.metric)
+        value = _train_trial_run(
+            run_config, run_dir, split, training, trial, config.metric, tracker, tag
+        )
     except optuna.TrialPruned:
         _write_trial_tag(run_dir, tag, "PRUNED")
         raise
@@ -358,14 +377,16 @@ def _write_trial_tag(run_dir: Path, tag: dict, state: str, value: float | None =
 
 def _train_trial_run(
     config: RunConfig, run_dir: Path, split: Split, training: TrainingData, trial: optuna.Trial,
-    metric: str,
+    metric: str, tracker: Tracker | None = None, tag: dict | None = None,
 ) -> float:  # fmt: skip
-    """`runs.train_run` for one trial on the study's split, with the pruning hook set."""
+    """`runs.train_run` for one trial on the study's split, with the pruning hook set (and
+    the run mirrored to `tracker`, tagged with its study and trial, once it finished)."""
     train_run(
         config, split=split, training=training, run_dir=run_dir,
-        on_epoch_end=pruning_callback(trial), progress=False,
+        on_epoch_end=pruning_callback(trial), progress=False, track=tracker,
+        track_tags={f"tuning.{k}": v for k, v in (tag or {}).items()},
     )  # fmt: skip
-    summary = read_metrics(run_dir)["tune"]["summary"]
+    summary = Run(run_dir).metrics["tune"]["summary"]
     if metric not in summary:
         raise KeyError(
             f"--metric {metric!r} is not a tune-set metric; choose one of "
@@ -389,3 +410,28 @@ def trials_table(study: optuna.Study) -> list[dict]:
         }
         for t in study.get_trials(deepcopy=False)
     ]
+
+
+def tune_models(
+    models: list[str], experiment: Experiment, data: KuaiRecData | None = None, **settings: Any
+) -> Iterator[optuna.Study]:
+    """`tune` each of `models` (`["all"]`: every model but the reference ones) on
+    `experiment` with the other `TuneConfig` fields from `settings`, reading the data once;
+    yields each study when its trials are done."""
+    names = default_models() if models == ["all"] else models
+    if settings.get("study_name") and len(names) > 1:
+        raise ValueError("--study-name needs a single model (each model has its own study)")
+    configs = [TuneConfig(model=name, experiment=experiment, **settings) for name in names]
+    data = data if data is not None else load_data(experiment.resolved_data_dir)
+    for config in configs:
+        yield tune(config, data=data)
+
+
+def study_summary(study: optuna.Study, metric: str) -> str:
+    """One line: the study's finished trials and its best tune-set value and hyperparameters."""
+    best = best_hyperparameters(study)
+    value = "-" if best is None else f"{study.best_value:.4f}"
+    return (
+        f"{study.study_name}: {finished_trials(study)} finished trials, "
+        f"best tune {metric} {value} with {best}"
+    )

@@ -298,11 +298,28 @@ def compute_stats(directory: str | Path, learnability: bool = True) -> dict[str,
     return stats
 
 
-def release_stats(big: pl.DataFrame, small: pl.DataFrame) -> dict[str, float]:
-    """The calibration statistics of two interaction tables (KuaiRec columns and dtypes)."""
+def _distinct_pairs(frame: pl.DataFrame) -> int:
+    """Distinct (user, video) pairs: ids packed into one integer when they fit (a tenth of
+    the memory of a two-column unique at full scale)."""
+    ids = frame.select(
+        pl.min_horizontal(pl.min("user_id", "video_id")).alias("low"),
+        pl.max_horizontal(pl.max("user_id", "video_id")).alias("high"),
+    )
+    low, high = ids.row(0)
+    if low is None or low < 0 or high >= 1 << 31:
+        return frame.select("user_id", "video_id").unique().height
+    return frame.select((pl.col("user_id") * (1 << 32) + pl.col("video_id")).n_unique()).item()
+
+
+def release_stats(
+    big: pl.DataFrame, small: pl.DataFrame, dedup: pl.DataFrame | None = None
+) -> dict[str, float]:
+    """The calibration statistics of two interaction tables (KuaiRec columns and dtypes).
+    `dedup`: big without its exact duplicate rows, when the caller has it already (the data
+    report gets it from streamed row hashes, cheaper than `big.unique()`)."""
     big_users, big_videos = big["user_id"].n_unique(), big["video_id"].n_unique()
     small_users, small_videos = small["user_id"].n_unique(), small["video_id"].n_unique()
-    dedup = big.unique()
+    dedup = big.unique() if dedup is None else dedup
     per_video = dedup.group_by("video_id").len()["len"]
     stats = {
         "big_users": big_users,
@@ -313,7 +330,7 @@ def release_stats(big: pl.DataFrame, small: pl.DataFrame) -> dict[str, float]:
         "small_rows": small.height,
         "big_density": big.height / max(big_users * big_videos, 1),
         "small_density": small.height / max(small_users * small_videos, 1),
-        "big_distinct_pairs": big.select("user_id", "video_id").unique().height,
+        "big_distinct_pairs": _distinct_pairs(big),
         "big_duplicate_rate": 1.0 - dedup.height / max(big.height, 1),
         "small_null_rate": small["timestamp"].null_count() / max(small.height, 1),
         **_watch_ratio_stats("big", big["watch_ratio"]),

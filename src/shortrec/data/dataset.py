@@ -8,6 +8,10 @@ Folder layout, one directory per release:
     item_daily_features.parquet                ITEM_DAILY_COLUMNS (optional)
     social_network.parquet                     user_id, friend_list: list[int64] (optional)
     ground_truth.parquet                       GROUND_TRUTH_COLUMNS (synthetic worlds only)
+    item_attributes.parquet                    an imported item table: video_id + its fields,
+                                               typed (optional; see shortrec.data.importer)
+    tag_names.parquet                          tag, field, name: what each tag id means
+                                               (optional; imported logs)
     manifest.json                              what the folder holds, and proof of it
     features/                                  the feature cache (shortrec.data.features)
 
@@ -56,7 +60,13 @@ OPTIONAL_TABLES = (
     "item_daily_features",
     "social_network",
     "ground_truth",
+    "item_attributes",
+    "tag_names",
 )
+# An imported log's item table, typed (token -> String, token_seq -> List(String), float ->
+# Float64), and what its tag ids mean: the names `recommend`, the feed and the report show.
+ITEM_ATTRIBUTES_TABLE = "item_attributes"
+TAG_NAMES_TABLE = "tag_names"
 _HASH_CHUNK = 1 << 22
 _PREPARE_HINT = "run `shortrec data prepare RAW_DIR --out DIR` (or `data import`) again"
 
@@ -160,6 +170,40 @@ def video_table(
     return videos.sort("video_id")
 
 
+def with_item_names(
+    videos: pl.DataFrame,
+    attributes: pl.DataFrame | None,
+    roles: dict[str, str],
+    vocabulary: pl.DataFrame | None,
+) -> pl.DataFrame:
+    """An imported log's names on the video table: `caption` (the item table's title field,
+    where there is no KuaiRec caption), `categories` (its category field, a list of names)
+    and `tag_names` (each tag's name, in the order of `tags`)."""
+    if vocabulary is not None and "tags" in videos.columns:
+        names = (
+            videos.select("video_id", "tags")
+            .explode("tags")
+            .join(vocabulary.select(pl.col("tag").alias("tags"), "name"), on="tags", how="left")
+            .group_by("video_id", maintain_order=True)
+            .agg(pl.col("name").drop_nulls().alias("tag_names"))
+        )
+        videos = videos.join(names, on="video_id", how="left")
+    if attributes is None:
+        return videos
+    columns = [pl.col("video_id")]
+    title, category = roles.get("title"), roles.get("category")
+    if title and "caption" not in videos.columns:
+        columns.append(pl.col(title).cast(pl.String).alias("caption"))
+    if category:
+        values = pl.col(category)
+        if attributes.schema[category] != pl.List(pl.String):
+            values = pl.concat_list(values.cast(pl.String)).list.drop_nulls()
+        columns.append(values.alias("categories"))
+    if len(columns) == 1:
+        return videos
+    return videos.join(attributes.select(columns), on="video_id", how="left")
+
+
 def first_occurrences(path: str | Path) -> pl.Series:
     """True on the first occurrence of each distinct row of a Parquet table, judged on whole
     rows through two 64-bit row hashes (a false match needs a 128-bit collision). The rows are
@@ -218,6 +262,8 @@ def load_prepared(
     item_categories = table("item_categories")
     assert item_categories is not None
     videos = video_table(item_categories, table("kuairec_caption_category"), [big, small])
+    roles = manifest["files"].get(ITEM_ATTRIBUTES_TABLE, {}).get("roles", {})
+    videos = with_item_names(videos, table(ITEM_ATTRIBUTES_TABLE), roles, table(TAG_NAMES_TABLE))
     return KuaiRecData(
         big_matrix=big.select(wanted),
         small_matrix=small.select(wanted),

@@ -326,14 +326,11 @@ def history_features(
 def history_views(histories: Histories, user_ids: np.ndarray) -> pl.DataFrame:
     """The views of `user_ids` held in `histories` (user_id, video_id, watch_ratio, timestamp),
     gathered from the CSR slices without scanning the whole table."""
-    rows = histories.position(np.asarray(user_ids, dtype=np.int64))
-    rows = np.unique(rows[rows >= 0])
-    lengths = histories.lengths[rows]
-    starts = histories.offsets[rows]
-    flat = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+    users = np.unique(np.asarray(user_ids, dtype=np.int64))
+    owner, flat = histories.gather(users)
     return pl.DataFrame(
         {
-            "user_id": np.repeat(histories.user_ids[rows], lengths),
+            "user_id": users[owner],
             "video_id": histories.video_ids[flat],
             "watch_ratio": histories.watch_ratios[flat].astype(np.float64),
             "timestamp": histories.timestamps[flat],

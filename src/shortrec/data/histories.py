@@ -100,6 +100,24 @@ class Histories:
         """Row of each user in this table, -1 for users without history."""
         return IdMap(self.user_ids).index(user_ids)
 
+    def slices(self, user_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(start, length) of each given user's views in the flat arrays; (0, 0) for users
+        without history."""
+        rows = self.position(np.asarray(user_ids, dtype=np.int64))
+        known = rows >= 0
+        starts = np.zeros(len(rows), dtype=np.int64)
+        lengths = np.zeros(len(rows), dtype=np.int64)
+        starts[known] = self.offsets[rows[known]]
+        lengths[known] = self.lengths[rows[known]]
+        return starts, lengths
+
+    def gather(self, user_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(owner, flat) of every view of the given users, user by user in the given order,
+        oldest first: `owner` is the position in `user_ids`, `flat` the index into
+        `video_ids` / `watch_ratios` / `timestamps`. One slice per user, never a scan."""
+        starts, lengths = self.slices(user_ids)
+        return np.repeat(np.arange(len(starts)), lengths), flat_ranges(starts, lengths)
+
     def views_of(self, user_id: int) -> tuple[np.ndarray, np.ndarray]:
         """(video_ids, watch_ratios) of one user, oldest first; empty for unknown users."""
         row = int(self.position(np.array([user_id]))[0])
@@ -129,15 +147,8 @@ class Histories:
         """Sparse (users x videos) 0/1 matrix of what each given user has watched."""
         import scipy.sparse as sp
 
-        rows = self.position(user_ids)
-        known = rows >= 0
-        safe = np.where(known, rows, 0)
-        lengths = np.zeros(len(rows), dtype=np.int64)
-        lengths[known] = self.lengths[rows[known]]
-        starts = self.offsets[safe] if len(self.offsets) > 1 else np.zeros(len(rows), np.int64)
-        flat = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+        row_idx, flat = self.gather(user_ids)
         cols = video_map.index(self.video_ids[flat])
-        row_idx = np.repeat(np.arange(len(user_ids)), lengths)
         keep = cols >= 0
         data = np.ones(int(keep.sum()), dtype=np.float32)
         matrix = sp.csr_matrix(
@@ -145,3 +156,13 @@ class Histories:
         )
         matrix.data[:] = 1.0  # repeated views count once
         return matrix
+
+
+def flat_ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Concatenation of arange(s, s + c) for each (s, c), without a Python loop."""
+    counts = np.asarray(counts, dtype=np.int64)
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(0, np.int64)
+    group_start = np.cumsum(counts) - counts
+    return np.repeat(np.asarray(starts, dtype=np.int64) - group_start, counts) + np.arange(total)

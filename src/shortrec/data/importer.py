@@ -19,7 +19,16 @@ Times come from a time column (Unix seconds, or an ISO date-time) or an order co
 either, the file order within each user is the order.
 
 Raw ids that are integers stay the public ids; other ids (RecBole tokens such as "u12") are
-numbered in sorted order and the mapping is kept in `imported_ids.parquet`.
+numbered in sorted order and the mapping is kept in `imported_ids_{user,item}.parquet`.
+
+Names travel with the ids. An item table (a RecBole `.item` file, or `items=` for a table
+log) is kept whole and typed in `item_attributes.parquet` (token -> String, token_seq ->
+List(String), float -> Float64, float_seq -> List(Float64); its manifest entry records each
+field's RecBole type and which field is the title and which the category), and what each tag
+id means in `tag_names.parquet` (tag, field, name). The loader turns them into the `caption`,
+`categories` and `tag_names` columns of the video table, which `recommend`, the server's feed
+and the reports show as they show KuaiRec's captions and categories. The title is a name,
+not a feature: its words do not become tags.
 """
 
 from __future__ import annotations
@@ -29,12 +38,16 @@ from pathlib import Path
 
 import polars as pl
 
+from shortrec.data.dataset import ITEM_ATTRIBUTES_TABLE, TAG_NAMES_TABLE
 from shortrec.data.prepare import publish_prepared
 from shortrec.data.schema import PREPARED_INTERACTION_COLUMNS
 from shortrec.io import atomic_replace_dir, staging_dir_for
 
 FORMATS = ("table", "recbole", "sasrec")
-IMPORTED_IDS_FILE = "imported_ids.parquet"
+# Item fields recognised by name (case-insensitive) when no --item-title / --item-category
+# is given: RecBole's ml-*, Amazon and Yelp item files, MovieLens' movies.csv.
+TITLE_FIELDS = ("title", "movie_title", "item_name", "name", "book_title", "caption")
+CATEGORY_FIELDS = ("genre", "genres", "category", "categories", "class")
 
 
 class LogImportError(ValueError):
@@ -56,6 +69,9 @@ class ColumnMapping:
     rating: str | None = None
     rating_max: float = 5.0
     label: str | None = None  # 1 liked, 0 not
+    item_title: str | None = None  # item table field holding the title (default: by name)
+    item_category: str | None = None  # item table field holding categories (default: by name)
+    category_separator: str = "|"  # between categories in one cell of a table (not RecBole)
 
     def signal(self) -> str:
         if self.watch_ratio or (self.play_duration and self.video_duration):
@@ -88,9 +104,11 @@ def import_log(
     fmt: str = "table",
     mapping: ColumnMapping | None = None,
     separator: str = ",",
+    items: str | Path | None = None,
 ) -> ImportReport:
     """Read `source` (a CSV/Parquet table, a RecBole `.inter` file or a SASRec text file) and
-    write the prepared layout to `out`, all or nothing."""
+    write the prepared layout to `out`, all or nothing. `items`: an item table (CSV/Parquet)
+    keyed by the log's item column, for a table log (a RecBole log brings its `.item`)."""
     source, out = Path(source), Path(out)
     if fmt not in FORMATS:
         raise LogImportError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -98,7 +116,9 @@ def import_log(
         raise FileNotFoundError(f"{source} does not exist")
     if out.exists() and not out.is_dir():
         raise LogImportError(f"--out {out} is a file, not a folder")
-    items: pl.DataFrame | None = None
+    if items is not None and fmt != "table":
+        raise LogImportError(f"--items applies to a table log; a {fmt} log brings its own")
+    item_table: ItemTable | None = None
     users: pl.DataFrame | None = None
     if fmt == "sasrec":
         from shortrec.data.sasrec_text import read_sasrec_text
@@ -117,32 +137,40 @@ def import_log(
         id_maps: dict[str, pl.DataFrame] = {}
     else:
         if fmt == "recbole":
-            table, mapping, items, users = read_recbole(source)
+            table, mapping, item_table, users = read_recbole(source, mapping)
         else:
             table = _read_table(source, separator)
             mapping = mapping or ColumnMapping()
+            if items is not None:
+                item_table = read_item_table(Path(items), mapping, separator)
         signal = mapping.signal()
         views, id_maps = _interactions(table, mapping, source)
-        items, users = _side_tables(items, users, id_maps, source)
+        item_table, users = _side_tables(item_table, users, id_maps, source)
     if views.height == 0:
         raise LogImportError(f"{source}: no interactions (a header without rows?)")
     video_ids = views.select("video_id").unique()
-    categories = (items if items is not None else video_ids.with_columns(tags=None)).select(
-        "video_id", pl.col("tags").cast(pl.List(pl.Int64))
-    )
+    tagged = item_table.tags if item_table is not None else video_ids.with_columns(tags=None)
+    categories = tagged.select("video_id", pl.col("tags").cast(pl.List(pl.Int64)))
     categories = video_ids.join(categories, on="video_id", how="full", coalesce=True)
     tables = {
         "big_matrix": views,
         "small_matrix": views.clear(),
         "item_categories": categories.sort("video_id"),
     }
+    entries = {}
     if users is not None:
         tables["user_features"] = users
+    if item_table is not None:
+        attributes = item_table.attributes.select("video_id", *item_table.types)
+        tables[ITEM_ATTRIBUTES_TABLE] = attributes.sort("video_id")
+        entries[ITEM_ATTRIBUTES_TABLE] = {"types": item_table.types, "roles": item_table.roles,
+                                          "source": str(item_table.path)}  # fmt: skip
+        tables[TAG_NAMES_TABLE] = item_table.vocabulary
     for kind, table in id_maps.items():
         tables[f"imported_ids_{kind}"] = table
     publish_prepared(
-        out, tables, source="import", format=fmt, path=str(source), mapping=asdict(mapping),
-        signal=signal, suggested_like_rule=SUGGESTED_RULES[signal],
+        out, tables, entries, source="import", format=fmt, path=str(source),
+        mapping=asdict(mapping), signal=signal, suggested_like_rule=SUGGESTED_RULES[signal],
     )  # fmt: skip
     return ImportReport(
         out=out,
@@ -152,7 +180,7 @@ def import_log(
         signal=signal,
         suggested_like_rule=SUGGESTED_RULES[signal],
         side_tables=[n for n in ("user_features",) if n in tables]
-        + (["item_categories (tags)"] if items is not None else []),
+        + ([item_table.summary()] if item_table is not None else []),
     )
 
 
@@ -294,11 +322,11 @@ def _timestamps(table: pl.DataFrame, mapping: ColumnMapping, source: Path) -> pl
 
 
 def _side_tables(
-    items: pl.DataFrame | None,
+    items: ItemTable | None,
     users: pl.DataFrame | None,
     id_maps: dict[str, pl.DataFrame],
     source: Path,
-) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:
+) -> tuple[ItemTable | None, pl.DataFrame | None]:
     """Map side tables onto the imported ids: item tokens -> `tags`, user tokens -> codes."""
 
     def remap(frame: pl.DataFrame, column: str, kind: str) -> pl.DataFrame:
@@ -309,7 +337,8 @@ def _side_tables(
         return frame.with_columns(pl.col(column).cast(pl.Int64, strict=False)).drop_nulls(column)
 
     if items is not None:
-        items = remap(items, "video_id", "item")
+        items.tags = remap(items.tags, "video_id", "item")
+        items.attributes = remap(items.attributes, "video_id", "item")
     if users is not None:
         users = remap(users, "user_id", "user")
     return items, users
@@ -346,8 +375,8 @@ def _atomic(path: Path) -> tuple[pl.DataFrame, dict[str, str]]:
 
 
 def read_recbole(
-    inter: Path,
-) -> tuple[pl.DataFrame, ColumnMapping, pl.DataFrame | None, pl.DataFrame | None]:
+    inter: Path, options: ColumnMapping | None = None
+) -> tuple[pl.DataFrame, ColumnMapping, ItemTable | None, pl.DataFrame | None]:
     """A RecBole dataset from its `.inter` file (or its folder), with `.item` / `.user` side
     files beside it when present."""
     if inter.is_dir():
@@ -361,6 +390,8 @@ def read_recbole(
     if user is None or item is None:
         raise LogImportError(f"{inter}: needs user_id:token and item_id:token fields")
     mapping = ColumnMapping(user=user, item=item)
+    if options is not None:
+        mapping.item_title, mapping.item_category = options.item_title, options.item_category
     if "timestamp" in types:
         mapping.time = "timestamp"
     if "watch_ratio" in types:
@@ -379,37 +410,156 @@ def read_recbole(
         if name:
             table = table.with_columns(pl.col(name).cast(pl.Float64, strict=False))
     stem = inter.with_suffix("")
-    items = _recbole_items(stem.with_suffix(".item"), item)
+    items = _recbole_items(stem.with_suffix(".item"), item, mapping)
     users = _recbole_users(stem.with_suffix(".user"), user)
     return table, mapping, items, users
 
 
-def _recbole_items(path: Path, item: str) -> pl.DataFrame | None:
-    """Every token and token_seq field of `.item` becomes tags (one vocabulary per field)."""
+@dataclass
+class ItemTable:
+    """An item table on its way into the prepared folder, keyed by `video_id` (raw tokens
+    until `_side_tables` maps them): every field typed, the tags models learn from, and the
+    names of those tags."""
+
+    path: Path
+    attributes: pl.DataFrame  # video_id + every field, typed
+    types: dict[str, str]  # field -> RecBole type (token, token_seq, float, float_seq)
+    roles: dict[str, str]  # "title" / "category" -> field
+    tags: pl.DataFrame  # video_id, tags: list[int]
+    vocabulary: pl.DataFrame  # tag, field, name
+
+    def summary(self) -> str:
+        named = ", ".join(f"{role} {field!r}" for role, field in self.roles.items())
+        return f"item table ({len(self.types)} fields{'; ' + named if named else ''})"
+
+
+def _role(types: dict[str, str], given: str | None, known: tuple[str, ...], what: str,
+          path: Path) -> str | None:  # fmt: skip
+    if given is not None:
+        if given not in types:
+            raise LogImportError(
+                f"{path}: no field {given!r} for the item {what} (fields: {', '.join(types)})"
+            )
+        return given
+    by_name = {name.lower(): name for name in types}
+    return next((by_name[name] for name in known if name in by_name), None)
+
+
+def _item_table(
+    table: pl.DataFrame,
+    types: dict[str, str],
+    key: str,
+    mapping: ColumnMapping,
+    path: Path,
+    tag_fields: list[str],
+    seq_separator: str = " ",
+) -> ItemTable:
+    """Type `table` (every column a string, `types` its RecBole types), pick the title and
+    category fields, and number the tokens of `tag_fields` into tags. A token_seq cell is
+    split on `seq_separator` (RecBole's: a space)."""
+    fields = {name: kind for name, kind in types.items() if name != key}
+    roles = {
+        role: field
+        for role, field in (
+            ("title", _role(fields, mapping.item_title, TITLE_FIELDS, "title", path)),
+            ("category", _role(fields, mapping.item_category, CATEGORY_FIELDS, "category", path)),
+        )
+        if field is not None
+    }
+    columns = [pl.col(key).cast(pl.String).alias("video_id")]
+    for name, kind in fields.items():
+        text = pl.col(name).cast(pl.String)
+        if kind == "float":
+            columns.append(text.cast(pl.Float64, strict=False).alias(name))
+        elif kind == "float_seq":
+            values = text.str.split(" ").list.eval(pl.element().cast(pl.Float64))
+            columns.append(values.alias(name))
+        elif kind == "token_seq" and name != roles.get("title"):
+            tokens = text.str.split(seq_separator).list.eval(
+                pl.element().str.strip_chars().filter(pl.element().str.strip_chars() != "")
+            )
+            columns.append(tokens.alias(name))
+        else:  # a token, or the title's text as written
+            columns.append(text.alias(name))
+    attributes = table.select(columns)
+    for name, kind in fields.items():
+        if kind == "float" and attributes[name].null_count() > table[name].null_count():
+            row = int((attributes[name].is_null() & table[name].is_not_null()).arg_max())
+            raise LogImportError(
+                f"{path}, row {row + 1}: the float field {name!r} must hold numbers, "
+                f"found {table[name][row]!r}"
+            )
+    exploded = []
+    for name in tag_fields:
+        values = attributes.select("video_id", pl.col(name).alias("name"))
+        if fields[name] == "token_seq":
+            values = values.explode("name")
+        exploded.append(
+            values.filter(pl.col("name").is_not_null() & (pl.col("name") != "")).with_columns(
+                pl.lit(name).alias("field")
+            )
+        )
+    schema = {"tag": pl.Int64, "field": pl.String, "name": pl.String}
+    if not exploded:
+        vocabulary = pl.DataFrame(schema=schema)
+        tags = attributes.select("video_id").with_columns(tags=None)
+    else:
+        tokens = pl.concat(exploded)
+        vocabulary = (
+            tokens.select("field", "name")
+            .unique()
+            .sort("field", "name")
+            .with_row_index("tag")
+            .select(pl.col("tag").cast(pl.Int64), "field", "name")
+        )
+        tags = (
+            tokens.join(vocabulary, on=["field", "name"])
+            .group_by("video_id")
+            .agg(pl.col("tag").sort().alias("tags"))
+        )
+        tags = attributes.select("video_id").join(tags, on="video_id", how="left")
+    return ItemTable(path, attributes, fields, roles, tags, vocabulary)
+
+
+def _recbole_items(path: Path, item: str, mapping: ColumnMapping) -> ItemTable | None:
+    """`.item`: every field kept, typed; every token and token_seq field but the title
+    becomes tags (one vocabulary per field)."""
     if not path.exists():
         return None
     table, types = _atomic(path)
     if item not in types:
         raise LogImportError(f"{path}: no {item} field to join items on")
-    token_fields = [n for n, k in types.items() if k in ("token", "token_seq") and n != item]
-    exploded = []
-    for name in token_fields:
-        tokens = table.select(pl.col(item), pl.col(name).str.split(" ").alias("t")).explode("t")
-        exploded.append(
-            tokens.filter(pl.col("t").is_not_null() & (pl.col("t") != "")).select(
-                pl.col(item), pl.concat_str(pl.lit(f"{name}="), pl.col("t")).alias("t")
-            )
+    items = _item_table(table, types, item, mapping, path, [])
+    title = items.roles.get("title")
+    tag_fields = [n for n, k in items.types.items() if k in ("token", "token_seq") and n != title]
+    return _item_table(table, types, item, mapping, path, tag_fields)
+
+
+def read_item_table(path: Path, mapping: ColumnMapping, separator: str = ",") -> ItemTable:
+    """An item table for a table log (MovieLens' movies.csv: movieId,title,genres): keyed by
+    the log's item column; text columns are tokens, numeric ones floats, the category column
+    is split on `mapping.category_separator` and its categories become the items' tags."""
+    if not path.exists():
+        raise FileNotFoundError(f"--items {path} does not exist")
+    table = _read_table(path, separator)
+    if mapping.item not in table.columns:
+        raise LogImportError(
+            f"{path}: no column {mapping.item!r} (the log's item column) to join items on "
+            f"(columns: {', '.join(table.columns)})"
         )
-    if not exploded:
-        return table.select(pl.col(item).alias("video_id")).with_columns(tags=None)
-    all_tokens = pl.concat(exploded)
-    vocabulary = all_tokens.select("t").unique().sort("t").with_row_index("tag")
-    tags = (
-        all_tokens.join(vocabulary, on="t")
-        .group_by(item)
-        .agg(pl.col("tag").cast(pl.Int64).sort().alias("tags"))
+    types = {n: "float" if t.is_numeric() else "token" for n, t in table.schema.items()}
+    types[mapping.item] = "token"
+    probe = _item_table(table.head(0), types, mapping.item, mapping, path, [])
+    category = probe.roles.get("category")
+    if category is not None:
+        types[category] = "token_seq"
+    if probe.roles.get("title"):
+        types[probe.roles["title"]] = "token_seq"  # free text: RecBole's closest type
+    text = table.select(pl.all().cast(pl.String))
+    tag_fields = [category] if category else []
+    return _item_table(
+        text, types, mapping.item, mapping, path, tag_fields, mapping.category_separator
     )
-    return table.select(item).join(tags, on=item, how="left").rename({item: "video_id"})
 
 
 def _recbole_users(path: Path, user: str) -> pl.DataFrame | None:
@@ -449,7 +599,7 @@ def export_recbole(data_dir: str | Path, out: str | Path, name: str | None = Non
             small = staging / f"{name}-small"
             small.mkdir()
             written.append(_write_inter(data.small_matrix, small / f"{name}-small.inter"))
-        written.append(_write_items(data.videos, staging / f"{name}.item"))
+        written.append(_write_items(data.videos, staging / f"{name}.item", data_dir))
         if data.users is not None:
             written.append(_write_users(data.users, staging / f"{name}.user"))
         atomic_replace_dir(staging, out)
@@ -481,7 +631,25 @@ def _write_inter(views: pl.DataFrame, path: Path) -> Path:
     return _write_atomic_file(table, types, path)
 
 
-def _write_items(videos: pl.DataFrame, path: Path) -> Path:
+def _write_items(videos: pl.DataFrame, path: Path, data_dir: Path) -> Path:
+    """An imported item table goes back out field by field with its RecBole types (so the
+    round trip rebuilds the same tags and names); otherwise tags and category ids."""
+    from shortrec.data.dataset import read_manifest, verify_table
+
+    manifest = read_manifest(data_dir)
+    attributes_path = verify_table(data_dir, manifest, ITEM_ATTRIBUTES_TABLE)
+    if attributes_path is not None:
+        types = manifest["files"][ITEM_ATTRIBUTES_TABLE]["types"]
+        attributes = pl.read_parquet(attributes_path)
+        columns = [pl.col("video_id").cast(pl.String).alias("item_id")]
+        for name in types:
+            value = pl.col(name)
+            if isinstance(attributes.schema[name], pl.List):
+                # RecBole separates a sequence's tokens by spaces: none may hold one.
+                text = pl.element().cast(pl.String).str.replace_all(" ", "_")
+                value = value.list.eval(text).list.join(" ")
+            columns.append(value.cast(pl.String).alias(name))
+        return _write_atomic_file(attributes.select(columns), {"item_id": "token", **types}, path)
     columns = [pl.col("video_id").alias("item_id")]
     types = {"item_id": "token"}
     if "tags" in videos.columns:

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from shortrec import __version__
 from shortrec.data.dataset import (

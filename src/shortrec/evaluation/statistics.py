@@ -26,6 +26,15 @@ class Interval:
         return f"{self.mean:.4f} [{self.low:.4f}, {self.high:.4f}]"
 
 
+def format_interval(value: Interval | dict | None) -> str:
+    """ "mean [low, high]" of an interval or its saved dict (`Interval.to_dict`); "-" for none."""
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        value = Interval(value["mean"], value["low"], value["high"], value.get("n", 0))
+    return str(value)
+
+
 def bootstrap_intervals(
     columns: dict[str, np.ndarray],
     n_resamples: int = 1000,

@@ -31,3 +31,10 @@ def model_class(name: str) -> type[Recommender]:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(REGISTRY))}")
     module, _, cls = REGISTRY[name].partition(":")
     return getattr(importlib.import_module(module), cls)
+
+
+def default_models() -> list[str]:
+    """Every registered model but the reference points (`Recommender.reference`, e.g. the
+    oracle, which needs a synthetic world's ground truth): what `tune all` and the benchmark
+    run."""
+    return [name for name in REGISTRY if not model_class(name).reference]

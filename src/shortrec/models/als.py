@@ -28,14 +28,14 @@ import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 from threadpoolctl import threadpool_limits
 
-from shortrec.data.histories import Histories, IdMap
-from shortrec.models.base import FitContext, Recommender, TrainingData
-from shortrec.models.interactions import (
-    WEIGHTING_HELP,
-    ViewWeighting,
+from shortrec.data.histories import Histories
+from shortrec.models.base import (
+    FitContext,
+    Recommender,
+    TrainingData,
     hyperparameter,
-    unknown_videos_last,
 )
+from shortrec.models.interactions import ViewWeighting, weighting_field
 
 ENGINES = ("implicit", "spark")
 
@@ -45,8 +45,7 @@ def _threads(num_threads: int) -> int:
 
 
 def _check_device(device: str) -> None:
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    """implicit trains on CUDA only in its GPU build (torch's devices do not apply here)."""
     if device == "cuda":
         import implicit.gpu
 
@@ -65,9 +64,7 @@ class _FactorModel(Recommender, ViewWeighting):
         train = data.views
         if train.height == 0:
             raise ValueError(f"{self.name}: the training frame has no views")
-        self.check_weighting()
-        self.user_map_ = IdMap.from_ids(train["user_id"].to_numpy())
-        self.video_map_ = IdMap.from_ids(train["video_id"].to_numpy())
+        self.user_map_, self.video_map_ = data.user_map, data.video_map
         self.fit_signal(data, self.video_map_)
         return self.signal_matrices(train, self.user_map_, self.video_map_)
 
@@ -80,7 +77,7 @@ class _FactorModel(Recommender, ViewWeighting):
     def _scores(self, user_factors: np.ndarray, video_ids: np.ndarray) -> np.ndarray:
         columns = self.video_map_.index(video_ids)
         scores = user_factors @ self.item_factors_[np.maximum(columns, 0)].T
-        return unknown_videos_last(scores, columns >= 0)
+        return scores
 
 
 @dataclasses.dataclass
@@ -90,17 +87,23 @@ class ALSRecommender(_FactorModel):
     name: ClassVar[str] = "als"
     # Defaults from `shortrec tune als` on the tune users of the seed-0 quickstart world
     # (README, "Collaborative filtering: likes, dislikes and defaults").
-    weighting: str = hyperparameter("linear", WEIGHTING_HELP)
-    factors: int = 32
-    regularization: float = 0.1
-    alpha: float = hyperparameter(2.0, "Confidence of a liked view: 1 + alpha * its weight.")
-    dislike_confidence: float = hyperparameter(
-        0.6, "A disliked view is preference 0 with confidence 1 + alpha * this."
+    weighting: str = weighting_field("linear")
+    factors: int = hyperparameter(32, "Size of the user and video factors.", minimum=1)
+    regularization: float = hyperparameter(0.1, "L2 penalty on the factors.", minimum=0.0)
+    alpha: float = hyperparameter(
+        2.0, "Confidence of a liked view: 1 + alpha * its weight.", minimum=0.0
     )
-    iterations: int = 15
-    num_threads: int = hyperparameter(1, "implicit's threads; 0 uses every core.")
-    device: str = hyperparameter("cpu", "cpu | cuda (implicit's GPU build).")
-    engine: str = hyperparameter("implicit", "Trainer: implicit (one process) | spark (MLlib).")
+    dislike_confidence: float = hyperparameter(
+        0.6, "A disliked view is preference 0 with confidence 1 + alpha * this.", minimum=0.0
+    )
+    iterations: int = hyperparameter(15, "Alternating least-squares sweeps.", minimum=1)
+    num_threads: int = hyperparameter(1, "implicit's threads; 0 uses every core.", minimum=0)
+    device: str = hyperparameter(
+        "cpu", "cpu | cuda (implicit's GPU build).", choices=_FactorModel.devices
+    )
+    engine: str = hyperparameter(
+        "implicit", "Trainer: implicit (one process) | spark (MLlib).", choices=ENGINES
+    )
     spark_master: str = hyperparameter(
         "local[*]", "Spark master URL for engine=spark: local[*], spark://host:7077, yarn, ..."
     )
@@ -139,8 +142,6 @@ class ALSRecommender(_FactorModel):
 
     def fit(self, data: TrainingData, context: FitContext | None = None) -> ALSRecommender:
         _check_device(self.device)
-        if self.engine not in ENGINES:
-            raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
         positives, dislikes = self._fit_maps(data)
         if self.engine == "spark":
             self._fit_spark(positives - dislikes * self.dislike_confidence)

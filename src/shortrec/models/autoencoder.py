@@ -25,7 +25,6 @@ the rows are small enough that more threads mostly wait on each other on a share
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 from typing import ClassVar
@@ -36,31 +35,23 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from shortrec.data.histories import Histories, IdMap
-from shortrec.models.base import FitContext, Recommender, TrainingData
+from shortrec.data.histories import Histories
+from shortrec.models.base import (
+    FitContext,
+    Recommender,
+    TrainingData,
+    hyperparameter,
+)
 from shortrec.models.interactions import (
-    WEIGHTING_HELP,
     ValidationRanking,
     ViewWeighting,
-    hyperparameter,
     row_popularity,
-    unknown_videos_last,
+    weighting_field,
 )
-from shortrec.training.device import torch_threads
-from shortrec.training.early_stopping import EarlyStopping
+from shortrec.training.device import seeded_global_rng, select_device, torch_threads
+from shortrec.training.loop import fit_epochs
 
 LOSSES = ("multinomial", "bce", "mse")
-
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' picks CUDA when present; 'cpu' and 'cuda' are taken as asked."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' but torch sees no CUDA device")
-    return torch.device(device)
 
 
 def reconstruction_loss(logits: torch.Tensor, target: torch.Tensor, loss: str) -> torch.Tensor:
@@ -106,34 +97,36 @@ class RowAutoencoder(Recommender, ViewWeighting):
 
     reports_epochs: ClassVar[bool] = True
     devices: ClassVar[tuple[str, ...]] = ("auto", "cpu", "cuda")
-    weighting: str = hyperparameter("binary", WEIGHTING_HELP)
-    dropout: float = hyperparameter(0.5, "Input dropout: share of a history hidden per step.")
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    epochs: int = hyperparameter(200, "Most epochs; early stopping usually ends sooner.")
-    batch_size: int = 256
-    epoch_rows: int = hyperparameter(5_000, "User rows per epoch (at least one pass).")
-    patience: int = hyperparameter(10, "Epochs without a better validation NDCG@10 to stop.")
-    validation_users: int = hyperparameter(2000, "Users sampled for validation NDCG@10.")
-    device: str = hyperparameter("auto", "auto | cpu | cuda.")
-    num_threads: int = hyperparameter(1, "torch CPU threads; 0 keeps torch's own.")
+    weighting: str = weighting_field("binary")
+    dropout: float = hyperparameter(
+        0.5, "Input dropout: share of a history hidden per step.", minimum=0.0, below=1.0
+    )
+    learning_rate: float = hyperparameter(1e-3, "Adam's learning rate.", above=0.0)
+    weight_decay: float = hyperparameter(0.0, "Adam's L2 weight decay.", minimum=0.0)
+    epochs: int = hyperparameter(200, "Most epochs; early stopping usually ends sooner.", minimum=1)
+    batch_size: int = hyperparameter(256, "User rows per Adam step.", minimum=1)
+    epoch_rows: int = hyperparameter(5_000, "User rows per epoch (at least one pass).", minimum=1)
+    patience: int = hyperparameter(
+        10, "Epochs without a better validation NDCG@10 to stop.", minimum=1
+    )
+    validation_users: int = hyperparameter(2000, "Users sampled for validation NDCG@10.", minimum=1)
+    device: str = hyperparameter(
+        "auto", "Where torch trains: auto (CUDA when present) | cpu | cuda.",
+        choices=devices,
+    )  # fmt: skip
+    num_threads: int = hyperparameter(1, "torch CPU threads; 0 keeps torch's own.", minimum=0)
 
     def build_network(self, n_videos: int) -> nn.Module:
         raise NotImplementedError
 
     # --- training ------------------------------------------------------------------------
     def fit(self, data: TrainingData, context: FitContext | None = None) -> RowAutoencoder:
-        train = data.views
-        if train.height == 0:
+        if data.views.height == 0:
             raise ValueError(f"{self.name}: the training frame has no views")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"{self.name}: epochs and batch_size must be >= 1")
-        self.check_weighting()
-        device = resolve_device(self.device)
-        users = IdMap.from_ids(train["user_id"].to_numpy())
-        self.video_map_ = IdMap.from_ids(train["video_id"].to_numpy())
-        inputs = self.views_matrix(train, users, self.video_map_)
-        targets, _ = self.signal_matrices(train, users, self.video_map_)
+        device = select_device(self.device)
+        users, self.video_map_ = data.user_map, data.video_map
+        inputs = self.views_matrix(data.views, users, self.video_map_)
+        targets, _ = self.signal_matrices(data.views, users, self.video_map_)
         self.popularity_ = row_popularity(targets)
         check = ValidationRanking.build(
             self, data.validation, users, self.video_map_, inputs, self.validation_users,
@@ -143,55 +136,64 @@ class RowAutoencoder(Recommender, ViewWeighting):
         trainable = np.flatnonzero(np.diff(targets.indptr) > 0)
         if len(trainable) == 0:
             raise ValueError(f"{self.name}: no training view is a positive (no liked views)")
-        # fork_rng keeps the seeding of weights and dropout out of the caller's torch state.
-        with (
-            torch_threads(self.num_threads),
-            torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
-        ):
-            torch.manual_seed(self.seed)
+        with torch_threads(self.num_threads), seeded_global_rng(self.seed, device):
             network = self.build_network(len(self.video_map_)).to(device)
             optimiser = torch.optim.Adam(
                 network.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay
             )
-            stopper, best_state, step = EarlyStopping(self.patience), None, 0
-            history: list[dict[str, float]] = []
-            for epoch in range(self.epochs):
-                network.train()
-                total = 0.0
-                passes = max(1, math.ceil(self.epoch_rows / len(trainable)))
-                rows = np.concatenate([rng.permutation(trainable) for _ in range(passes)])
-                rows = rows[: max(self.epoch_rows, len(trainable))]
-                n_batches = max(1, math.ceil(len(rows) / self.batch_size))
-                for batch in np.array_split(rows, n_batches):
-                    loss = network.loss(
-                        torch.from_numpy(inputs[batch].toarray()).to(device),
-                        torch.from_numpy(targets[batch].toarray()).to(device),
-                        step,
-                    )
-                    optimiser.zero_grad()
-                    loss.backward()
-                    optimiser.step()
-                    total += float(loss.detach()) * len(batch)
-                    step += 1
-                record = {"epoch": epoch + 1, "loss": total / len(rows)}
-                if check is not None:
-                    scores = self._forward(network, inputs[check.rows])
-                    record["validation_ndcg@10"] = ndcg = check.ndcg(scores)
-                    self.report_epoch(context, epoch + 1, ndcg)
-                    if stopper.update(ndcg, epoch + 1):
-                        best_state = copy.deepcopy(network.state_dict())
-                history.append(record)
-                if check is not None and stopper.should_stop:
-                    break
-            if best_state is not None:
-                network.load_state_dict(best_state)
+            result = fit_epochs(
+                self.name, network, optimiser,
+                lambda epoch: self.train_epoch(
+                    network, optimiser, inputs, targets, trainable, rng, epoch
+                ),
+                None if check is None else lambda epoch: self.validate(network, inputs, check),
+                epochs=self.epochs, patience=self.patience, context=context,
+                generators=[rng], resume=self.resume_key(data),
+            )  # fmt: skip
         self.network_ = network.cpu().eval()
         self.fit_report_ = {
-            "history": history,
-            "best_validation_ndcg@10": None if best_state is None else stopper.best_score,
+            **result.report(),
             "signal": self.signal if data.has_watch_ratio else "views (no watch ratio)",
         }
         return self
+
+    def train_epoch(
+        self,
+        network: nn.Module,
+        optimiser: torch.optim.Optimizer,
+        inputs: sp.csr_matrix,
+        targets: sp.csr_matrix,
+        trainable: np.ndarray,
+        rng: np.random.Generator,
+        epoch: int,
+    ) -> dict[str, float]:
+        """`epoch_rows` shuffled user rows (at least one pass) in mini-batches."""
+        device = next(network.parameters()).device
+        network.train()
+        total = 0.0
+        passes = max(1, math.ceil(self.epoch_rows / len(trainable)))
+        rows = np.concatenate([rng.permutation(trainable) for _ in range(passes)])
+        rows = rows[: max(self.epoch_rows, len(trainable))]
+        n_batches = max(1, math.ceil(len(rows) / self.batch_size))
+        step = (epoch - 1) * n_batches  # every epoch has the same number of steps
+        for batch in np.array_split(rows, n_batches):
+            loss = network.loss(
+                torch.from_numpy(inputs[batch].toarray()).to(device),
+                torch.from_numpy(targets[batch].toarray()).to(device),
+                step,
+            )
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach()) * len(batch)
+            step += 1
+        return {"loss": total / len(rows)}
+
+    def validate(
+        self, network: nn.Module, inputs: sp.csr_matrix, check: ValidationRanking
+    ) -> float:
+        """Validation NDCG@10 of the sampled users' history rows."""
+        return check.ndcg(self._forward(network, inputs[check.rows]))
 
     def _forward(self, network: nn.Module, rows: sp.csr_matrix) -> np.ndarray:
         device = next(network.parameters()).device
@@ -212,7 +214,7 @@ class RowAutoencoder(Recommender, ViewWeighting):
         scores = self._forward(self.network_, history)[:, known_columns]
         empty = np.diff(history.indptr) == 0
         scores[empty] = self.popularity_[known_columns]
-        return unknown_videos_last(scores, columns >= 0)
+        return scores
 
     def new_module(self, attribute: str) -> nn.Module:
         return self.build_network(len(self.video_map_))
@@ -227,8 +229,13 @@ class DeepAutoencoderRecommender(RowAutoencoder):
 
     name: ClassVar[str] = "autoencoder"
     hidden_sizes: str = hyperparameter("256,128", "Encoder layer sizes; the decoder mirrors them.")
-    dropout: float = hyperparameter(0.3, "Input dropout: share of a history hidden per step.")
-    loss: str = hyperparameter("multinomial", "multinomial | bce | mse.")
+    dropout: float = hyperparameter(
+        0.3, "Input dropout: share of a history hidden per step.", minimum=0.0, below=1.0
+    )
+    loss: str = hyperparameter(
+        "multinomial", "Training loss: multinomial (softmax log-likelihood) | bce | mse.",
+        choices=LOSSES,
+    )  # fmt: skip
 
     @classmethod
     def search_space(cls, trial) -> dict:
@@ -241,16 +248,20 @@ class DeepAutoencoderRecommender(RowAutoencoder):
             "weight_decay": trial.suggest_float("weight_decay", 1e-7, 1e-3, log=True),
         }
 
-    def build_network(self, n_videos: int) -> nn.Module:
-        if self.loss not in LOSSES:
-            raise ValueError(f"autoencoder loss must be one of {LOSSES}, got {self.loss!r}")
-        try:
-            sizes = [int(size) for size in self.hidden_sizes.split(",")]
-        except ValueError:
-            sizes = []
-        if not sizes or min(sizes) < 1:
-            raise ValueError(
-                f"hidden_sizes must be comma-separated positive integers such as '256,128', "
+    def check_hyperparameters(self) -> list[str]:
+        if self._hidden_sizes() is None:
+            return [
+                "hidden_sizes must be comma-separated positive integers such as '256,128'; "
                 f"got {self.hidden_sizes!r}"
-            )
-        return DeepAutoencoderNet(n_videos, sizes, self.dropout, self.loss)
+            ]
+        return []
+
+    def _hidden_sizes(self) -> list[int] | None:
+        try:
+            sizes = [int(size) for size in str(self.hidden_sizes).split(",")]
+        except ValueError:
+            return None
+        return sizes if sizes and min(sizes) >= 1 else None
+
+    def build_network(self, n_videos: int) -> nn.Module:
+        return DeepAutoencoderNet(n_videos, self._hidden_sizes(), self.dropout, self.loss)

@@ -1,26 +1,31 @@
 """The whole contract between a recommender and the rest of shortrec.
 
-Conventions (scikit-learn's): hyperparameters are plain dataclass fields set in the
-constructor (each becomes a `shortrec train MODEL` flag); `fit` learns and returns self;
+Conventions (scikit-learn's): hyperparameters are dataclass fields declared once with
+`hyperparameter(default, help, choices=, minimum=, maximum=, above=, below=)`: each becomes a
+`shortrec train MODEL` flag with that help and those choices, is saved with the model, and is
+checked before `fit` (one error naming every bad field). `fit` learns and returns self;
 learned state lives in attributes ending in `_`. Scoring speaks raw KuaiRec ids: the model
-keeps its own `IdMap`s, so it can score users and videos of another matrix, and videos or
-users it never saw get a defined fallback score.
+keeps its own `IdMap`s, so it can score users and videos of another matrix; users it never
+saw get a defined score, and videos it never learned (`known_videos`) rank last, which the
+base class enforces for every model, as it refuses to score before `fit` or loading.
 
 What a model receives:
 - `fit(data: TrainingData, context: FitContext)`. `TrainingData` is everything a model may
   learn from, built once per run: the training views labelled by the run's fitted like rule
   (`liked` / `disliked` columns beside `watch_ratio`), the validation views, the rule itself,
-  side features of users and videos, and id maps. Models never read files.
-  `FitContext` is what the run offers besides data: a checkpoint folder, progress display,
-  and the tuner's per-epoch hook (`report_epoch`).
+  side features of users and videos, and the id maps models index by (`user_map`,
+  `video_map`). Models never read files. `FitContext` (from `training/loop.py`) is what the
+  run offers besides data: a checkpoint folder, progress display, and the tuner's per-epoch
+  hook. Iterative models train with `training.loop.fit_epochs`, which calls the hook with
+  validation NDCG@10 and checkpoints under `resume_key`.
 - `score(user_ids, video_ids, histories)`: a (users x videos) float32 matrix.
 
 What a model may declare (nothing is discovered with `hasattr`):
 - `WatchRatioPredictor`: also predicts watch ratios (runs record MAE/RMSE);
 - `CandidateGenerator`: retrieves candidates before ranking (runs record candidate recall);
-- `reports_epochs`: calls `report_epoch` with a validation score each epoch (the tuner
-  prunes with it); `devices`: where it can train (`device` hyperparameter); `distributed`:
-  trains data-parallel under torchrun (`training/distributed.py`);
+- `reports_epochs`: reports validation NDCG@10 each epoch (the tuner prunes with it);
+  `devices`: where it can train (`device` hyperparameter); `distributed`: trains
+  data-parallel under torchrun (`training/distributed.py`);
 - `presets()` and `search_space(trial)`: named hyperparameter sets and the tuner's space.
 
 What a model writes: `fit_report_` (one dict: per-epoch `history`, and anything else worth
@@ -34,10 +39,11 @@ Adding a model = one module with a `Recommender` subclass + one line in `models.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar, Self
@@ -48,10 +54,15 @@ import polars as pl
 from shortrec.data.histories import Histories, IdMap
 from shortrec.data.labels import LikeRule
 from shortrec.io import atomic_path, atomic_write_text
+from shortrec.training.loop import FitContext, Resume
+
+__all__ = ["FitContext", "Recommender", "TrainingData", "hyperparameter", "load_model"]
 
 MODEL_FILE = "model.json"
 STATE_ARRAYS = "state.npz"
 STATE_JSON = "state.json"
+# Hyperparameters a resumed fit may change: how long it trains, and where.
+RESUMABLE_CHANGES = ("epochs", "patience", "num_threads", "device")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,13 +159,46 @@ def _with_watch_ratio(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(pl.col("watch_ratio").fill_null(1.0))
 
 
-@dataclasses.dataclass
-class FitContext:
-    """What a run offers a model besides data."""
+def hyperparameter(
+    default: Any,
+    help: str,
+    *,
+    choices: Sequence[Any] | None = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    above: float | None = None,
+    below: float | None = None,
+) -> Any:
+    """A hyperparameter field: its `help` is the flag's help, `choices` the flag's choices,
+    and every bound (`minimum`/`maximum` inclusive, `above`/`below` exclusive) is checked
+    by `Recommender.validate_hyperparameters` before `fit`."""
+    metadata = {"help": help, "choices": tuple(choices) if choices is not None else None,
+                "minimum": minimum, "maximum": maximum, "above": above, "below": below}  # fmt: skip
+    return dataclasses.field(default=default, metadata=metadata)
 
-    checkpoint_dir: Path | None = None  # resumable models keep their checkpoints here
-    progress: bool = True  # show progress bars
-    on_epoch_end: Callable[[int, float], None] | None = None  # the tuner's pruning hook
+
+def hyperparameter_problem(field: dataclasses.Field, value: Any) -> str | None:
+    """What is wrong with `value` for `field`, in the one wording every model uses."""
+    meta = field.metadata
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        return f"{field.name} must be one of {', '.join(map(str, choices))}; got {value!r}"
+    bounds = [(meta.get("minimum"), ">=", lambda v, b: v >= b),
+              (meta.get("maximum"), "<=", lambda v, b: v <= b),
+              (meta.get("above"), ">", lambda v, b: v > b),
+              (meta.get("below"), "<", lambda v, b: v < b)]  # fmt: skip
+    for bound, word, holds in bounds:
+        if bound is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"{field.name} must be a number {word} {bound:g}; got {value!r}"
+        if not holds(value, bound):
+            return f"{field.name} must be {word} {bound:g}; got {value!r}"
+    return None
+
+
+class NotFittedError(RuntimeError):
+    """A model was asked to score before it was fitted or loaded."""
 
 
 @dataclasses.dataclass
@@ -168,7 +212,70 @@ class Recommender:
     # dict, which runs copy into metrics.json under "fit". Empty until then.
     fit_report_: ClassVar[Mapping[str, Any]] = MappingProxyType({})
     distributed: ClassVar[bool] = False  # trains data-parallel under torchrun
-    seed: int = 0
+    # A reference point, not a model to pick (the oracle reads the synthetic ground truth):
+    # left out of `tune all`, the benchmark's defaults and the quickstart's best-model pick.
+    reference: ClassVar[bool] = False
+    seed: int = hyperparameter(
+        0, "Random seed; the same seed and data train the same model.", minimum=0
+    )
+
+    _fitted: ClassVar[bool] = False  # set on the instance by `fit` and `load_state`
+    _in_fit: ClassVar[bool] = False  # a model may score itself while fitting (validation)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every model's `fit` first checks every hyperparameter (`validate_hyperparameters`),
+        and its `score` refuses to run before `fit` or `load_state` (a model with nothing to
+        learn, which has no `fit` of its own, scores as it is)."""
+        super().__init_subclass__(**kwargs)
+        fit, score = cls.__dict__.get("fit"), cls.__dict__.get("score")
+        if fit is not None and not getattr(fit, "_checked", False):
+
+            @functools.wraps(fit)
+            def checked_fit(self, data, context=None):
+                self.validate_hyperparameters()
+                self._in_fit = True
+                try:
+                    fitted = fit(self, data, context)
+                finally:
+                    self._in_fit = False
+                self._fitted = True
+                return fitted
+
+            checked_fit._checked = True  # type: ignore[attr-defined]
+            cls.fit = checked_fit  # type: ignore[method-assign]
+        if score is not None and not getattr(score, "_checked", False):
+
+            @functools.wraps(score)
+            def checked_score(self, user_ids, video_ids, histories):
+                if not (self._fitted or self._in_fit or type(self).fit is Recommender.fit):
+                    raise NotFittedError(f"{self.name} must be fitted (or loaded) before scoring")
+                scores = np.asarray(score(self, user_ids, video_ids, histories))
+                if scores.shape != (len(user_ids), len(video_ids)):
+                    raise ValueError(
+                        f"{self.name}.score returned shape {scores.shape} for "
+                        f"{len(user_ids)} users x {len(video_ids)} videos"
+                    )
+                return unknown_videos_last(scores, self.known_videos(np.asarray(video_ids)))
+
+            checked_score._checked = True  # type: ignore[attr-defined]
+            cls.score = checked_score  # type: ignore[method-assign]
+
+    def validate_hyperparameters(self) -> None:
+        """Raise one ValueError naming every hyperparameter outside its choices or bounds,
+        and anything `check_hyperparameters` adds."""
+        problems = [
+            problem
+            for field in dataclasses.fields(self)
+            if (problem := hyperparameter_problem(field, getattr(self, field.name)))
+        ]
+        problems += self.check_hyperparameters()
+        if problems:
+            raise ValueError(f"invalid {self.name} hyperparameters: " + "; ".join(problems))
+
+    def check_hyperparameters(self) -> list[str]:
+        """Problems the declared choices and bounds cannot state (e.g. how two fields
+        relate), in `hyperparameter_problem`'s wording; none by default."""
+        return []
 
     # --- learning ----------------------------------------------------------------------------
     def fit(self, data: TrainingData, context: FitContext | None = None) -> Self:
@@ -182,14 +289,38 @@ class Recommender:
 
         `histories` holds each user's views known at scoring time (their training views, or
         big_matrix views when scoring small_matrix, or live events when serving). Models that
-        do not use histories ignore it. Unknown users and videos must still get finite scores.
+        do not use histories ignore it. Unknown users must still get finite scores; the base
+        class ranks videos outside `known_videos` last, whatever a model scores them.
         """
         raise NotImplementedError
 
+    def known_videos(self, video_ids: np.ndarray) -> np.ndarray:
+        """Which of `video_ids` the model learned about; `score` ranks the others below every
+        known one (the one fallback for unknown videos). By default the videos of the
+        learned `video_map_`, or every video for a model without one; models that know
+        videos by other tables (content features) override this."""
+        video_map = vars(self).get("video_map_")
+        if video_map is None:
+            return np.ones(len(video_ids), dtype=bool)
+        return video_map.index(video_ids) >= 0
+
     def report_epoch(self, context: FitContext | None, epoch: int, validation_score: float) -> None:
-        """Let a tuner watch, and prune, training (higher validation scores are better)."""
+        """Let a tuner watch, and prune, training (higher validation scores are better);
+        models on `fit_epochs` get this from the loop."""
         if context is not None and context.on_epoch_end is not None:
             context.on_epoch_end(epoch, validation_score)
+
+    def resume_key(self, data: TrainingData, world_size: int = 1) -> Resume:
+        """What a checkpoint of this fit must share with the run that resumes it: every
+        hyperparameter but those free to change (`RESUMABLE_CHANGES`), the like rule and the
+        world size, and the training data's users, videos and size."""
+        settings = {k: v for k, v in self.params().items() if k not in RESUMABLE_CHANGES}
+        settings |= {"like_rule": str(data.like_rule), "world_size": world_size}
+        return Resume(
+            settings,
+            {"user_ids": data.user_map.raw_ids, "video_ids": data.video_map.raw_ids,
+             "views": data.views.height},
+        )  # fmt: skip
 
     @classmethod
     def presets(cls) -> dict[str, dict[str, Any]]:
@@ -299,6 +430,7 @@ class Recommender:
             module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             module.eval()
             setattr(self, key, module)
+        self._fitted = True
 
     def new_module(self, attribute: str):
         """An untrained torch module for the learned attribute `attribute`, shaped like the
@@ -351,10 +483,12 @@ def load_model(directory: str | Path) -> Recommender:
     return model
 
 
-def popularity_fallback(
-    video_ids: np.ndarray, known_video_ids: np.ndarray, known_scores: np.ndarray
-) -> np.ndarray:
-    """Per-video scores for `video_ids`, from (known ids, scores); unknown videos rank last."""
-    idx = IdMap(known_video_ids).index(video_ids)
-    floor = float(np.min(known_scores)) - 1.0 if len(known_scores) else 0.0
-    return np.where(idx >= 0, known_scores[np.maximum(idx, 0)], floor).astype(np.float32)
+def unknown_videos_last(scores: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """`scores` (users x videos, float32) with the columns of unknown videos (`known` False)
+    below every known score: the one fallback for videos a model never learned."""
+    scores = np.asarray(scores, dtype=np.float32)
+    known = np.asarray(known, dtype=bool)
+    if not known.all():
+        finite = scores[:, known]
+        scores[:, ~known] = float(finite.min()) - 1.0 if finite.size else -1.0
+    return scores

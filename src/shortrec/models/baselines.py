@@ -9,7 +9,12 @@ import numpy as np
 import polars as pl
 
 from shortrec.data.histories import Histories, IdMap
-from shortrec.models.base import FitContext, Recommender, TrainingData, popularity_fallback
+from shortrec.models.base import (
+    FitContext,
+    Recommender,
+    TrainingData,
+    hyperparameter,
+)
 
 
 @dataclasses.dataclass
@@ -33,8 +38,16 @@ class _VideoScoreTable(Recommender):
     """A model whose score depends on the video only: one learned score per known video."""
 
     def score(self, user_ids, video_ids, histories: Histories) -> np.ndarray:
-        row = popularity_fallback(np.asarray(video_ids), self.video_ids_, self.scores_)
+        rows = IdMap(self.video_ids_).index(video_ids)
+        row = (
+            self.scores_[np.maximum(rows, 0)].astype(np.float32)
+            if len(self.scores_)
+            else (np.zeros(len(rows), np.float32))
+        )
         return np.broadcast_to(row, (len(user_ids), len(row))).copy()
+
+    def known_videos(self, video_ids: np.ndarray) -> np.ndarray:
+        return IdMap(self.video_ids_).index(video_ids) >= 0
 
     def _set_scores(self, counts: pl.DataFrame) -> None:
         counts = counts.sort("video_id")
@@ -62,7 +75,9 @@ class RecentPopularRecommender(_VideoScoreTable):
     """Views weighted by recency: a view `half_life_days` before the end of training counts half."""
 
     name: ClassVar[str] = "recent-popular"
-    half_life_days: float = 3.0
+    half_life_days: float = hyperparameter(
+        3.0, "Days before the end of training at which a view counts half.", above=0.0
+    )
 
     @classmethod
     def search_space(cls, trial) -> dict:
@@ -98,13 +113,14 @@ class OracleRecommender(Recommender):
       short video."""
 
     name: ClassVar[str] = "oracle"
-    target: str = "liked"  # liked | watch_ratio | watch_time
+    reference: ClassVar[bool] = True  # the ceiling, read off the synthetic ground truth
+    target: str = hyperparameter(
+        "liked", "What it ranks by: liked (expected ratio / like threshold) | watch_ratio | "
+        "watch_time (expected seconds watched).",
+        choices=("liked", "watch_ratio", "watch_time"),
+    )  # fmt: skip
 
     def fit(self, data: TrainingData, context: FitContext | None = None) -> OracleRecommender:
-        if self.target not in ("liked", "watch_ratio", "watch_time"):
-            raise ValueError(
-                f"oracle target must be liked, watch_ratio or watch_time, got {self.target!r}"
-            )
         if data.ground_truth is None:
             raise ValueError("the oracle needs a synthetic world with ground truth; this has none")
         truth = data.ground_truth.select("user_id", "video_id", "expected_watch_ratio")
@@ -128,6 +144,9 @@ class OracleRecommender(Recommender):
             )
         self.truth_ = truth
         return self
+
+    def known_videos(self, video_ids: np.ndarray) -> np.ndarray:
+        return np.isin(np.asarray(video_ids), self.truth_["video_id"].unique().to_numpy())
 
     def score(self, user_ids, video_ids, histories: Histories) -> np.ndarray:
         user_ids, video_ids = np.asarray(user_ids), np.asarray(video_ids)

@@ -22,7 +22,6 @@ videos they liked (every viewed video with `signal="views"`).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 from typing import ClassVar
@@ -33,16 +32,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from shortrec.data.histories import Histories, IdMap
-from shortrec.models.base import FitContext, Recommender, TrainingData
-from shortrec.models.interactions import (
-    ValidationRanking,
-    ViewWeighting,
+from shortrec.data.histories import Histories
+from shortrec.models.base import (
+    FitContext,
+    Recommender,
+    TrainingData,
     hyperparameter,
-    unknown_videos_last,
 )
+from shortrec.models.interactions import ValidationRanking, ViewSignal
 from shortrec.training.device import seeded_global_rng, torch_threads
-from shortrec.training.early_stopping import EarlyStopping
+from shortrec.training.loop import fit_epochs
 
 _NEGATIVE_ROUNDS = 8  # redraws of negatives that hit a positive (each round keeps ~all)
 
@@ -74,28 +73,33 @@ class BPRNet(nn.Module):
 
 
 @dataclasses.dataclass
-class BPRRecommender(Recommender, ViewWeighting):
+class BPRRecommender(Recommender, ViewSignal):
     """BPR with RecBole's defaults and validation early stopping."""
 
     name: ClassVar[str] = "bpr"
     reports_epochs: ClassVar[bool] = True
-    weighting: str = hyperparameter("binary", "BPR only asks whether a view is a positive.")
-    factors: int = 64
-    learning_rate: float = 1e-3
-    regularization: float = hyperparameter(0.0, "L2 on the batch's embeddings, in the loss.")
-    batch_size: int = 2048
-    epochs: int = hyperparameter(300, "Most epochs; early stopping usually ends sooner.")
-    patience: int = hyperparameter(10, "Epochs without a better validation NDCG@10 to stop.")
+    factors: int = hyperparameter(64, "Embedding size of users and videos.", minimum=1)
+    learning_rate: float = hyperparameter(1e-3, "Adam's learning rate.", above=0.0)
+    regularization: float = hyperparameter(
+        0.0, "L2 on the batch's embeddings, in the loss.", minimum=0.0
+    )
+    batch_size: int = hyperparameter(2048, "Triples per Adam step.", minimum=1)
+    epochs: int = hyperparameter(300, "Most epochs; early stopping usually ends sooner.", minimum=1)
+    patience: int = hyperparameter(
+        10, "Epochs without a better validation NDCG@10 to stop.", minimum=1
+    )
     # dislike_weight 0 was chosen on the tune users of the seed-0 quickstart world (0.717 vs
     # 0.634 with 1.0): disliked views stay out of the positives and among the uniform negatives.
     dislike_weight: float = hyperparameter(
-        0.0, "Weight of a (positive, disliked) triple; 0 ignores dislikes (signal likes)."
+        0.0,
+        "Weight of a (positive, disliked) triple; 0 ignores dislikes (signal likes).",
+        minimum=0.0,
     )
     neutral_weight: float = hyperparameter(
-        0.0, "Weight of a neutral view's triples; 0: only liked views are positives."
+        0.0, "Weight of a neutral view's triples; 0: only liked views are positives.", minimum=0.0
     )
-    validation_users: int = hyperparameter(2000, "Users sampled for validation NDCG@10.")
-    num_threads: int = hyperparameter(1, "torch CPU threads; 0 keeps torch's own.")
+    validation_users: int = hyperparameter(2000, "Users sampled for validation NDCG@10.", minimum=1)
+    num_threads: int = hyperparameter(1, "torch CPU threads; 0 keeps torch's own.", minimum=0)
 
     @classmethod
     def search_space(cls, trial) -> dict:
@@ -108,17 +112,12 @@ class BPRRecommender(Recommender, ViewWeighting):
         }
 
     def fit(self, data: TrainingData, context: FitContext | None = None) -> BPRRecommender:
-        train = data.views
-        if train.height == 0:
+        if data.views.height == 0:
             raise ValueError("bpr: the training frame has no views")
-        if min(self.factors, self.batch_size, self.epochs) < 1:
-            raise ValueError("bpr: factors, batch_size and epochs must be >= 1")
-        self.check_weighting()
-        self.user_map_ = IdMap.from_ids(train["user_id"].to_numpy())
-        self.video_map_ = IdMap.from_ids(train["video_id"].to_numpy())
+        self.user_map_, self.video_map_ = data.user_map, data.video_map
         self.fit_signal(data, self.video_map_)
-        positives, dislikes = self.signal_matrices(train, self.user_map_, self.video_map_)
-        seen = self.views_matrix(train, self.user_map_, self.video_map_)
+        positives, dislikes = self.signal_matrices(data.views, self.user_map_, self.video_map_)
+        seen = self.views_matrix(data.views, self.user_map_, self.video_map_)
         positives.data[:] = 1.0  # from here on, an entry is the weight of its triples
         if self.signal == "likes" and self.neutral_weight > 0:
             neutral = (seen > 0).astype(np.float32) - (positives > 0) - (dislikes > 0)
@@ -132,51 +131,58 @@ class BPRRecommender(Recommender, ViewWeighting):
             self.validation_users, self.seed,
         )  # fmt: skip
         rng = np.random.default_rng(self.seed)
-        history: list[dict[str, float]] = []
         with torch_threads(self.num_threads), seeded_global_rng(self.seed, torch.device("cpu")):
             network = BPRNet(len(self.user_map_), len(self.video_map_), self.factors)
             optimiser = torch.optim.Adam(network.parameters(), lr=self.learning_rate)
-            stopper, best_state = EarlyStopping(self.patience), None
-            for epoch in range(1, self.epochs + 1):
-                network.train()
-                users, pos, neg, weights = self._triples(positives, dislikes, rng)
-                total = 0.0
-                for batch in np.array_split(
-                    rng.permutation(len(users)), max(1, math.ceil(len(users) / self.batch_size))
-                ):
-                    loss = network.loss(
-                        torch.from_numpy(users[batch]),
-                        torch.from_numpy(pos[batch]),
-                        torch.from_numpy(neg[batch]),
-                        torch.from_numpy(weights[batch]),
-                        self.regularization,
-                    )
-                    optimiser.zero_grad()
-                    loss.backward()
-                    optimiser.step()
-                    total += float(loss.detach()) * len(batch)
-                record = {"epoch": epoch, "loss": total / len(users)}
-                if check is not None:
-                    with torch.no_grad():
-                        user_vectors = network.users.weight[torch.from_numpy(check.rows)]
-                        scores = (user_vectors @ network.videos.weight.T).numpy()
-                    record["validation_ndcg@10"] = ndcg = check.ndcg(scores)
-                    self.report_epoch(context, epoch, ndcg)
-                    if stopper.update(ndcg, epoch):
-                        best_state = copy.deepcopy(network.state_dict())
-                history.append(record)
-                if check is not None and stopper.should_stop:
-                    break
-            if best_state is not None:
-                network.load_state_dict(best_state)
+            result = fit_epochs(
+                self.name, network, optimiser,
+                lambda epoch: self.train_epoch(network, optimiser, positives, dislikes, rng),
+                None if check is None else lambda epoch: self.validate(network, check),
+                epochs=self.epochs, patience=self.patience, context=context,
+                generators=[rng], resume=self.resume_key(data),
+            )  # fmt: skip
         self.user_factors_ = network.users.weight.detach().numpy().copy()
         self.item_factors_ = network.videos.weight.detach().numpy().copy()
         self.fit_report_ = {
-            "history": history,
-            "best_validation_ndcg@10": None if best_state is None else stopper.best_score,
+            **result.report(),
             "signal": self.signal if data.has_watch_ratio else "views (no watch ratio)",
         }
         return self
+
+    def train_epoch(
+        self,
+        network: BPRNet,
+        optimiser: torch.optim.Optimizer,
+        positives: sp.csr_matrix,
+        dislikes: sp.csr_matrix,
+        rng: np.random.Generator,
+    ) -> dict[str, float]:
+        """One pass over a fresh draw of triples, in shuffled mini-batches."""
+        network.train()
+        users, pos, neg, weights = self._triples(positives, dislikes, rng)
+        total = 0.0
+        for batch in np.array_split(
+            rng.permutation(len(users)), max(1, math.ceil(len(users) / self.batch_size))
+        ):
+            loss = network.loss(
+                torch.from_numpy(users[batch]),
+                torch.from_numpy(pos[batch]),
+                torch.from_numpy(neg[batch]),
+                torch.from_numpy(weights[batch]),
+                self.regularization,
+            )
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach()) * len(batch)
+        return {"loss": total / len(users)}
+
+    def validate(self, network: BPRNet, check: ValidationRanking) -> float:
+        """Validation NDCG@10 of the current embeddings."""
+        with torch.no_grad():
+            user_vectors = network.users.weight[torch.from_numpy(check.rows)]
+            scores = (user_vectors @ network.videos.weight.T).numpy()
+        return check.ndcg(scores)
 
     def _triples(
         self, positives: sp.csr_matrix, dislikes: sp.csr_matrix, rng: np.random.Generator
@@ -235,4 +241,4 @@ class BPRRecommender(Recommender, ViewWeighting):
             self.user_factors_from(histories, user_ids)
             @ self.item_factors_[np.maximum(columns, 0)].T
         )
-        return unknown_videos_last(scores, columns >= 0)
+        return scores

@@ -30,15 +30,14 @@ import scipy.linalg.lapack
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from shortrec.data.histories import Histories, IdMap
-from shortrec.models.base import FitContext, Recommender, TrainingData
-from shortrec.models.interactions import (
-    WEIGHTING_HELP,
-    ViewWeighting,
+from shortrec.data.histories import Histories
+from shortrec.models.base import (
+    FitContext,
+    Recommender,
+    TrainingData,
     hyperparameter,
-    row_popularity,
-    unknown_videos_last,
 )
+from shortrec.models.interactions import ViewWeighting, row_popularity, weighting_field
 
 _GRAM_BLOCK_CELLS = 50_000_000  # users per dense block x videos: ~200 MB of float32
 _SCORE_BLOCK_USERS = 2048
@@ -81,14 +80,15 @@ class EASERecommender(Recommender, ViewWeighting):
     """Closed-form linear item-item model; `l2` is its one real hyperparameter."""
 
     name: ClassVar[str] = "ease"
-    weighting: str = hyperparameter("binary", WEIGHTING_HELP)
+    weighting: str = weighting_field("binary")
     # Defaults from `shortrec tune ease` on the tune users of the seed-0 quickstart world
     # (README, "Collaborative filtering: likes, dislikes and defaults").
-    l2: float = hyperparameter(1300.0, "L2 penalty on the item-item weights (lambda).")
+    l2: float = hyperparameter(1300.0, "L2 penalty on the item-item weights (lambda).", above=0.0)
     dislike_weight: float = hyperparameter(
-        0.12, "A disliked view enters a row as -this (signal likes); 0 ignores dislikes."
-    )
-    num_threads: int = hyperparameter(1, "BLAS threads; 0 leaves BLAS its own.")
+        0.12, "A disliked view enters a row as -this (signal likes); 0 ignores dislikes.",
+        minimum=0.0,
+    )  # fmt: skip
+    num_threads: int = hyperparameter(1, "BLAS threads; 0 leaves BLAS its own.", minimum=0)
 
     @classmethod
     def search_space(cls, trial) -> dict:
@@ -107,11 +107,7 @@ class EASERecommender(Recommender, ViewWeighting):
         train = data.views
         if train.height == 0:
             raise ValueError("ease: the training frame has no views")
-        if self.l2 <= 0:
-            raise ValueError(f"ease: l2 must be > 0, got {self.l2}")
-        self.check_weighting()
-        users = IdMap.from_ids(train["user_id"].to_numpy())
-        self.video_map_ = IdMap.from_ids(train["video_id"].to_numpy())
+        users, self.video_map_ = data.user_map, data.video_map
         self.fit_signal(data, self.video_map_)
         positives, dislikes = self.signal_matrices(train, users, self.video_map_)
         self.popularity_ = row_popularity(positives)
@@ -133,4 +129,4 @@ class EASERecommender(Recommender, ViewWeighting):
                 scores[block] = history[block].toarray() @ weights
         empty = np.diff(history.indptr) == 0
         scores[empty] = self.popularity_[known_columns]
-        return unknown_videos_last(scores, columns >= 0)
+        return scores

@@ -1,7 +1,8 @@
 """The sparse user x video matrices every collaborative-filtering model learns from.
 
-ALS, BPR, EASE and the autoencoders all read views through `ViewWeighting`, so they agree on
-what a view says and what it is worth.
+ALS, BPR, EASE and the autoencoders all read views through `ViewSignal` (what a view says;
+BPR, which only asks whether a view is a positive, stops there) or `ViewWeighting` (also what
+it is worth), so they agree on both; each model declares only the fields it uses.
 
 What a view says (`signal`). A view is exposure: the feed showed the video, the user may have
 swiped past it. With `signal="likes"` (the default) the positives are the views the run's
@@ -33,7 +34,7 @@ sees the view.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import polars as pl
@@ -41,6 +42,7 @@ import scipy.sparse as sp
 
 from shortrec.data.histories import Histories, IdMap
 from shortrec.data.labels import LikeRule
+from shortrec.models.base import hyperparameter
 
 if TYPE_CHECKING:
     from shortrec.models.base import TrainingData
@@ -56,31 +58,16 @@ _MAX_LOOKUP_TABLE = 16_000_000  # raw ids up to this use a lookup table (<= 128 
 WEIGHTING_HELP = "How a view's watch ratio weighs: binary | linear | log (log1p)."
 
 
-def hyperparameter(default, help: str):
-    """A dataclass field whose `help` the CLI shows beside its flag."""
-    return dataclasses.field(default=default, metadata={"help": help})
-
-
 @dataclasses.dataclass
-class ViewWeighting:
-    """Hyperparameters that turn views into matrix entries; models inherit these fields."""
+class ViewSignal:
+    """What a view says (`signal`) and which views count (`min_watch_ratio`); every view
+    weighs 1. Models that only ask whether a view is a positive (BPR) inherit these."""
 
-    weighting: str = hyperparameter("log", WEIGHTING_HELP)
     min_watch_ratio: float = hyperparameter(0.0, "Drop views whose watch ratio is below this.")
-    max_watch_ratio: float = hyperparameter(5.0, "Clip watch ratios to this first.")
-    repeat: str = hyperparameter("max", "Repeated views of a pair: max | sum of weights.")
-    signal: str = hyperparameter("likes", SIGNAL_HELP)
-
-    def check_weighting(self) -> None:
-        """Raise a clear error for a weighting setting no model can use."""
-        if self.signal not in SIGNALS:
-            raise ValueError(f"signal must be one of {SIGNALS}, got {self.signal!r}")
-        if self.weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
-        if self.repeat not in REPEATS:
-            raise ValueError(f"repeat must be one of {REPEATS}, got {self.repeat!r}")
-        if self.max_watch_ratio <= 0:
-            raise ValueError(f"max_watch_ratio must be > 0, got {self.max_watch_ratio}")
+    signal: str = hyperparameter("likes", SIGNAL_HELP, choices=SIGNALS)
+    weighting: ClassVar[str] = "binary"
+    max_watch_ratio: ClassVar[float] = 5.0
+    repeat: ClassVar[str] = "max"
 
     def view_weights(self, watch_ratio: np.ndarray) -> np.ndarray:
         """Weight of each view (float32), before dropping and merging repeats."""
@@ -168,7 +155,6 @@ class ViewWeighting:
         )
 
     def _signal_pair(self, rows, cols, watch_ratio, liked, disliked, shape):
-        self.check_weighting()
         if self.signal == "views":
             return self._matrix(rows, cols, watch_ratio, shape), sp.csr_matrix(
                 shape, dtype=np.float32
@@ -188,7 +174,6 @@ class ViewWeighting:
     def _matrix(
         self, rows: np.ndarray, cols: np.ndarray, watch_ratio: np.ndarray, shape: tuple[int, int]
     ) -> sp.csr_matrix:
-        self.check_weighting()
         watch_ratio = np.nan_to_num(np.asarray(watch_ratio, dtype=np.float32))
         keep = (rows >= 0) & (cols >= 0) & (watch_ratio >= self.min_watch_ratio)
         # Sorting one (row, col) key puts repeats side by side and the matrix in CSR order.
@@ -205,6 +190,22 @@ class ViewWeighting:
         )
 
 
+def weighting_field(default: str):
+    """The `weighting` hyperparameter with a model's own default."""
+    return hyperparameter(default, WEIGHTING_HELP, choices=WEIGHTINGS)
+
+
+@dataclasses.dataclass
+class ViewWeighting(ViewSignal):
+    """`ViewSignal` plus what a view is worth: models whose matrices hold weights inherit these."""
+
+    weighting: str = weighting_field("log")
+    max_watch_ratio: float = hyperparameter(5.0, "Clip watch ratios to this first.", above=0.0)
+    repeat: str = hyperparameter(
+        "max", "Repeated views of a pair: max | sum of weights.", choices=REPEATS
+    )
+
+
 @dataclasses.dataclass
 class ValidationRanking:
     """Early stopping's yardstick: NDCG@10 of sampled users' validation positives (liked
@@ -219,7 +220,7 @@ class ValidationRanking:
     @classmethod
     def build(
         cls,
-        weighting: ViewWeighting,
+        weighting: ViewSignal,
         validation: pl.DataFrame,
         users: IdMap,
         videos: IdMap,
@@ -262,18 +263,9 @@ def _history_entries(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(row, video column, watch ratio) of every history view of the requested users; row i
     is `user_ids[i]`, columns of videos outside `videos` are -1."""
-    user_ids = np.asarray(user_ids, dtype=np.int64)
-    history_rows = histories.position(user_ids)
-    found = history_rows >= 0
-    lengths = np.zeros(len(user_ids), dtype=np.int64)
-    starts = np.zeros(len(user_ids), dtype=np.int64)
-    lengths[found] = histories.lengths[history_rows[found]]
-    starts[found] = histories.offsets[history_rows[found]]
-    # Flat index of every history view of every requested user, without a Python loop.
-    first_of_row = np.cumsum(lengths) - lengths
-    flat = np.repeat(starts - first_of_row, lengths) + np.arange(lengths.sum())
+    owner, flat = histories.gather(user_ids)
     return (
-        np.repeat(np.arange(len(user_ids)), lengths),
+        owner,
         positions(videos, histories.video_ids[flat]),
         np.nan_to_num(histories.watch_ratios[flat], nan=1.0),
     )
@@ -304,16 +296,6 @@ def positions(id_map: IdMap, raw_ids: np.ndarray) -> np.ndarray:
     table[known] = np.arange(len(known))
     inside = (raw_ids >= 0) & (raw_ids <= known[-1])
     return np.where(inside, table[np.clip(raw_ids, 0, known[-1])], -1)
-
-
-def unknown_videos_last(scores: np.ndarray, known: np.ndarray) -> np.ndarray:
-    """Give the columns of unknown videos (`known` False) a score below every known score."""
-    scores = np.asarray(scores, dtype=np.float32)
-    if not known.all():
-        finite = scores[:, known]
-        floor = float(finite.min()) - 1.0 if finite.size else -1.0
-        scores[:, ~known] = floor
-    return scores
 
 
 def row_popularity(matrix: sp.csr_matrix) -> np.ndarray:

@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from shortrec.models.autoencoder import RowAutoencoder
-from shortrec.models.interactions import hyperparameter
+from shortrec.models.base import hyperparameter
 
 
 class MultVAENet(nn.Module):
@@ -70,11 +70,13 @@ class MultVAERecommender(RowAutoencoder):
     """Mult-VAE with RecBole's defaults: 600-d hidden layer, 128-d latent, dropout 0.5."""
 
     name: ClassVar[str] = "multvae"
-    hidden: int = 600
-    latent: int = 128
-    beta_cap: float = hyperparameter(0.2, "Largest weight of the KL term.")
-    anneal_steps: int = hyperparameter(200_000, "KL weight = min(beta_cap, step / anneal_steps).")
-    batch_size: int = 500
+    hidden: int = hyperparameter(600, "Units of the encoder's and decoder's tanh layer.", minimum=1)
+    latent: int = hyperparameter(128, "Size of the latent code.", minimum=1)
+    beta_cap: float = hyperparameter(0.2, "Largest weight of the KL term.", minimum=0.0)
+    anneal_steps: int = hyperparameter(
+        200_000, "KL weight = min(beta_cap, step / anneal_steps).", minimum=1
+    )
+    batch_size: int = hyperparameter(500, "User rows per Adam step.", minimum=1)
 
     @classmethod
     def search_space(cls, trial) -> dict:
@@ -87,10 +89,6 @@ class MultVAERecommender(RowAutoencoder):
         }
 
     def build_network(self, n_videos: int) -> nn.Module:
-        if min(self.hidden, self.latent) < 1:
-            raise ValueError(
-                f"multvae: hidden and latent must be >= 1, got {self.hidden}, {self.latent}"
-            )
         return MultVAENet(
             n_videos, self.hidden, self.latent, self.dropout, self.beta_cap, self.anneal_steps
         )

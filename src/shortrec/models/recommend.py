@@ -12,7 +12,7 @@ from shortrec.data.histories import Histories, IdMap
 from shortrec.evaluation.protocol import rank_nan_last
 from shortrec.io import atomic_path
 from shortrec.models.base import Recommender
-from shortrec.training.sequences import fast_index, flat_ranges
+from shortrec.training.sequences import fast_index
 
 RECOMMENDATION_SCHEMA = {
     "user_id": pl.Int64,
@@ -47,8 +47,6 @@ def recommend(
     for start in range(0, len(user_ids), batch_size):
         batch = user_ids[start : start + batch_size]
         scores = np.asarray(model.score(batch, candidates, histories), dtype=np.float32).copy()
-        if scores.shape != (len(batch), len(candidates)):
-            raise ValueError(f"{model.name}.score returned shape {scores.shape}")
         rank_nan_last(scores)
         ranked = torch.from_numpy(scores)
         if exclude_seen:
@@ -77,14 +75,24 @@ def _seen_pairs(
     histories: Histories, user_ids: np.ndarray, candidate_map: IdMap, column_of_sorted: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """(row in `user_ids`, candidate column) of every candidate each user has viewed."""
-    rows = histories.position(user_ids)
-    has = rows >= 0
-    counts = np.where(has, histories.lengths[np.maximum(rows, 0)], 0)
-    starts = np.where(has, histories.offsets[np.maximum(rows, 0)], 0)
-    sorted_col = fast_index(candidate_map, histories.video_ids[flat_ranges(starts, counts)])
-    row = np.repeat(np.arange(len(user_ids)), counts)
+    row, flat = histories.gather(user_ids)
+    sorted_col = fast_index(candidate_map, histories.video_ids[flat])
     known = sorted_col >= 0
     return row[known], column_of_sorted[sorted_col[known]]
+
+
+# What a list shows beside each video id, in order: KuaiRec's caption and first-level
+# category, an imported log's title (as `caption`) and categories, and the tags, by name
+# where the data names them (`tag_names`) and as ids otherwise.
+VIDEO_NAME_COLUMNS = ("caption", "first_level_category_name", "categories", "tag_names", "tags")
+
+
+def with_video_names(table: pl.DataFrame, videos: pl.DataFrame) -> pl.DataFrame:
+    """`table` (with a video_id column) joined with the videos' names and categories."""
+    shown = [c for c in VIDEO_NAME_COLUMNS if c in videos.columns]
+    if "tag_names" in shown:
+        shown.remove("tags")
+    return table.join(videos.select("video_id", *shown), on="video_id", how="left")
 
 
 def write_recommendations(frame: pl.DataFrame, path: str | Path) -> Path:

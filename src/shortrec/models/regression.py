@@ -24,7 +24,13 @@ from shortrec.data.features import (
     user_table,
 )
 from shortrec.data.histories import Histories, IdMap
-from shortrec.models.base import FitContext, Recommender, TrainingData, WatchRatioPredictor
+from shortrec.models.base import (
+    FitContext,
+    Recommender,
+    TrainingData,
+    WatchRatioPredictor,
+    hyperparameter,
+)
 
 MEAN_KINDS = ("global", "user", "video", "user+video")
 
@@ -39,8 +45,13 @@ class MeanRegressor(Recommender, WatchRatioPredictor):
     user bias + video bias. Means are shrunk towards the global mean by `shrinkage` views."""
 
     name: ClassVar[str] = "mean-regression"
-    by: str = "user+video"
-    shrinkage: float = 5.0
+    by: str = hyperparameter(
+        "user+video", "Which mean: global | user | video | user+video (global + both biases).",
+        choices=MEAN_KINDS,
+    )  # fmt: skip
+    shrinkage: float = hyperparameter(
+        5.0, "Views' worth of the global mean each mean is shrunk towards.", minimum=0.0
+    )
 
     @classmethod
     def search_space(cls, trial) -> dict:
@@ -51,8 +62,6 @@ class MeanRegressor(Recommender, WatchRatioPredictor):
 
     def fit(self, data: TrainingData, context: FitContext | None = None) -> MeanRegressor:
         train = data.views
-        if self.by not in MEAN_KINDS:
-            raise ValueError(f"mean-regression `by` must be one of {MEAN_KINDS}, got {self.by!r}")
         if train.height == 0:
             raise ValueError("mean-regression cannot be fitted on an empty training frame")
         frame = train.select("user_id", "video_id").with_columns(pl.Series("y", _capped(train)))
@@ -93,6 +102,12 @@ class MeanRegressor(Recommender, WatchRatioPredictor):
             + self._bias(video_ids, self.video_ids_, self.video_bias_),
             0.0,
         )
+
+    def known_videos(self, video_ids: np.ndarray) -> np.ndarray:
+        """Videos with a learned mean (every video when the mean is not per video)."""
+        if self.by in ("global", "user"):
+            return np.ones(len(video_ids), dtype=bool)
+        return IdMap(self.video_ids_).index(video_ids) >= 0
 
     def score(self, user_ids, video_ids, histories: Histories) -> np.ndarray:
         user = self._bias(user_ids, self.user_ids_, self.user_bias_)
@@ -145,8 +160,13 @@ class LinearRegressionRecommender(Recommender, WatchRatioPredictor):
     user), and its fit report says so."""
 
     name: ClassVar[str] = "linear-regression"
-    ridge: float = 1e-3  # on standardised columns, per row
-    label_days: float = 3.0
+    ridge: float = hyperparameter(
+        1e-3, "Ridge penalty per row, on standardised feature columns.", minimum=0.0
+    )
+    label_days: float = hyperparameter(
+        3.0, "Last days of training whose views are the targets (features: the days before).",
+        above=0.0,
+    )  # fmt: skip
 
     @classmethod
     def search_space(cls, trial) -> dict:
@@ -155,8 +175,12 @@ class LinearRegressionRecommender(Recommender, WatchRatioPredictor):
             "label_days": trial.suggest_float("label_days", 1.0, 5.0),
         }
 
-    max_rows: int = 2_000_000
-    chunk_rows: int = 100_000
+    max_rows: int = hyperparameter(
+        2_000_000, "Most target views (a seeded sample beyond this).", minimum=1
+    )
+    chunk_rows: int = hyperparameter(
+        100_000, "Rows per block of the normal equations (memory, not results).", minimum=1
+    )
 
     def fit(
         self, data: TrainingData, context: FitContext | None = None
@@ -250,6 +274,10 @@ class LinearRegressionRecommender(Recommender, WatchRatioPredictor):
         for weight, profile, content in affinities:
             out += weight * (profile * content.lookup(video_ids)[0]).sum(axis=1)
         return np.maximum(out, 0.0)
+
+    def known_videos(self, video_ids: np.ndarray) -> np.ndarray:
+        """Videos of the feature table (content and training statistics)."""
+        return IdMap(self.videos_["video_id"].to_numpy()).index(video_ids) >= 0
 
     def score(self, user_ids, video_ids, histories: Histories) -> np.ndarray:
         """The same predictor over the (users x videos) grid without one row per pair."""

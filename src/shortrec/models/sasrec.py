@@ -39,7 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 from shortrec.data.histories import Histories, IdMap
-from shortrec.models.base import FitContext, Recommender, TrainingData
+from shortrec.models.base import FitContext, Recommender, TrainingData, hyperparameter
 from shortrec.models.sasrec_net import NORMS, SASRecConfig, SASRecNet
 from shortrec.training.checkpoint import (
     check_compatible,
@@ -182,32 +182,60 @@ class SASRec(Recommender):
     reports_epochs: ClassVar[bool] = True
     distributed: ClassVar[bool] = True
     devices: ClassVar[tuple[str, ...]] = ("auto", "cpu", "cuda")
-    maxlen: int = 50
-    hidden_size: int = 50
-    num_blocks: int = 2
-    num_heads: int = 1
-    dropout: float = 0.2
-    learning_rate: float = 1e-3
-    l2_emb: float = 0.0
-    batch_size: int = 128
-    epochs: int = 30
-    patience: int = 3
-    eval_every: int = 2
-    max_eval_users: int = 10_000
-    validation_sampled: int = 0
-    device: str = "auto"
-    norm: str = "original"
-    attention_sink: bool = True
-    attention_projection: bool = True
-    loss: str = "bce"
-    n_negatives: int = 256
-    unseen_negatives: bool = False
-    explicit_negatives: bool = True
-    weighted_dislike: float = 5.0
-    train_window: str = "random"
-    bucketing: bool = True
-    amp: bool = False
-    num_threads: int = 1
+    maxlen: int = hyperparameter(50, "Newest views a sequence holds.", minimum=1)
+    hidden_size: int = hyperparameter(50, "Item embedding and hidden size.", minimum=1)
+    num_blocks: int = hyperparameter(2, "Self-attention blocks.", minimum=1)
+    num_heads: int = hyperparameter(1, "Attention heads (must divide hidden_size).", minimum=1)
+    dropout: float = hyperparameter(
+        0.2, "Dropout on embeddings and inside blocks.", minimum=0.0, below=1.0
+    )
+    learning_rate: float = hyperparameter(1e-3, "Adam's learning rate.", above=0.0)
+    l2_emb: float = hyperparameter(0.0, "L2 penalty on the item embeddings.", minimum=0.0)
+    batch_size: int = hyperparameter(128, "Sequences per Adam step.", minimum=1)
+    epochs: int = hyperparameter(30, "Most epochs; early stopping may end sooner.", minimum=1)
+    patience: int = hyperparameter(
+        3, "Validations (every eval_every epochs) without a better NDCG@10 to stop.", minimum=1
+    )
+    eval_every: int = hyperparameter(2, "Epochs between validations.", minimum=1)
+    max_eval_users: int = hyperparameter(
+        10_000, "Most validation users (a seeded sample beyond this).", minimum=1
+    )
+    validation_sampled: int = hyperparameter(
+        0, "Validation ranks each item among N never-seen items (0: full ranking).", minimum=0
+    )
+    device: str = hyperparameter("auto", "Where torch trains: auto | cpu | cuda[:N] | mps.")
+    norm: str = hyperparameter(
+        "original", "Block layout: original (the paper's) | pre | post layer norm.",
+        choices=NORMS,
+    )  # fmt: skip
+    attention_sink: bool = hyperparameter(
+        True, "Let every position attend to a null key (the public PyTorch port's padding)."
+    )
+    attention_projection: bool = hyperparameter(
+        True, "A linear layer after attention (as in the PyTorch port)."
+    )
+    loss: str = hyperparameter(
+        "bce", "bce (the paper's) | softmax (full catalogue) | sampled-softmax.", choices=LOSSES
+    )
+    n_negatives: int = hyperparameter(
+        256, "Sampled negatives per sequence (sampled-softmax).", minimum=1
+    )
+    unseen_negatives: bool = hyperparameter(
+        False, "Redraw sampled negatives the user has interacted with (the paper's sampler)."
+    )
+    explicit_negatives: bool = hyperparameter(
+        True, "Disliked views are weighted negatives, never positive targets (off: the paper)."
+    )
+    weighted_dislike: float = hyperparameter(
+        5.0, "Weight of a disliked view as a negative, in sampled negatives.", minimum=0.0
+    )
+    train_window: str = hyperparameter(
+        "random", "Training window: last (newest maxlen + 1 views) | random (one per epoch).",
+        choices=TRAIN_WINDOWS,
+    )  # fmt: skip
+    bucketing: bool = hyperparameter(True, "Batch sequences of similar length (off: the paper).")
+    amp: bool = hyperparameter(False, "bfloat16 autocast on CUDA.")
+    num_threads: int = hyperparameter(1, "torch CPU threads; 0 keeps torch's own.", minimum=0)
 
     # --- configuration ---------------------------------------------------------------------
     @classmethod

@@ -42,6 +42,7 @@ from shortrec.models.base import (
     FitContext,
     Recommender,
     TrainingData,
+    hyperparameter,
     load_model,
 )
 
@@ -89,17 +90,40 @@ class TwoStageRecommender(Recommender, CandidateGenerator):
     of the first retriever."""
 
     name: ClassVar[str] = "two-stage"
-    retrievers: str = "ease,als,popular"  # the strongest retrievers on the leaderboard
-    candidates_per_retriever: int = 100
-    label_days: float = 3.0
-    max_label_users: int = 3000
-    n_estimators: int = 300
-    learning_rate: float = 0.05
-    num_leaves: int = 31
-    min_child_samples: int = 20
-    early_stopping_rounds: int = 30
-    validation_user_fraction: float = 0.2
-    batch_users: int = 256
+    # The strongest retrievers on the leaderboard.
+    retrievers: str = hyperparameter(
+        "ease,als,popular", "Comma-separated models whose top videos are the candidates."
+    )
+    candidates_per_retriever: int = hyperparameter(
+        100, "Top unseen videos each retriever adds to a user's candidates.", minimum=1
+    )
+    label_days: float = hyperparameter(
+        3.0, "Last days of training whose liked views label the reranker's candidates.",
+        above=0.0,
+    )  # fmt: skip
+    max_label_users: int = hyperparameter(
+        3000, "Most users whose candidates train the reranker (a seeded sample).", minimum=1
+    )
+    n_estimators: int = hyperparameter(300, "Most LightGBM boosting rounds.", minimum=1)
+    learning_rate: float = hyperparameter(0.05, "LightGBM's learning rate.", above=0.0)
+    num_leaves: int = hyperparameter(31, "Leaves per LightGBM tree.", minimum=2)
+    min_child_samples: int = hyperparameter(20, "Fewest candidates in a LightGBM leaf.", minimum=1)
+    early_stopping_rounds: int = hyperparameter(
+        30, "Rounds without a better held-out NDCG that stop boosting.", minimum=1
+    )
+    validation_user_fraction: float = hyperparameter(
+        0.2, "Share of label users held out to stop boosting.", above=0.0, below=1.0
+    )
+    batch_users: int = hyperparameter(
+        256, "Users per scoring block (memory, not results).", minimum=1
+    )
+
+    def check_hyperparameters(self) -> list[str]:
+        try:
+            _retriever_names(self.retrievers)
+        except ValueError as error:
+            return [str(error)]
+        return []
 
     @classmethod
     def search_space(cls, trial) -> dict:
@@ -289,6 +313,10 @@ class TwoStageRecommender(Recommender, CandidateGenerator):
             cands = self._candidates(batch, video_ids, histories, *tables)
             mask[start + cands.rows, cands.cols] = True
         return mask
+
+    def known_videos(self, video_ids: np.ndarray) -> np.ndarray:
+        """Videos of the feature table (content and training statistics)."""
+        return IdMap(self.videos_["video_id"].to_numpy()).index(video_ids) >= 0
 
     def score(self, user_ids, video_ids, histories: Histories) -> np.ndarray:
         user_ids, video_ids = np.asarray(user_ids, np.int64), np.asarray(video_ids, np.int64)

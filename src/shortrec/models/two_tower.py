@@ -42,13 +42,19 @@ import numpy as np
 import polars as pl
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from shortrec.data.features import WATCH_RATIO_CAP, FeatureTable, build_features
 from shortrec.data.histories import Histories, IdMap
-from shortrec.models.base import FitContext, Recommender, TrainingData, WatchRatioPredictor
-from shortrec.models.interactions import hyperparameter
-from shortrec.training.device import torch_threads
+from shortrec.models.base import (
+    FitContext,
+    Recommender,
+    TrainingData,
+    WatchRatioPredictor,
+    hyperparameter,
+)
+from shortrec.models.interactions import ValidationRanking, ViewSignal
+from shortrec.training.device import make_generator, seeded_global_rng, torch_threads
+from shortrec.training.loop import fit_epochs
 
 # A video's mean watch ratio would let the regression head read its own target back.
 VIDEO_OUTCOME_COLUMNS = ("train_mean_watch_ratio",)
@@ -173,31 +179,44 @@ class TwoTowerRecommender(Recommender, WatchRatioPredictor):
 
     name: ClassVar[str] = "two-tower"
     reports_epochs: ClassVar[bool] = True
-    embedding_dim: int = 64
-    hidden_dim: int = 128
-    history_length: int = hyperparameter(20, "Recent views pooled into the user tower.")
-    epochs: int = 10
-    batch_size: int = 2048
+    embedding_dim: int = hyperparameter(64, "Size of the user and video vectors.", minimum=1)
+    hidden_dim: int = hyperparameter(128, "Hidden units of each tower's MLP.", minimum=1)
+    history_length: int = hyperparameter(20, "Recent views pooled into the user tower.", minimum=1)
+    epochs: int = hyperparameter(10, "Most epochs; early stopping may end sooner.", minimum=1)
+    batch_size: int = hyperparameter(
+        2048, "Training views per step (the in-batch softmax's size).", minimum=1
+    )
     max_steps_per_epoch: int = hyperparameter(
-        60, "Training steps per epoch (0: every training view once per epoch)."
+        60, "Training steps per epoch (0: every training view once per epoch).", minimum=0
     )
-    learning_rate: float = 1e-2
-    weight_decay: float = 1e-6
-    temperature: float = 0.05
-    id_dropout: float = 0.1
+    learning_rate: float = hyperparameter(1e-2, "AdamW's learning rate.", above=0.0)
+    weight_decay: float = hyperparameter(1e-6, "AdamW's weight decay.", minimum=0.0)
+    temperature: float = hyperparameter(
+        0.05, "Softmax temperature of the cosine similarities.", above=0.0
+    )
+    id_dropout: float = hyperparameter(
+        0.1, "Share of training videos whose id embedding is dropped (cold start).",
+        minimum=0.0, maximum=1.0,
+    )  # fmt: skip
     positives: str = hyperparameter(
-        "liked", "Retrieval positives: liked (the run's like rule) | views (every view)."
-    )
+        "liked", "Retrieval positives: liked (the run's like rule) | views (every view).",
+        choices=POSITIVES,
+    )  # fmt: skip
     dislike_weight: float = hyperparameter(
-        10.0, "How many negatives a user's disliked video counts as in each softmax (0: none)."
-    )
+        10.0, "How many negatives a user's disliked video counts as in each softmax (0: none).",
+        minimum=0.0,
+    )  # fmt: skip
     like_weight: float = hyperparameter(
-        1.0, "Weight of the liked-or-not loss on every view's similarity (0: none)."
+        1.0, "Weight of the liked-or-not loss on every view's similarity (0: none).", minimum=0.0
     )
-    regression_weight: float = hyperparameter(0.1, "Weight of the watch-ratio head's loss.")
-    patience: int = 2
-    validation_views: int = 10_000  # sampled once for early stopping
-    num_threads: int = hyperparameter(1, "Torch CPU threads (0: torch's default).")
+    regression_weight: float = hyperparameter(
+        0.1, "Weight of the watch-ratio head's loss.", minimum=0.0
+    )
+    patience: int = hyperparameter(
+        2, "Epochs without a better validation NDCG@10 to stop.", minimum=1
+    )
+    validation_users: int = hyperparameter(2000, "Users sampled for validation NDCG@10.", minimum=1)
+    num_threads: int = hyperparameter(1, "Torch CPU threads (0: torch's default).", minimum=0)
 
     @classmethod
     def search_space(cls, trial) -> dict:
@@ -213,10 +232,6 @@ class TwoTowerRecommender(Recommender, WatchRatioPredictor):
 
     # --- fitting --------------------------------------------------------------------------
     def fit(self, data: TrainingData, context: FitContext | None = None) -> TwoTowerRecommender:
-        if self.positives not in POSITIVES:
-            raise ValueError(
-                f"two-tower positives must be one of {POSITIVES}, got {self.positives!r}"
-            )
         if data.views.height == 0:
             raise ValueError("two-tower cannot be fitted on an empty training frame")
         with torch_threads(self.num_threads):
@@ -232,72 +247,80 @@ class TwoTowerRecommender(Recommender, WatchRatioPredictor):
             [n for n in features.videos.names if n not in VIDEO_OUTCOME_COLUMNS]
         )
         self._set_tables(video_table, features.users, data.video_map)
-        with torch.random.fork_rng():
-            torch.manual_seed(self.seed)
+        with seeded_global_rng(self.seed, torch.device("cpu")):
             self.network_ = self.new_module("network_")
-        generator = torch.Generator().manual_seed(self.seed)
+        generator = make_generator(self.seed)
         rng = np.random.default_rng(self.seed)
         seq = self._sequence(data)
         train_rows = np.flatnonzero(seq.is_train)
-        n_catalog = len(self.catalog_map_)
-        counts = np.bincount(seq.video[train_rows], minlength=n_catalog + 1)
+        counts = np.bincount(seq.video[train_rows], minlength=len(self.catalog_map_) + 1)
         log_q = torch.as_tensor(
             np.log(np.maximum(counts, 1) / len(train_rows)), dtype=torch.float32
         )
-        val_rows = np.flatnonzero(~seq.is_train & (seq.video < n_catalog))
-        if len(val_rows) > self.validation_views:
-            val_rows = np.sort(rng.choice(val_rows, self.validation_views, replace=False))
+        check = self._validation_ranking(data)
+        if check is not None:
+            histories = Histories.from_frame(data.views)
+            users, videos = data.user_map.raw_ids[check.rows], data.video_map.raw_ids
         optimiser = torch.optim.AdamW(
             self.network_.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay
         )
-        best, best_state, best_epoch, stale = math.inf, None, 0, 0
-        history = []
-        bar = tqdm(range(self.epochs), desc="two-tower", unit="epoch",
-                   disable=not context.progress)  # fmt: skip
-        for epoch in bar:
-            tick, cpu_tick = time.perf_counter(), time.process_time()
-            order = rng.permutation(train_rows)
-            steps = math.ceil(len(order) / self.batch_size)
-            if self.max_steps_per_epoch:
-                steps = min(steps, self.max_steps_per_epoch)
-            self.network_.train()
-            total = 0.0
-            for step in range(steps):
-                batch = order[step * self.batch_size : (step + 1) * self.batch_size]
-                loss = self._batch_loss(seq, batch, log_q, generator, rng)
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                total += float(loss.detach())
-            entry = {"epoch": epoch + 1, "train_loss": total / max(steps, 1),
-                     "seconds": time.perf_counter() - tick,
-                     "cpu_seconds": time.process_time() - cpu_tick}  # fmt: skip
-            if len(val_rows):
-                entry["validation_loss"] = self._validation_loss(seq, val_rows)
-                self.report_epoch(context, epoch + 1, -entry["validation_loss"])
-                if entry["validation_loss"] < best - 1e-4:
-                    best, best_epoch, stale = entry["validation_loss"], epoch + 1, 0
-                    best_state = {k: v.clone() for k, v in self.network_.state_dict().items()}
-                else:
-                    stale += 1
-            history.append(entry)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in entry.items() if k.endswith("loss")})
-            if len(val_rows) and stale >= self.patience:
-                break
-        bar.close()
-        if best_state is not None:
-            self.network_.load_state_dict(best_state)
+        result = fit_epochs(
+            self.name, self.network_, optimiser,
+            lambda epoch: self.train_epoch(optimiser, seq, train_rows, log_q, generator, rng),
+            None if check is None else lambda epoch: self.validate(check, users, videos, histories),
+            epochs=self.epochs, patience=self.patience, context=context,
+            generators=[generator, rng], resume=self.resume_key(data),
+        )  # fmt: skip
         self.network_.eval()
         self.fit_report_ = {
             **self._signal_report(data),
             "features": features.sources(),
-            "best_epoch": best_epoch or len(history),
             "seconds": time.perf_counter() - started,
             "cpu_seconds": time.process_time() - cpu_started,
             "threads": torch.get_num_threads(),
-            "history": history,
+            **result.report(),
         }
         return self
+
+    def train_epoch(
+        self, optimiser: torch.optim.Optimizer, seq: _Sequence, train_rows: np.ndarray,
+        log_q: torch.Tensor, generator: torch.Generator, rng: np.random.Generator,
+    ) -> dict[str, float]:  # fmt: skip
+        """At most `max_steps_per_epoch` batches of a fresh shuffle of the training views."""
+        order = rng.permutation(train_rows)
+        steps = math.ceil(len(order) / self.batch_size)
+        if self.max_steps_per_epoch:
+            steps = min(steps, self.max_steps_per_epoch)
+        self.network_.train()
+        total = 0.0
+        for step in range(steps):
+            batch = order[step * self.batch_size : (step + 1) * self.batch_size]
+            loss = self._batch_loss(seq, batch, log_q, generator, rng)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach())
+        return {"train_loss": total / max(steps, 1)}
+
+    def _validation_ranking(self, data: TrainingData) -> ValidationRanking | None:
+        """Validation NDCG@10 of sampled users, as BPR and the autoencoders measure it."""
+        signal = ViewSignal(signal="likes" if self.positives == "liked" else "views")
+        seen = signal.views_matrix(data.views, data.user_map, data.video_map)
+        return ValidationRanking.build(
+            signal, data.validation, data.user_map, data.video_map, seen,
+            self.validation_users, self.seed,
+        )  # fmt: skip
+
+    def validate(
+        self, check: ValidationRanking, user_ids: np.ndarray, video_ids: np.ndarray,
+        histories: Histories,
+    ) -> float:  # fmt: skip
+        """Validation NDCG@10 of the current towers, users' histories being their training
+        views (as at evaluation)."""
+        self.network_.eval()
+        scores = self.score(user_ids, video_ids, histories)
+        self.network_.train()
+        return check.ndcg(scores)
 
     def _signal_report(self, data: TrainingData) -> dict[str, str]:
         """What the model learned from, in words, for the run's metrics."""
@@ -459,30 +482,6 @@ class TwoTowerRecommender(Recommender, WatchRatioPredictor):
             loss = loss + self.regression_weight * nn.functional.mse_loss(predicted, target)
         return loss
 
-    @torch.no_grad()
-    def _validation_loss(self, seq: _Sequence, rows: np.ndarray) -> float:
-        """Full-catalog softmax loss of the validation positives (how well the liked videos
-        rank against every video) plus the weighted regression error of every view."""
-        self.network_.eval()
-        all_videos = _normalise(self._videos(np.arange(len(self.catalog_map_)), None))
-        total = 0.0
-        for start in range(0, len(rows), 4096):
-            batch = rows[start : start + 4096]
-            users = _normalise(self._train_users(seq, batch))
-            targets = torch.as_tensor(seq.video[batch])
-            positive = torch.as_tensor(seq.positive[batch])
-            loss = torch.zeros(())
-            if positive.any():
-                logits = users[positive] @ all_videos.T / self.temperature
-                loss = nn.functional.cross_entropy(logits, targets[positive])
-            if self.regression_weight > 0:
-                predicted = self.network_.watch_ratio(users, all_videos[targets])
-                target = torch.as_tensor(seq.ratio[batch]).clamp(0, WATCH_RATIO_CAP)
-                loss = loss + self.regression_weight * nn.functional.mse_loss(predicted, target)
-            total += float(loss) * len(batch)
-        self.network_.train()
-        return total / len(rows)
-
     # --- scoring --------------------------------------------------------------------------
     def _video_vectors(self, video_ids: np.ndarray) -> torch.Tensor:
         """Vectors of any raw video ids; ids outside the catalog get zero content and the
@@ -491,11 +490,8 @@ class TwoTowerRecommender(Recommender, WatchRatioPredictor):
 
     def _user_vectors(self, user_ids: np.ndarray, histories: Histories) -> torch.Tensor:
         user_ids = np.asarray(user_ids, dtype=np.int64)
-        rows = histories.position(user_ids)
-        safe = np.minimum(np.maximum(rows, 0), max(len(histories) - 1, 0))
-        offsets = histories.offsets if len(histories) else np.zeros(2, np.int64)
-        ends = np.where(rows >= 0, offsets[safe + 1], 0)
-        starts = np.where(rows >= 0, offsets[safe], 0)
+        starts, lengths = histories.slices(user_ids)
+        ends = starts + lengths
         back = ends[:, None] - np.arange(1, self.history_length + 1)[None, :]
         mask = back >= starts[:, None]
         back = np.where(mask, back, 0)
@@ -507,6 +503,10 @@ class TwoTowerRecommender(Recommender, WatchRatioPredictor):
             ratios = np.zeros(back.shape, np.float32)
         history = _History.from_window(positions, ratios, mask)
         return self._users(self._positions(self.user_map_, user_ids), history)
+
+    def known_videos(self, video_ids: np.ndarray) -> np.ndarray:
+        """Every video of the content catalogue (cold ones scored by their content)."""
+        return self.catalog_map_.index(video_ids) >= 0
 
     def score(self, user_ids, video_ids, histories: Histories) -> np.ndarray:
         with torch_threads(self.num_threads), torch.no_grad():

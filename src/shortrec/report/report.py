@@ -17,9 +17,10 @@ from string import Template
 
 import optuna
 
+from shortrec.evaluation.statistics import format_interval
 from shortrec.io import atomic_write_bytes, atomic_write_text
 from shortrec.report import plots
-from shortrec.runs import RunConfig, list_runs, read_metrics, recommend_from_run
+from shortrec.runs import CONFIG_FILE, Run, list_runs, recommend_from_run
 
 SECTIONS = {
     "leaderboard": "Leaderboard",
@@ -112,11 +113,10 @@ def results_from_runs(runs_dir: Path, on: str) -> list[ModelResult]:
     """The latest run per model evaluated on `on` (benchmarks are the honest source; this is
     the quick look at a folder of runs)."""
     latest: dict[str, tuple[Path, dict]] = {}
-    for run_dir in list_runs(runs_dir):
-        metrics = read_metrics(run_dir)
+    for run in list_runs(runs_dir):
+        metrics = run.metrics
         if on in metrics:
-            model = RunConfig.from_json((run_dir / "config.json").read_text()).model
-            latest[model] = (run_dir, metrics)
+            latest[run.config.model] = (run.path, metrics)
     return [
         ModelResult(
             model=model,
@@ -163,12 +163,12 @@ def leaderboard_section(
     rows = ["<tr>" + "".join(f"<th>{_escape(h)}</th>" for h in header) + "</tr>"]
     ordered = sorted(results, key=lambda r: -r.summary.get(metric, {"mean": float("-inf")})["mean"])
     for r in ordered:
-        intervals = [_interval_text(r.summary.get(m)) for m in (metric, *shown)]
+        intervals = [format_interval(r.summary.get(m)) for m in (metric, *shown)]
         paired = r.paired
         cells = [
             *intervals,
             _fmt(r.coverage, 3),
-            "-" if paired is None else _interval_text(paired["difference"]),
+            "-" if paired is None else format_interval(paired["difference"]),
             "-" if paired is None else f"{paired['p_value']:.2g}",
             _fmt(r.train_seconds, 1),
             _fmt(r.peak_rss_mb, 0),
@@ -182,15 +182,11 @@ def leaderboard_section(
     return section
 
 
-def _interval_text(value: dict | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value['mean']:.4f} [{value['low']:.4f}, {value['high']:.4f}]"
-
-
 def training_history(run_dir: Path) -> list[dict] | None:
     """Per-epoch records ({epoch, loss, validation...}) of the model's fit report."""
-    return read_metrics(run_dir).get("fit", {}).get("history") or None
+    if not (run_dir / CONFIG_FILE).exists():  # a benchmark's run that is not here
+        return None
+    return Run(run_dir).metrics.get("fit", {}).get("history") or None
 
 
 def training_curves_section(results: list[ModelResult], figures) -> Section:
@@ -267,10 +263,7 @@ def tuning_section(storage: str | None, metric: str, figures) -> Section:
 def _example_users(run_dir: Path, count: int) -> list[int]:
     """The first `count` users of the matrix the protocol evaluates on (small_matrix for
     kuairec), so every model is shown for the same people."""
-    from shortrec.runs import load_data
-
-    config = RunConfig.from_json((run_dir / "config.json").read_text())
-    data = load_data(config.data_dir)
+    data = Run(run_dir).data()
     source = data.small_matrix if data.small_matrix.height else data.big_matrix
     return sorted(source["user_id"].unique().to_list())[:count]
 
@@ -282,7 +275,7 @@ def examples_section(results: list[ModelResult], users: int, k: int) -> Section:
         section.body.append('<p class="empty">No saved model to recommend with.</p>')
         return section
     user_ids = _example_users(runnable[0].run_dir, users)
-    protocol = RunConfig.from_json((runnable[0].run_dir / "config.json").read_text()).protocol
+    protocol = Run(runnable[0].run_dir).config.experiment.protocol
     matrix = "small" if protocol == "kuairec" else "big"
     tables = {r.model: recommend_from_run(r.run_dir, user_ids, k) for r in runnable}
     section.body.append(
@@ -295,11 +288,13 @@ def examples_section(results: list[ModelResult], users: int, k: int) -> Section:
             items = []
             for row in table.filter(table["user_id"] == user).iter_rows(named=True):
                 caption = _shorten(row.get("caption") or f"video {row['video_id']}")
-                category = row.get("first_level_category_name")
-                tags = row.get("tags")
+                category = row.get("first_level_category_name") or ", ".join(
+                    row.get("categories") or []
+                )
+                tags = row.get("tag_names") or row.get("tags")
                 detail = " · ".join(
                     str(x)
-                    for x in (category, f"tags {list(tags)}" if tags is not None else None)
+                    for x in (category or None, f"tags {list(tags)}" if tags else None)
                     if x is not None
                 )
                 items.append(
@@ -316,14 +311,13 @@ def regression_results(runs_dir: Path) -> list[tuple[str, dict]]:
     """(label, errors) for every evaluation entry of the latest run per model holding MAE and
     RMSE of watch-ratio predictions."""
     latest: dict[str, tuple[Path, dict]] = {}
-    for run_dir in list_runs(runs_dir):
-        metrics = read_metrics(run_dir)
+    for run in list_runs(runs_dir):
+        metrics = run.metrics
         entries = {
             k: v for k, v in metrics.items() if isinstance(v, dict) and "mae" in v and "rmse" in v
         }
         if entries:
-            model = RunConfig.from_json((run_dir / "config.json").read_text()).model
-            latest[model] = (run_dir, entries)
+            latest[run.config.model] = (run.path, entries)
     return [
         (f"{model} ({key})", errors)
         for model, (_, entries) in latest.items()

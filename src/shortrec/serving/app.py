@@ -25,9 +25,10 @@ from shortrec.serving.feed import Feed, ServedModel
 from shortrec.serving.guards import BodyLimitMiddleware, TrustedHostMiddleware
 from shortrec.serving.metrics import Metrics, MetricsMiddleware
 from shortrec.serving.routes import admin, catalogue, events, ops, users
-from shortrec.serving.runs import load_run, load_served_model
+from shortrec.serving.runs import load_served_model, load_served_run
 from shortrec.serving.settings import ServeSettings, ServeSpec, default_runs_root
 from shortrec.serving.store import EventStore, open_store
+from shortrec.serving.swaps import ModelSwapper
 from shortrec.serving.sync import EventFollower
 
 
@@ -37,13 +38,16 @@ def create_app(
     settings: ServeSettings | None = None,
     *,
     load_model: Callable[[str], ServedModel] = load_served_model,
+    swaps_after: int | None = None,
 ) -> FastAPI:
     """An app serving `feed`; events already in `store` are replayed into it first, so a
     restarted server continues exactly where the last one stopped, and events other
-    processes store reach it within `settings.poll_seconds`."""
+    processes store reach it within `settings.poll_seconds`, as do model swaps recorded
+    after `swaps_after` (default: the latest swap when the app is made; see `swaps`)."""
     settings = settings or ServeSettings()
-    follower = EventFollower(feed, store, settings.poll_seconds)
     metrics = Metrics()
+    swaps = ModelSwapper(feed, store, settings.runs_root, load_model, metrics, swaps_after)
+    follower = EventFollower(feed, store, settings.poll_seconds, swaps)
     metrics.events_applied.inc(follower.catch_up())
     metrics.stream_lag.set_function(lambda: time.monotonic() - follower.last_read)
     state = ServingState(
@@ -56,6 +60,7 @@ def create_app(
         # adds contention, so they get a small limiter instead of the 40-thread default pool.
         scoring=anyio.CapacityLimiter(settings.scoring_threads),
         load_model=load_model,
+        swaps=swaps,
     )
 
     @asynccontextmanager
@@ -65,6 +70,7 @@ def create_app(
             yield
         finally:
             follower.stop()
+            swaps.forget_quietly()
             store.close()
 
     app = FastAPI(
@@ -88,7 +94,10 @@ def create_app(
 
 
 def create_app_from_run(
-    run_dir: str | Path, db: str | Path | None = None, settings: ServeSettings | None = None
+    run_dir: str | Path,
+    db: str | Path | None = None,
+    settings: ServeSettings | None = None,
+    swaps_after: int | None = None,
 ) -> FastAPI:
     """The app for a trained run: its model, its release's videos and big_matrix histories,
     and events from `db` (default: sqlite `events.db` inside the run directory). Swaps may
@@ -96,16 +105,16 @@ def create_app_from_run(
     settings = settings or ServeSettings()
     if settings.runs_root is None:
         settings = dataclasses.replace(settings, runs_root=default_runs_root(run_dir))
-    served, _, data = load_run(run_dir)
+    served, _, data = load_served_run(run_dir)
     feed = Feed(served, data.videos, data.big_matrix)
     del data  # the feed keeps only what it needs
     store = open_store(db if db is not None else Path(run_dir) / "events.db")
-    return create_app(feed, store, settings)
+    return create_app(feed, store, settings, swaps_after=swaps_after)
 
 
 def create_app_from_spec(spec: ServeSpec) -> FastAPI:
     """The app `shortrec serve` runs, in its one process or in each `--workers` process."""
-    app = create_app_from_run(spec.run_dir, spec.db, spec.settings)
+    app = create_app_from_run(spec.run_dir, spec.db, spec.settings, spec.swaps_after)
     if "torch" in sys.modules:  # only when the model uses torch; this process is the server
         sys.modules["torch"].set_num_threads(spec.torch_threads)
     return app

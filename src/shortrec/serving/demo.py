@@ -8,17 +8,15 @@ to be statistically faithful (the synthetic world is), only the right shape and 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from shortrec.data.prepare import publish_prepared
-from shortrec.io import atomic_write_text
 from shortrec.models.base import Recommender, TrainingData
 from shortrec.models.baselines import PopularRecommender
-from shortrec.runs import RunConfig
+from shortrec.runs import Experiment, Run, RunConfig
 
 _CATEGORIES = ("Food", "Pets", "Travel", "Music", "Dance", "Comedy", "Sports", "Games",
                "Beauty", "Cars", "Science", "Crafts")  # fmt: skip
@@ -107,8 +105,8 @@ def fabricate_run(
     data_dir = Path(data_dir).resolve()
     model = model if model is not None else PopularRecommender()
     model.fit(TrainingData.build(pl.read_parquet(data_dir / "big_matrix.parquet")))
-    model.save(directory / "model")
-    config = RunConfig(model=model.name, params=model.params(), data_dir=str(data_dir))
-    atomic_write_text(directory / "config.json", config.to_json())
-    atomic_write_text(directory / "metrics.json", json.dumps({}))
+    config = RunConfig(model.name, Experiment(str(data_dir)), params=model.params())
+    run = Run.create(directory.parent, config, path=directory)
+    run.save_model(model)
+    run.record_all({})
     return directory

@@ -12,12 +12,11 @@ from __future__ import annotations
 import functools
 import hmac
 import math
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
 from fastapi import Depends, Request
@@ -27,7 +26,10 @@ from shortrec.serving.feed import Feed, ServedModel
 from shortrec.serving.metrics import Metrics
 from shortrec.serving.settings import ServeSettings
 from shortrec.serving.store import EventStore
-from shortrec.serving.sync import EventFollower
+
+if TYPE_CHECKING:
+    from shortrec.serving.swaps import ModelSwapper
+    from shortrec.serving.sync import EventFollower
 
 
 def iso(timestamp: float) -> str | None:
@@ -41,19 +43,6 @@ def iso(timestamp: float) -> str | None:
 
 
 @dataclass
-class SwapState:
-    """The background model load, if any: one at a time."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    state: str = "idle"  # idle | loading | failed
-    run: str | None = None  # as the client named it (relative to the runs root)
-    error: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"state": self.state, "run": self.run, "error": self.error}
-
-
-@dataclass
 class ServingState:
     feed: Feed
     store: EventStore
@@ -62,13 +51,16 @@ class ServingState:
     metrics: Metrics
     scoring: anyio.CapacityLimiter
     load_model: Callable[[str], ServedModel]
-    swap: SwapState = field(default_factory=SwapState)
+    swaps: ModelSwapper
 
     def model_info(self) -> dict[str, Any]:
-        """The served model, naming its run relative to the runs root (never a full path)."""
-        served = self.feed.served
-        return {"name": served.name, "run": run_name(served.run_dir, self.settings.runs_root),
-                "loaded_at": iso(served.loaded_at)}  # fmt: skip
+        return describe_model(self.feed.served, self.settings.runs_root)
+
+
+def describe_model(served: ServedModel, runs_root: str | None) -> dict[str, Any]:
+    """The served model, naming its run relative to the runs root (never a full path)."""
+    return {"name": served.name, "run": run_name(served.run_dir, runs_root),
+            "loaded_at": iso(served.loaded_at)}  # fmt: skip
 
 
 @functools.lru_cache(maxsize=64)  # /health asks on every probe; paths are resolved once

@@ -16,7 +16,7 @@ from itertools import chain
 import numpy as np
 import polars as pl
 
-from shortrec.data.histories import Histories, IdMap
+from shortrec.data.histories import Histories, IdMap, flat_ranges
 from shortrec.data.schema import UNKNOWN_CATEGORY_ID, UNKNOWN_TEXT
 from shortrec.models.base import Recommender
 
@@ -90,6 +90,8 @@ def video_metadata(videos: pl.DataFrame) -> dict[int, dict]:
         column("manual_cover_text", None),
         column("tags", None),
         column("topic_tag", None),
+        column("categories", None),
+        column("tag_names", None),
         column("video_duration", None),
         *(column(f"{level}_level_category_name", None) for level in ("first", "second", "third")),
         *(column(f"{level}_level_category_id", None) for level in ("first", "second", "third")),
@@ -102,6 +104,10 @@ def video_metadata(videos: pl.DataFrame) -> dict[int, dict]:
             if (name := _clean_text(row[f"{level}_level_category_name"]))
             and row[f"{level}_level_category_id"] != UNKNOWN_CATEGORY_ID
         ]
+        # An imported log's categories (genres...): names without KuaiRec's levels and ids.
+        categories += [
+            {"level": "category", "id": None, "name": str(name)} for name in row["categories"] or []
+        ]
         metadata[int(row["video_id"])] = {
             "video_id": int(row["video_id"]),
             "caption": _clean_text(row["caption"]),
@@ -109,6 +115,7 @@ def video_metadata(videos: pl.DataFrame) -> dict[int, dict]:
             "categories": categories,
             "tags": [int(tag) for tag in row["tags"] or []],
             "topic_tags": [str(tag) for tag in row["topic_tag"] or []],
+            "tag_names": [str(name) for name in row["tag_names"] or []],
             "video_duration_ms": row["video_duration"],
         }
     return metadata
@@ -261,7 +268,7 @@ class Feed:
     def _merged_views(self, user_ids: np.ndarray) -> tuple[Histories, np.ndarray]:
         """`histories_of` plus the catalogue position of every view (-1: not in it)."""
         users = np.unique(np.asarray(user_ids, dtype=np.int64))
-        base_starts, base_lengths = _slices(self.base, users)
+        base_starts, base_lengths = self.base.slices(users)
         with self._lock:
             extras = [self._live.get(int(user)) for user in users]
             live_lengths = np.array([len(e.video_ids) if e else 0 for e in extras], np.int64)
@@ -279,9 +286,9 @@ class Feed:
         lengths = base_lengths + live_lengths
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         # Flat positions: each user's dataset views, then their live views.
-        base_at = _ranges(offsets[:-1], base_lengths)
-        base_from = _ranges(base_starts, base_lengths)
-        live_at = _ranges(offsets[:-1] + base_lengths, live_lengths)
+        base_at = flat_ranges(offsets[:-1], base_lengths)
+        base_from = flat_ranges(base_starts, base_lengths)
+        live_at = flat_ranges(offsets[:-1] + base_lengths, live_lengths)
         video_ids = np.empty(offsets[-1], np.int64)
         watch_ratios = np.empty(offsets[-1], np.float32)
         timestamps = np.empty(offsets[-1], np.float64)
@@ -325,9 +332,9 @@ class Feed:
         user_ids = np.asarray(user_ids, dtype=np.int64)
         n, m = len(user_ids), len(self.catalogue_ids)
         histories, view_columns = self._merged_views(user_ids)
-        starts, lengths = _slices(histories, user_ids)
+        starts, lengths = histories.slices(user_ids)
         watched = np.zeros((n, m), dtype=bool) if blocked is None else blocked.copy()
-        columns = view_columns[_ranges(starts, lengths)]
+        columns = view_columns[flat_ranges(starts, lengths)]
         users_of_view = np.repeat(np.arange(n), lengths)
         known = columns >= 0
         watched[users_of_view[known], columns[known]] = True
@@ -348,26 +355,6 @@ class Feed:
             video_ids=np.where(found, self.catalogue_ids[top], -1),
             scores=np.where(found, top_scores, -np.inf),
         )
-
-
-def _slices(histories: Histories, user_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(start, length) of each user's views in `histories` ((0, 0) for users without any)."""
-    rows = histories.position(user_ids)
-    known = rows >= 0
-    starts = np.zeros(len(user_ids), dtype=np.int64)
-    lengths = np.zeros(len(user_ids), dtype=np.int64)
-    starts[known] = histories.offsets[rows[known]]
-    lengths[known] = histories.lengths[rows[known]]
-    return starts, lengths
-
-
-def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Concatenated arange(start, start + length) for every (start, length) pair."""
-    lengths = np.asarray(lengths, dtype=np.int64)
-    ends = np.cumsum(lengths)
-    return np.repeat(np.asarray(starts, dtype=np.int64) - ends + lengths, lengths) + np.arange(
-        ends[-1] if len(ends) else 0
-    )
 
 
 def _top_k_rows(candidates: np.ndarray, scores: np.ndarray, hidden: np.ndarray, k: int):

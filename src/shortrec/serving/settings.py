@@ -27,7 +27,7 @@ class ServeSettings:
     max_body_bytes: int = 1 << 20
     scoring_threads: int = 4  # concurrent scorers (more than the cores only adds contention)
     poll_seconds: float = 0.2  # how often a worker reads events other workers stored
-    workers: int = 1  # processes behind one port; a swap would reach only one of them
+    workers: int = 1  # processes behind one port
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1024:
@@ -46,6 +46,7 @@ class ServeSpec:
     db: str | None = None
     settings: ServeSettings = field(default_factory=ServeSettings)
     torch_threads: int = 1  # per request: requests already run in parallel
+    swaps_after: int | None = None  # follow model swaps recorded after this id (serving.swaps)
 
     def to_environment(self) -> None:
         os.environ[ENVIRONMENT_VARIABLE] = json.dumps(asdict(self))

@@ -8,6 +8,7 @@ time, 0.2 s by default). Polling was chosen over PostgreSQL LISTEN/NOTIFY becaus
 the same on SQLite, needs no connection that must stay open, and cannot miss a notification
 while a connection is down; a poll is one indexed range query. The store guarantees ids
 become visible in increasing order, so `id > last` never skips an event (see `store`).
+Each poll also asks the store for a newer model swap and reports this process (`swaps`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 
 from shortrec.serving.feed import Feed
 from shortrec.serving.store import EventStore, StoreUnavailableError
+from shortrec.serving.swaps import ModelSwapper
 
 log = logging.getLogger("shortrec.serving")
 READ_BATCH = 50_000
@@ -26,10 +28,17 @@ READ_BATCH = 50_000
 class EventFollower:
     """Applies every event of `store` to `feed` exactly once, in store order."""
 
-    def __init__(self, feed: Feed, store: EventStore, poll_seconds: float = 0.2) -> None:
+    def __init__(
+        self,
+        feed: Feed,
+        store: EventStore,
+        poll_seconds: float = 0.2,
+        swaps: ModelSwapper | None = None,
+    ) -> None:
         self.feed = feed
         self.store = store
         self.poll_seconds = poll_seconds
+        self.swaps = swaps
         self.last_id = 0
         self.last_read = time.monotonic()
         self._lock = threading.Lock()
@@ -67,5 +76,7 @@ class EventFollower:
         while not self._stop.wait(self.poll_seconds):
             try:
                 self.catch_up()
+                if self.swaps is not None:
+                    self.swaps.poll()
             except StoreUnavailableError as error:  # keep serving; retry at the next poll
                 log.warning("cannot read new events: %s", error)

@@ -130,10 +130,13 @@ def find_world_file(data_dir: Path) -> Path | None:
     if manifest.exists():
         entries = json.loads(manifest.read_text())
         source = entries.get("files", {}).get(GROUND_TRUTH_FILE, {}).get("source")
-        if source:
-            candidates.append(Path(source).parent / WORLD_FILE)
+        folders = [Path(source).parent] if source else []
         if entries.get("release_dir"):
-            candidates.append(Path(entries["release_dir"]) / WORLD_FILE)
+            folders.append(Path(entries["release_dir"]))
+        for folder in folders:
+            candidates.append(folder / WORLD_FILE)
+            # Moved together with the prepared folder (raw/ beside prepared/): its sibling.
+            candidates.append(data_dir.parent / folder.name / WORLD_FILE)
     return next((path for path in candidates if path.exists()), None)
 
 

@@ -15,7 +15,6 @@ comparisons between runs are then sharper, and a run is reproducible from its se
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +27,9 @@ from shortrec.data.dataset import KuaiRecData
 from shortrec.data.histories import IdMap
 from shortrec.data.labels import LikeRule
 from shortrec.evaluation.statistics import Interval, bootstrap_intervals
-from shortrec.io import atomic_path, atomic_write_text
-from shortrec.runs import RunConfig, read_metrics, split_for
+from shortrec.runs import Run, RunConfig, split_for
 from shortrec.serving.feed import Feed, ServedModel
-from shortrec.serving.runs import load_run as load_served_run
+from shortrec.serving.runs import load_served_run
 from shortrec.simulation.outcomes import MIN_RATIO, build_outcomes
 
 # Per-user metrics, in table order; the first is what leaderboards sort by.
@@ -142,10 +140,11 @@ def simulate(
 ) -> SimulationResult:
     """Simulate the feed of `served` for the configured users; see the module docstring."""
     started = time.perf_counter()
-    if run_config.protocol != "kuairec":
+    protocol = run_config.experiment.protocol
+    if protocol != "kuairec":
         raise ValueError(
             f"simulation needs a run of the kuairec protocol (small_matrix users and videos); "
-            f"this run used {run_config.protocol!r}"
+            f"this run used {protocol!r}"
         )
     split = split_for(data, "kuairec")
     users = np.sort(split.targets(config.users)[0]["user_id"].unique().to_numpy())
@@ -159,7 +158,7 @@ def simulate(
     # A weak view (for the exit model) is the same for every policy: disliked under the
     # default duration-aware rule. Liked views are counted by the run's own rule.
     weak_rule = LikeRule().fit(split.train)
-    run_rule = run_config.like_rule.unfitted()
+    run_rule = run_config.experiment.like_rule.unfitted()
     like_rule = weak_rule if run_rule == LikeRule() else run_rule.fit(split.train)
     start_time = float(np.nanmax(feed.base.timestamps)) + 86_400.0
 
@@ -306,7 +305,7 @@ def _tables(
 
 
 def simulate_run(
-    run_dir: str | Path,
+    run_dir: Run | str | Path,
     config: SimulationConfig,
     world_file: Path | None = None,
     progress: bool = True,
@@ -314,14 +313,9 @@ def simulate_run(
     """Simulate a trained run and record the result in its folder: metrics.json key
     `simulation_<users>`, `per_user_simulation_<users>.parquet` (what the leaderboard pairs)
     and `simulation_<users>_events.parquet` (every simulated view)."""
-    run_dir = Path(run_dir)
-    served, run_config, data = load_served_run(run_dir)
-    result = simulate(served, run_config, data, config, world_file, progress)
-    metrics = read_metrics(run_dir)
-    metrics[config.key] = result.to_dict()
-    with atomic_path(run_dir / f"per_user_{config.key}.parquet") as tmp:
-        result.per_user.write_parquet(tmp)
-    with atomic_path(run_dir / f"{config.key}_events.parquet") as tmp:
-        result.events.write_parquet(tmp)
-    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=float))
+    served, run, data = load_served_run(run_dir)
+    result = simulate(served, run.config, data, config, world_file, progress)
+    run.write_per_user(config.key, result.per_user)
+    run.write_table(f"{config.key}_events.parquet", result.events)
+    run.record(config.key, result.to_dict())
     return result

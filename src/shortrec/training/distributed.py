@@ -167,3 +167,11 @@ def without_option(argv: Sequence[str], option: str) -> list[str]:
         elif not arg.startswith(option + "="):
             out.append(arg)
     return out
+
+
+def run_as_ranks(nproc: int, argv: Sequence[str]) -> int:
+    """Run `shortrec ARGV` again, without its `--nproc`, as `nproc` ranks on this machine
+    (what `--nproc N` does); returns the exit status."""
+    import subprocess
+
+    return subprocess.run(torchrun_command(nproc, without_option(argv, "--nproc"))).returncode

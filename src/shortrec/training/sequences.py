@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from shortrec.data.histories import Histories, IdMap
+from shortrec.data.histories import Histories, IdMap, flat_ranges
 
 
 @dataclass(frozen=True)
@@ -60,14 +60,10 @@ class Sequences:
         order; users without history get empty rows). Unknown videos are dropped, so a
         model trained on one matrix reads histories from another."""
         user_ids = np.asarray(user_ids, dtype=np.int64)
-        rows = histories.position(user_ids)
-        has = rows >= 0
-        starts = np.where(has, histories.offsets[np.maximum(rows, 0)], 0)
-        counts = np.where(has, histories.lengths[np.maximum(rows, 0)], 0)
-        flat = flat_ranges(starts, counts)
+        owner, flat = histories.gather(user_ids)
         items = fast_index(video_map, histories.video_ids[flat]) + 1
         known = items > 0
-        owner = np.repeat(np.arange(len(user_ids)), counts)[known]
+        owner = owner[known]
         known_counts = np.bincount(owner, minlength=len(user_ids))
         return cls(
             user_ids=user_ids,
@@ -120,15 +116,6 @@ def fast_index(id_map: IdMap, raw: np.ndarray) -> np.ndarray:
     table[ids] = np.arange(len(ids))
     # Ids outside [0, max] land on the trailing -1 slot.
     return table[np.where((raw >= 0) & (raw <= ids[-1]), raw, len(table) - 1)]
-
-
-def flat_ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Concatenation of arange(s, s + c) for each (s, c), without a Python loop."""
-    total = int(counts.sum())
-    if total == 0:
-        return np.zeros(0, np.int64)
-    group_start = np.cumsum(counts) - counts
-    return np.repeat(starts - group_start, counts) + np.arange(total)
 
 
 def _padded_gather(

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from shortrec.serving.deps import State, require_event_writer
 from shortrec.serving.errors import ApiError
 from shortrec.serving.schemas import WatchEvent, parse_events
-from shortrec.serving.store import StoredEvent
+from shortrec.serving.store import EventIdConflictError, StoredEvent
 
 router = APIRouter(tags=["events"])
 PARSE_INLINE_BYTES = 16_384  # larger bodies are parsed on the thread pool, off the event loop
@@ -40,20 +40,6 @@ _BODY = {
 }
 
 
-def _check_retries(state: State, events: list[WatchEvent]) -> None:
-    """An event_id already stored must name the same view (a retry), not a different one."""
-    ids = [event.event_id for event in events if event.event_id is not None]
-    if not ids:
-        return
-    stored = state.store.find(ids)
-    for i, event in enumerate(events):
-        earlier = stored.get(event.event_id) if event.event_id is not None else None
-        if earlier is not None and earlier != (event.user_id, event.video_id):
-            raise ApiError(
-                409, f"events[{i}].event_id {event.event_id!r} was already used for another view"
-            )
-
-
 @router.post("/events", dependencies=[Depends(require_event_writer)], openapi_extra=_BODY)
 async def post_events(request: Request, state: State) -> dict[str, Any]:
     """One event, a list, or {"events": [...]}: stored durably, then used at once.
@@ -76,8 +62,10 @@ async def post_events(request: Request, state: State) -> dict[str, Any]:
     stored = [event.stored(received_at) for event in events]
 
     def store_and_apply(rows: list[StoredEvent]) -> int:
-        _check_retries(state, events)
-        added = state.store.append(rows)  # durable before acknowledged
+        try:  # checking event ids and storing are one transaction: see `store`
+            added = state.store.append(rows)  # durable before acknowledged
+        except EventIdConflictError as conflict:
+            raise ApiError(409, str(conflict)) from None
         state.metrics.events_applied.inc(state.follower.catch_up())
         return added
 

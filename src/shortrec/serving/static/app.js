@@ -76,6 +76,7 @@ function feedCard(item) {
         .filter(Boolean).join(" · ")),
     categoryChips(item.categories),
     item.topic_tags.length ? el("div", { class: "meta" }, item.topic_tags.map((t) => `#${t}`).join(" ")) : "",
+    (item.tag_names || []).length ? el("div", { class: "meta" }, item.tag_names.join(" · ")) : "",
     el("div", { class: "actions" }, watch, skip));
 }
 

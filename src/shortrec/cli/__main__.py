@@ -1,0 +1,3 @@
+from shortrec.cli import app
+
+app()
