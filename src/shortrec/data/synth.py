@@ -198,19 +198,19 @@ class SynthConfig:
     # The feed's logger keeps plays under 1,000 s (the real big_matrix maximum is 999,639 ms).
     big_view_context: ViewContext = field(
         default_factory=lambda: ViewContext(
-            log_shift=0.32, noise_sd=0.26, zero_rate=0.0192, skip_rate=0.015, replay_rate=0.028,
+            log_shift=0.26, noise_sd=0.34, zero_rate=0.0192, skip_rate=0.015, replay_rate=0.03,
             exit_rate=0.36, replay_tail=1.2, max_play_ms=999_639,
         )
     )  # fmt: skip
-    # How strongly big_matrix exposure follows a user's taste (exposure weight exp(x * appeal));
-    # 4 makes the exposed pairs reveal taste well enough for EASE/ALS to beat popularity.
+    # How strongly big_matrix exposure follows what the feed believes of a user's taste
+    # (exposure weight exp(x * (appeal + belief error))).
     exposure_taste: float = 4.0
     recentre_exposure: float = 1.0  # share of the exposed appeal surplus taken out of play time
     # What the feed believes of a user's taste is wrong by a low-rank error of this sd
     # (log-seconds), so exposure reveals taste only in part.
-    exposure_belief_sd: float = 0.0
+    exposure_belief_sd: float = 0.4
     exposure_belief_factors: int = 16
-    exposure_quality_corr: float = 0.85  # rank correlation of a video's exposure and quality
+    exposure_quality_corr: float = 0.75  # rank correlation of a video's exposure and quality
     # The feed shows very short videos less: the real row-weighted length deciles sit above the
     # per-video ones (p10 6,066 vs 4,836 ms). Weight of log length in the popularity copula.
     exposure_duration_corr: float = 0.2
@@ -236,8 +236,8 @@ class SynthConfig:
     small_absent_day_rate: float = 0.02
     # Videos stay in the feed for 1 + floor(Exp(this)) collected dates (0: always): 1,482 of
     # the real 5,476 videos shown from 2020-08-30 were never shown before it.
-    video_life_dates: float = 0.0
-    exposure_life_weight: float = 0.0
+    video_life_dates: float = 4.0
+    exposure_life_weight: float = 0.5  # weight of a video's log life length in its popularity
     clock_skew_share: float = 0.0005  # events whose timestamp is off by hours to days
     ipf_iterations: int = 20  # strongly taste-driven exposure needs more to fit video targets
 
@@ -388,8 +388,8 @@ def _build_world(config: SynthConfig, rng: np.random.Generator) -> _World:
     small_videos = np.flatnonzero(picked)
     small_users = np.sort(rng.choice(n_u, scale.n_small_users, replace=False))
     # A video whose life runs past either end of the log has had only part of its viewers
-    # logged. small_matrix videos stay in the feed for the whole two months, as they did in
-    # the block.
+    # logged.
+    # small_matrix videos stay in the feed for the whole two months, as they did in the block.
     # A video shown for longer gathers more viewers (`exposure_life_weight`: weight of its
     # log life length in the popularity copula).
     video_window, logged_share, life = _video_windows(config, rng, n_v)
