@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 import pytest
 from rich.console import Console
@@ -9,6 +10,7 @@ from typer.testing import CliRunner
 
 from shortrec.cli import app
 from shortrec.data.calibration import (
+    LEARNABILITY_TARGETS,
     TARGETS,
     Check,
     Target,
@@ -17,6 +19,13 @@ from shortrec.data.calibration import (
     compute_stats,
     release_stats,
     report_table,
+)
+from shortrec.data.learnability import (
+    like_buckets,
+    like_thresholds,
+    ndcg_at_10,
+    random_ndcg_at_10,
+    tune_users,
 )
 from shortrec.data.schema import INTERACTION_COLUMNS
 
@@ -88,7 +97,7 @@ def test_cli_calibrate_is_strict_only_when_asked(tiny_synth_raw, tmp_path):
     assert not all_passed(calibrate(tmp_path))
     table = CliRunner().invoke(app, ["data", "calibrate", str(tiny_synth_raw), "--markdown"])
     assert table.exit_code == 0 and table.output.startswith("| statistic | real KuaiRec |")
-    assert len(table.output.splitlines()) == len(TARGETS) + 2
+    assert len(table.output.splitlines()) == len(calibrate(tiny_synth_raw)) + 2
     missing = CliRunner().invoke(app, ["data", "calibrate", str(tmp_path / "nowhere")])
     assert missing.exit_code == 2 and "big_matrix.csv is missing" in missing.output
 
@@ -120,3 +129,64 @@ def test_new_statistics_on_a_hand_made_release():
     assert stats["big_date_mismatch"] == pytest.approx(3 / 6)  # the skewed and late rows
     assert stats["big_wr_max"] == 4.0 and stats["big_play_max"] == 4000
     assert stats["video_rows_max"] == 2  # video 10: a and late (dedup)
+
+
+def test_like_buckets_grow_by_15_percent_and_merge_until_each_is_full():
+    durations = np.r_[np.full(30, 1000.0), np.full(30, 1200.0), np.full(25, 2000.0),
+                      np.full(5, 9000.0)]  # fmt: skip
+    edges = like_buckets(durations, min_views=20)
+    # fine edges 1150, 1322.5, ...: 1 s and 1.2 s fill one bucket each, 2 s a third; the 5
+    # views at 9 s cannot fill a fourth and fold into the third (its edge opens up).
+    assert edges[:2] == pytest.approx([1150.0, 1322.5])
+    assert np.isinf(edges[-1]) and len(edges) == 3
+    ratios = np.r_[np.linspace(0, 1, 30), np.linspace(0, 2, 30), np.linspace(0, 3, 30)]
+    _, thresholds = like_thresholds(durations, ratios, min_views=20)
+    assert thresholds[0] == pytest.approx(np.quantile(ratios[:30], 0.8))
+    assert thresholds[2] == pytest.approx(np.quantile(ratios[60:], 0.8))
+
+
+def test_reference_ndcg_and_the_random_expectation():
+    relevant = np.zeros((2, 20), bool)
+    relevant[0, [0, 1]] = True
+    relevant[1, 19] = True
+    scores = -np.arange(20.0)[None, :].repeat(2, 0)  # video 0 first
+    assert ndcg_at_10(scores, relevant) == pytest.approx([1.0, 0.0])
+    rng = np.random.default_rng(0)
+    draws = [ndcg_at_10(rng.random((2, 20)), relevant) for _ in range(4000)]
+    assert random_ndcg_at_10(relevant) == pytest.approx(np.mean(draws, 0), abs=0.01)
+    share = tune_users(np.arange(5000)).mean()
+    assert 0.18 < share < 0.22
+    assert (tune_users(np.arange(50)) == tune_users(np.arange(50))).all()
+
+
+def test_learnability_rows_run_on_a_tiny_world_and_fail_strict_when_too_easy(
+    tiny_synth_raw, tmp_path
+):
+    checks = {c.target.key: c for c in calibrate(tiny_synth_raw)}
+    assert {t.key for t in LEARNABILITY_TARGETS} <= set(checks)
+    assert all(t.source for t in LEARNABILITY_TARGETS)
+    genuine = checks["lrn_popularity_ndcg_tune"].actual
+    assert 0.0 < checks["lrn_random_ndcg_test"].actual < 0.5 and genuine < 0.6
+    assert checks["lrn_train_positive"].actual == pytest.approx(0.2, abs=0.01)
+    # An easy release: in small_matrix, users like exactly the videos most viewed in big_matrix.
+    big = pl.read_csv(tiny_synth_raw / "big_matrix.csv", schema=INTERACTION_COLUMNS)
+    small = pl.read_csv(tiny_synth_raw / "small_matrix.csv", schema=INTERACTION_COLUMNS)
+    viewers = big.group_by("video_id").agg(pl.col("user_id").n_unique().alias("n"))
+    head = viewers.filter(pl.col("video_id").is_in(small["video_id"].unique().implode()))
+    head = head.sort("n", descending=True).head(15)["video_id"]
+    easy = small.with_columns(
+        pl.when(pl.col("video_id").is_in(head.implode()))
+        .then(50.0)
+        .otherwise(0.0)
+        .alias("watch_ratio")
+    )
+    big.write_csv(tmp_path / "big_matrix.csv")
+    easy.write_csv(tmp_path / "small_matrix.csv")
+    (tmp_path / "world.json").write_text((tiny_synth_raw / "world.json").read_text())
+    too_easy = {c.target.key: c for c in calibrate(tmp_path)}
+    assert too_easy["lrn_popularity_ndcg_tune"].actual > 0.9
+    assert not too_easy["lrn_popularity_ndcg_tune"].passed
+    strict = CliRunner().invoke(app, ["data", "calibrate", str(tmp_path), "--strict"])
+    assert strict.exit_code == 1 and "reference popularity" in strict.output
+    fast = CliRunner().invoke(app, ["data", "calibrate", str(tiny_synth_raw), "--no-learnability"])
+    assert fast.exit_code == 0 and "reference popularity" not in fast.output

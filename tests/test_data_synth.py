@@ -22,6 +22,7 @@ from shortrec.data.schema import (
     KUAIREC_FILES,
 )
 from shortrec.data.synth import (
+    BIG_DAY_ROWS,
     WORLD_FILE,
     SynthConfig,
     _build_world,
@@ -381,3 +382,43 @@ def test_expected_watch_ratio_is_the_mean_of_the_sampled_views():
     means = observed.group_by("u", "v").agg(pl.col("wr").mean()).sort("u", "v")
     expected = taste.expected_watch_ratio(means["u"].to_numpy(), means["v"].to_numpy())
     np.testing.assert_allclose(means["wr"].to_numpy(), expected, rtol=0.03)
+
+
+def test_videos_are_shown_only_during_their_life_in_the_feed(tmp_path):
+    config = SynthConfig(scale="tiny", seed=0, video_life_dates=4.0)
+    world = tmp_path
+    synthesize(world, config, progress=False)
+    built = _build_world(config, np.random.default_rng(np.random.SeedSequence(0).spawn(4)[0]))
+    dates = np.array(sorted(int(d.replace("-", "")) for d in BIG_DAY_ROWS))
+    big = _read(world, "big_matrix").with_columns(
+        pl.col("timestamp").mul(1000).cast(pl.Int64).alias("ms")
+    )
+    local_day = (big["ms"] // 1000 + 8 * 3600) // 86_400
+    day_index = np.searchsorted(
+        (np.array(list(BIG_DAY_ROWS), dtype="datetime64[D]").astype(np.int64)), local_day
+    )
+    video = np.searchsorted(built.video_ids, big["video_id"].to_numpy())
+    window = built.video_window[video]
+    ontime = (day_index >= window[:, 0]) & (day_index <= window[:, 1])
+    assert ontime.mean() > 0.99  # all but the rows with a skewed clock or filed late
+    assert (built.video_window[built.small_videos] == [0, len(dates) - 1]).all()
+    late = built.video_window[:, 0] >= list(BIG_DAY_ROWS).index("2020-08-30")
+    assert 0.05 < late.mean() < 0.3  # videos new in the last window exist
+    always = SynthConfig(scale="tiny", seed=0, video_life_dates=0)
+    assert (_build_world(always, np.random.default_rng(0)).video_window[:, 0] == 0).all()
+
+
+def test_idiosyncratic_taste_is_static_per_pair_and_part_of_the_appeal():
+    config = SynthConfig(scale="tiny", seed=1, taste=TasteParams(pair_sd=0.3))
+    taste = _build_world(config, np.random.default_rng(0)).taste
+    users, videos = np.array([0, 5, 5, 199]), np.array([0, 7, 7, 299])
+    term = taste.idiosyncratic(users, videos)
+    assert term[1] == term[2] and np.isfinite(term).all()
+    grid = taste.idiosyncratic(np.arange(200)[:, None], np.arange(300)[None, :])
+    assert grid.std() == pytest.approx(0.3, rel=0.05)
+    dense = taste.appeal(slice(None), slice(None))
+    assert dense[users, videos] == pytest.approx(taste.pair_appeal(users, videos), abs=1e-5)
+    sub = taste.restricted(np.array([5, 199]), np.array([7, 299]))
+    assert sub.pair_appeal(np.array([0, 1]), np.array([0, 1])) == pytest.approx(
+        dense[[5, 199], [7, 299]], abs=1e-5
+    )

@@ -183,12 +183,12 @@ def data_report(
             typer.echo(f"{check.images} figures rendered in Chromium; screenshot {screenshot}")
 
 
-def _print_calibration(directory: Path, markdown: bool = False) -> bool:
+def _print_calibration(directory: Path, markdown: bool = False, learnability: bool = True) -> bool:
     from rich.console import Console
 
     from shortrec.data.calibration import all_passed, calibrate, markdown_table, report_table
 
-    checks = calibrate(directory)
+    checks = calibrate(directory, learnability=learnability)
     if markdown:
         typer.echo(markdown_table(checks), nl=False)
     else:
@@ -205,6 +205,11 @@ def data_synth(
         None, help="Directory with the real item_categories / caption / user_features CSVs."
     ),
     calibration: bool = typer.Option(True, help="Print the calibration report at the end."),
+    learnability: bool = typer.Option(
+        True,
+        help="Include the learnability rows in that report (reference models; ~1 min at "
+        "full scale).",
+    ),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Write a synthetic KuaiRec 2.0 release with a known ground truth."""
@@ -216,7 +221,7 @@ def data_synth(
         )
         synthesize(out, config, progress=progress, log=typer.echo)
     if calibration:
-        _print_calibration(out)
+        _print_calibration(out, learnability=learnability)
 
 
 @data_app.command("calibrate")
@@ -224,12 +229,17 @@ def data_calibrate(
     directory: Path = typer.Argument(..., help="Directory with big_matrix.csv, small_matrix.csv."),
     strict: bool = typer.Option(False, help="Exit with status 1 when a check fails."),
     markdown: bool = typer.Option(False, help="Print a Markdown table (as in the README)."),
+    learnability: bool = typer.Option(
+        True,
+        help="Also run the reference study's split, like rule and models (random, popularity, "
+        "ALS on liked views) and compare their figures with the real ones.",
+    ),
 ) -> None:
     """Compare a KuaiRec-format release with the published statistics of the real one."""
     import polars.exceptions
 
     with user_errors(polars.exceptions.PolarsError):
-        passed = _print_calibration(directory, markdown)
+        passed = _print_calibration(directory, markdown, learnability)
     if strict and not passed:
         typer.secho("calibration: some checks failed", fg=typer.colors.RED, err=True)
         raise typer.Exit(1)

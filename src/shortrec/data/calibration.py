@@ -29,6 +29,21 @@ FIRST_DAY_EPOCH_S = 1_593_878_400
 _DAY_S = 86_400
 
 
+THRESHOLD_TOLERANCE = 0.15
+# Real like thresholds per length bucket of the reference split (kuairec_reference_stats.md).
+REAL_THRESHOLDS: tuple[tuple[str, float], ...] = (
+    ("<=3.5 s", 3.0894), ("3.5-4.0 s", 2.6224), ("4.0-4.6 s", 2.3066), ("4.6-5.3 s", 2.0557),
+    ("5.3-6.1 s", 1.8622), ("6.1-7.0 s", 1.69), ("7.0-8.1 s", 1.4861), ("8.1-9.3 s", 1.295),
+    ("9.3-10.7 s", 1.1435), ("10.7-12.3 s", 1.0289), ("12.3-14.1 s", 0.9128),
+    ("14.1-16.2 s", 0.784), ("16.2-18.6 s", 0.6639), ("18.6-21.4 s", 0.5715),
+    ("21.4-24.7 s", 0.4876), ("24.7-28.4 s", 0.4227), ("28.4-32.6 s", 0.3658),
+    ("32.6-37.5 s", 0.3049), ("37.5-43.1 s", 0.2756), ("43.1-49.6 s", 0.246),
+    ("49.6-57.0 s", 0.2115), ("57.0-65.6 s", 0.1911), ("65.6-75.4 s", 0.1631),
+    ("75.4-86.7 s", 0.1397), ("86.7-114.7 s", 0.1094), ("114.7-131.9 s", 0.0955),
+    ("131.9-151.7 s", 0.0767), ("151.7-174.5 s", 0.0719), (">174.5 s", 0.0514),
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Target:
     """One published statistic. `scaled_by` names what it grows with in a smaller world:
@@ -146,6 +161,45 @@ TARGETS: tuple[Target, ...] = (
            "issue 10 audit of the real file", tolerance=0.05, absolute=True),
 )  # fmt: skip
 
+# Learnability: the reference study's split, label and models on the real release
+# (njbabani/kuairec-recsys split_summary.json and results, as quoted in issue 16 and
+# kuairec_reference_stats.md; the protocol is in shortrec.data.learnability). NDCG@10 ranks
+# all small_matrix videos, so it does not scale with size.
+_NJB = "njbabani split_summary.json"
+_NJB_RESULTS = "njbabani results (issue 16)"
+LEARNABILITY_TARGETS: tuple[Target, ...] = (
+    Target("lrn_random_ndcg_test", "reference random, NDCG@10 (test users)", 0.149, _NJB_RESULTS),
+    Target("lrn_popularity_ndcg_tune", "reference popularity by distinct viewers, NDCG@10 "
+           "(tune users)", 0.184, _NJB_RESULTS),
+    Target("lrn_als_ndcg_test", "reference ALS on liked views, NDCG@10 (test users)", 0.271,
+           _NJB_RESULTS),
+    Target("lrn_small_positive", "share of small_matrix views liked (train-fitted rule)", 0.154,
+           _NJB_RESULTS),
+    Target("lrn_tune_positive", "share liked, tune users", 0.162, _NJB),
+    Target("lrn_test_positive", "share liked, test users", 0.152, _NJB),
+    Target("lrn_train_positive", "share liked, train views (0.2 by construction)", 0.20, _NJB),
+    Target("lrn_train_rows", "train rows (event-dedup big before 2020-08-30)", 9_722_996, _NJB,
+           scaled_by="big_cells"),
+    Target("lrn_train_users", "train users", 7176, _NJB, scaled_by="users"),
+    Target("lrn_train_videos", "train videos", 9246, _NJB, scaled_by="videos"),
+    Target("lrn_valid_rows", "validation rows (from 2020-08-30)", 1_839_806, _NJB,
+           scaled_by="big_cells"),
+    Target("lrn_valid_users", "validation users", 6922, _NJB, scaled_by="users"),
+    Target("lrn_valid_videos", "validation videos", 5476, _NJB, scaled_by="videos"),
+    Target("lrn_valid_cold_videos", "validation videos never in train", 1482, _NJB,
+           scaled_by="videos"),
+    Target("lrn_valid_cold_rows", "validation rows of videos never in train", 0.1252, _NJB),
+    Target("lrn_valid_repeat_rows", "validation rows repeating an earlier pair", 0.1375, _NJB),
+    Target("lrn_tune_rows", "tune rows (20% of small_matrix users)", 990_908, _NJB,
+           scaled_by="small_cells"),
+    Target("lrn_test_rows", "test rows (80% of small_matrix users)", 3_685_662, _NJB,
+           scaled_by="small_cells"),
+) + tuple(
+    Target(f"lrn_threshold_{i:02d}", f"like threshold (p80 watch_ratio), {span}", value, _NJB,
+           tolerance=THRESHOLD_TOLERANCE)
+    for i, (span, value) in enumerate(REAL_THRESHOLDS)
+)  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Check:
@@ -226,14 +280,21 @@ def _adjacent_duplicates(frame: pl.DataFrame, duplicates: int) -> float:
     return frame.select(same.sum()).item() / duplicates
 
 
-def compute_stats(directory: str | Path) -> dict[str, float]:
+def compute_stats(directory: str | Path, learnability: bool = True) -> dict[str, float]:
     """The calibration statistics of the big_matrix.csv and small_matrix.csv in `directory`,
-    plus the sizes used to scale the targets."""
+    plus the sizes used to scale the targets, and (`learnability`) the reference protocol's
+    figures (shortrec.data.learnability)."""
     directory = Path(directory)
     big = _read_matrix(directory / "big_matrix.csv")
     small = _read_matrix(directory / "small_matrix.csv")
     stats = release_stats(big, small)
     stats.update(_world_sizes(directory))
+    if learnability:
+        from shortrec.data.learnability import MIN_BUCKET_VIEWS, learnability_stats
+
+        # A smaller world fills its length buckets in proportion to its size.
+        min_views = max(100, round(MIN_BUCKET_VIEWS * scale_factors(stats)["big_cells"]))
+        stats.update(learnability_stats(big, small, min_bucket_views=min_views))
     return stats
 
 
@@ -331,13 +392,17 @@ def scale_factors(stats: dict[str, float]) -> dict[str, float]:
             "small_videos": small_videos}  # fmt: skip
 
 
-def calibrate(directory: str | Path, stats: dict[str, float] | None = None) -> list[Check]:
-    """Compare the release in `directory` with every target."""
-    stats = compute_stats(directory) if stats is None else stats
+def calibrate(
+    directory: str | Path, stats: dict[str, float] | None = None, learnability: bool = True
+) -> list[Check]:
+    """Compare the release in `directory` with every target (the learnability ones when
+    `learnability` and the stats have them)."""
+    stats = compute_stats(directory, learnability) if stats is None else stats
     factors = scale_factors(stats)
+    targets = TARGETS + (LEARNABILITY_TARGETS if learnability and "lrn_buckets" in stats else ())
     return [
         Check(target=t, expected=t.value * factors[t.scaled_by], actual=stats[t.key])
-        for t in TARGETS
+        for t in targets
     ]
 
 

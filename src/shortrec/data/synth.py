@@ -6,13 +6,25 @@ taste model (synth_taste) gives an oracle: the noise-free expected watch_ratio o
 small_matrix pair. Exposure in big_matrix is missing-not-at-random (biased to popular videos
 and to each user's taste); small_matrix is the fully observed block, disjoint from big_matrix.
 
-Exposure is strongly taste-driven (`exposure_taste`: the production feed shows users what
-they like, with a per-pair exposure weight exp(exposure_taste * appeal)), so who saw what in
-big_matrix reveals taste and collaborative models trained on it beat popularity on
-small_matrix, as in the real data. Because exposure selects pairs of high appeal, big_matrix
-play times are re-centred on the world's average appeal (`recentre_exposure`); the feed's own
+Exposure is taste-driven (`exposure_taste`: the production feed shows users what it believes
+they like, with a per-pair exposure weight exp(exposure_taste * (appeal + belief error))), so
+who saw what in big_matrix reveals taste, but only in part: the feed's belief carries its own
+low-rank error (`exposure_belief_sd`), and a video's reach is only loosely tied to its quality
+(`exposure_quality_corr`). Because exposure selects pairs of high appeal, big_matrix play
+times are re-centred on the world's average appeal (`recentre_exposure`); the feed's own
 level is then `big_view_context.log_shift`. This keeps the calibrated watch_ratio
 distribution independent of how taste-driven exposure is, and leaves every ranking unchanged.
+
+Videos have a life in the feed (`video_life_dates`): each enters on some collected date and
+is shown for a few dates only, so the last window (from 2020-08-30, the reference study's
+validation split) brings videos never seen before, and most older ones are no longer shown.
+small_matrix videos stay in the feed throughout.
+
+What makes small_matrix hard to predict from big_matrix, as in the real release (the
+learnability rows of `shortrec data calibrate`): views there were forced, so a large part of
+each watch time is momentary noise (`TasteParams.noise_sd`); taste has an idiosyncratic
+per-pair part that no tag, category or factor explains (`TasteParams.pair_sd`); and big_matrix
+exposure and popularity reveal that taste only partly (above).
 """
 
 from __future__ import annotations
@@ -186,15 +198,19 @@ class SynthConfig:
     # The feed's logger keeps plays under 1,000 s (the real big_matrix maximum is 999,639 ms).
     big_view_context: ViewContext = field(
         default_factory=lambda: ViewContext(
-            log_shift=0.32, noise_sd=0.26, zero_rate=0.0192, skip_rate=0.015, replay_rate=0.028,
+            log_shift=0.26, noise_sd=0.34, zero_rate=0.0192, skip_rate=0.015, replay_rate=0.03,
             exit_rate=0.36, replay_tail=1.2, max_play_ms=999_639,
         )
     )  # fmt: skip
-    # How strongly big_matrix exposure follows a user's taste (exposure weight exp(x * appeal));
-    # 4 makes the exposed pairs reveal taste well enough for EASE/ALS to beat popularity.
+    # How strongly big_matrix exposure follows what the feed believes of a user's taste
+    # (exposure weight exp(x * (appeal + belief error))).
     exposure_taste: float = 4.0
     recentre_exposure: float = 1.0  # share of the exposed appeal surplus taken out of play time
-    exposure_quality_corr: float = 0.85  # rank correlation of a video's exposure and quality
+    # What the feed believes of a user's taste is wrong by a low-rank error of this sd
+    # (log-seconds), so exposure reveals taste only in part.
+    exposure_belief_sd: float = 0.4
+    exposure_belief_factors: int = 16
+    exposure_quality_corr: float = 0.75  # rank correlation of a video's exposure and quality
     # The feed shows very short videos less: the real row-weighted length deciles sit above the
     # per-video ones (p10 6,066 vs 4,836 ms). Weight of log length in the popularity copula.
     exposure_duration_corr: float = 0.2
@@ -218,6 +234,10 @@ class SynthConfig:
     # are empty in the real files, more than a user's activity level alone leaves empty.
     absent_day_rate: float = 0.055
     small_absent_day_rate: float = 0.02
+    # Videos stay in the feed for 1 + floor(Exp(this)) collected dates (0: always): 1,482 of
+    # the real 5,476 videos shown from 2020-08-30 were never shown before it.
+    video_life_dates: float = 4.0
+    exposure_life_weight: float = 0.5  # weight of a video's log life length in its popularity
     clock_skew_share: float = 0.0005  # events whose timestamp is off by hours to days
     ipf_iterations: int = 20  # strongly taste-driven exposure needs more to fit video targets
 
@@ -298,6 +318,8 @@ class _World:
     user_target: np.ndarray  # distinct big_matrix videos per user
     video_target: np.ndarray  # distinct big_matrix users per video
     side: dict[str, pl.DataFrame]
+    # First and last big_matrix date (index into BIG_DAY_ROWS) on which each video is shown.
+    video_window: np.ndarray | None = None  # (videos, 2) int64
 
 
 def _choose_ids(rng: np.random.Generator, scale: Scale) -> tuple[np.ndarray, np.ndarray]:
@@ -350,10 +372,6 @@ def _build_world(config: SynthConfig, rng: np.random.Generator) -> _World:
     appeal_z = rho * taste.quality / taste.params.quality_sd + np.sqrt(
         1 - rho**2
     ) * rng.standard_normal(n_v)
-    z = appeal_z + config.exposure_duration_corr * shortness / max(shortness.std(), 1e-9)
-    video_target = (
-        _inverse_cdf(VIDEO_VIEWS_KNOTS, _ranks01(z)) / DEDUP_ROWS_PER_PAIR * n_u / REAL_USERS
-    )
     # small_matrix's videos favour popular ones (by appeal: the feed's length bias is its own).
     weight = (
         _inverse_cdf(VIDEO_VIEWS_KNOTS, _ranks01(appeal_z)) ** config.small_video_popularity_bias
@@ -369,10 +387,66 @@ def _build_world(config: SynthConfig, rng: np.random.Generator) -> _World:
         picked[admissible[np.argmin(np.abs(weight[admissible] - weight[video]))]] = True
     small_videos = np.flatnonzero(picked)
     small_users = np.sort(rng.choice(n_u, scale.n_small_users, replace=False))
+    # A video whose life runs past either end of the log has had only part of its viewers
+    # logged.
+    # small_matrix videos stay in the feed for the whole two months, as they did in the block.
+    # A video shown for longer gathers more viewers (`exposure_life_weight`: weight of its
+    # log life length in the popularity copula).
+    video_window, logged_share, life = _video_windows(config, rng, n_v)
+    video_window[small_videos] = (0, len(BIG_DAY_ROWS) - 1)
+    logged_share[small_videos] = 1.0
+    log_life = np.log(life)
+    z = (
+        appeal_z
+        + config.exposure_duration_corr * shortness / max(shortness.std(), 1e-9)
+        + config.exposure_life_weight * (log_life - log_life.mean()) / max(log_life.std(), 1e-9)
+    )
+    video_target = (
+        _inverse_cdf(VIDEO_VIEWS_KNOTS, _ranks01(z)) / DEDUP_ROWS_PER_PAIR * n_u / REAL_USERS
+    ) * logged_share
     return _World(
         user_ids, video_ids, small_users, small_videos, taste, tags, category_code,
-        user_target, video_target, side,
+        user_target, video_target, side, video_window,
     )  # fmt: skip
+
+
+def _video_windows(
+    config: SynthConfig, rng: np.random.Generator, n_videos: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each video's life in the feed, on the log's own clock (its collected dates, extended
+    both ways by dates of average size): it enters on a date drawn in proportion to that
+    date's rows and stays floor(Exp(video_life_dates)) more dates. The release holds the
+    videos whose life meets the log, so late entrants are the videos new in the last window
+    and most older ones are no longer shown there. Returns the first and last logged date
+    index of each life, the share of the life's rows that fall inside the log, and the
+    life's length in dates."""
+    n_dates = len(BIG_DAY_ROWS)
+    window = np.tile(np.array([0, n_dates - 1], np.int64), (n_videos, 1))
+    if not config.video_life_dates:
+        return window, np.ones(n_videos), np.full(n_videos, float(n_dates))
+    rows = np.array(list(BIG_DAY_ROWS.values()), np.float64)
+    pad = int(np.ceil(4 * config.video_life_dates))
+    clock = np.r_[np.full(pad, rows.mean()), rows, np.full(pad, rows.mean())]
+    cumulative = np.r_[0.0, np.cumsum(clock)]
+    first, last = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    while len(first) < n_videos:
+        enter = rng.choice(len(clock), 2 * n_videos, p=clock / clock.sum())
+        leave = enter + np.floor(rng.exponential(config.video_life_dates, len(enter)))
+        leave = np.minimum(leave.astype(np.int64), len(clock) - 1)
+        logged = (leave >= pad) & (enter < pad + n_dates)
+        first, last = np.r_[first, enter[logged]], np.r_[last, leave[logged]]
+    first, last = first[:n_videos], last[:n_videos]
+    window[:, 0] = np.clip(first - pad, 0, n_dates - 1)
+    window[:, 1] = np.clip(last - pad, 0, n_dates - 1)
+    inside = cumulative[window[:, 1] + pad + 1] - cumulative[window[:, 0] + pad]
+    life = (last - first + 1).astype(np.float64)
+    return window, inside / (cumulative[last + 1] - cumulative[first]), life
+    rows = np.array(list(BIG_DAY_ROWS.values()), np.float64)
+    first = rng.choice(n_dates, n_videos, p=rows / rows.sum())
+    life = np.floor(rng.exponential(config.video_life_dates, n_videos)).astype(np.int64)
+    window[:, 0] = first
+    window[:, 1] = np.minimum(first + life, n_dates - 1)
+    return window
 
 
 def _exposure_pairs(world: _World, config: SynthConfig, rng: np.random.Generator):
@@ -391,6 +465,14 @@ def _exposure_pairs(world: _World, config: SynthConfig, rng: np.random.Generator
     video_target = np.minimum(video_target, 0.95 * allowed_per_video)
 
     weight = np.multiply(world.taste.appeal_matrix(), np.float32(config.exposure_taste))
+    if config.exposure_belief_sd:
+        # The feed shows what it believes a user likes: true appeal plus its own low-rank error.
+        k = config.exposure_belief_factors
+        scale = np.float32(config.exposure_taste * config.exposure_belief_sd / np.sqrt(k))
+        user_error = rng.standard_normal((n_u, k)).astype(np.float32) * scale
+        video_error = rng.standard_normal((n_v, k)).astype(np.float32)
+        for lo in range(0, n_u, 1024):
+            weight[lo : lo + 1024] += user_error[lo : lo + 1024] @ video_error.T
     np.exp(weight, out=weight)
     weight[np.ix_(barred_users, barred_videos)] = 0.0
     weight /= weight.mean()
@@ -439,6 +521,7 @@ def _timestamps(
     time_range: tuple[str, str],
     config: SynthConfig,
     seed: int,
+    window: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Unix time (ms) and date label of each view. Days follow the published per-day counts
     with per-user variation (gamma weights of shape `day_shape`, whole days skipped at
@@ -455,8 +538,15 @@ def _timestamps(
         * np.where(absent, 1e-9, 1.0)
     )
     cum = np.cumsum(day_weight, axis=1)
-    cum = cum / cum[:, -1:] + np.arange(n_users)[:, None]
-    day = np.searchsorted(cum.ravel(), users + rng.random(n)) - users * n_days
+    cum = cum / cum[:, -1:]
+    if window is None:
+        lo, hi = 0.0, 1.0
+    else:  # each view lands on a day of its video's life, in proportion to the user's days
+        first, last = window[videos, 0], window[videos, 1]
+        lo = np.where(first > 0, cum[users, np.maximum(first - 1, 0)], 0.0)
+        hi = cum[users, last]
+    cum += np.arange(n_users)[:, None]
+    day = np.searchsorted(cum.ravel(), users + lo + rng.random(n) * (hi - lo)) - users * n_days
     day = np.clip(day, 0, n_days - 1)
     share = np.asarray(hour_share) / np.sum(hour_share)
     second_of_day = rng.choice(24, n, p=share) * 3600 + rng.random(n) * 3600
@@ -571,7 +661,7 @@ def _big_matrix(world: _World, config: SynthConfig, rng: np.random.Generator) ->
     epoch_ms, date = _timestamps(
         rng, users, videos, world.category_code, world.taste.n_users, dates,
         np.array(list(BIG_DAY_ROWS.values())), BIG_HOUR_SHARE, config.day_activity_shape,
-        config.absent_day_rate, BIG_TIME_RANGE, config, config.seed * 2 + 1,
+        config.absent_day_rate, BIG_TIME_RANGE, config, config.seed * 2 + 1, world.video_window,
     )  # fmt: skip
     order = _user_time_order(users, epoch_ms)
     users, videos, epoch_ms, date = users[order], videos[order], epoch_ms[order], date[order]

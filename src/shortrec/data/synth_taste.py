@@ -9,11 +9,12 @@ replays with a Pareto tail, truncated so a view never exceeds ~573 plays of the 
 matrices top out there: 573.5 in big_matrix, 571.5 in small_matrix). The noise-free expectation of
 that mixture is the oracle's score.
 
-The defaults make user-video affinity (sd ~0.43 log-seconds, mostly 16 latent factors, which
-collaborative models can recover, plus tag and category interests) dominate video quality
-(sd 0.15, what popularity captures) and per-view noise (sd 0.05): personal taste is what
-separates a liked video from an unliked one of the same length, while the total spread of
-log play time stays at the calibrated width.
+The defaults (chosen so the reference models of `shortrec data calibrate` score as on the real
+release, issue 16) split the spread of log play time in small_matrix between a learnable personal
+part (affinity over tags, categories and 16 latent factors, sd ~0.27), an idiosyncratic per-pair
+part no model can learn from others (sd 0.12), a small video quality (sd 0.08, what popularity
+captures) and a large per-view noise of forced exposure (sd 0.35), while the total spread stays
+at the calibrated width.
 """
 
 from __future__ import annotations
@@ -39,14 +40,19 @@ class TasteParams:
 
     n_factors: int = 16
     n_topics: int = 8
-    base_log_seconds: float = 1.83  # exp -> ~6 s typical play
+    base_log_seconds: float = 1.88  # exp -> ~6.5 s typical play
     duration_elasticity: float = 0.2  # longer videos (up to 13 s) are watched a bit longer
     user_bias_sd: float = 0.07
-    quality_sd: float = 0.15
-    tag_weight: float = 0.12
-    category_weight: float = 0.1
-    latent_weight: float = 0.4
-    noise_sd: float = 0.05
+    quality_sd: float = 0.08
+    tag_weight: float = 0.08
+    category_weight: float = 0.07
+    latent_weight: float = 0.25
+    # Forced exposure: small_matrix users were shown every video, so much of a watch time there
+    # is momentary (log-seconds sd of the per-view noise; big_matrix has its own, in synth).
+    noise_sd: float = 0.35
+    # Idiosyncratic taste: a static per-(user, video) part of appeal that no tag, category or
+    # low-rank factor explains (log-seconds sd; a deterministic hash of the pair).
+    pair_sd: float = 0.12
     drift_weight: float = 0.15  # session drift: weight of <state, video topic>
     drift_memory: float = 0.9  # AR(1) coefficient of the session state per view
     binge_strength: float = 2.0  # how much a watched topic pushes the state toward itself
@@ -80,6 +86,17 @@ def _truncated_pareto_mean(shape: float, most: np.ndarray) -> np.ndarray:
     return shape / (shape - 1.0) * (1.0 - most ** (1.0 - shape)) / (1.0 - most**-shape)
 
 
+def _pair_hash01(users: np.ndarray, videos: np.ndarray) -> np.ndarray:
+    """A deterministic number in (0, 1) per (user key, video key) pair (splitmix64 mix)."""
+    with np.errstate(over="ignore"):
+        x = np.asarray(users).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ np.asarray(videos).astype(np.uint64)) * np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(31)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(29)
+    return ((x >> np.uint64(11)).astype(np.float64) + 0.5) / float(2**53)
+
+
 def _tag_matrix(tags: list[list[int]], n_videos: int) -> np.ndarray:
     """Videos x tags, each row averaging over the video's tags (rows of untagged videos are 0)."""
     lengths = np.array([len(t) for t in tags], dtype=np.int64)
@@ -101,6 +118,8 @@ class TasteModel:
     user_features: np.ndarray  # (users, D): tag interests, category interests, factors
     video_features: np.ndarray  # (videos, D): tag shares, category one-hot, factors
     topic: np.ndarray  # (videos, n_topics) unit vectors for the session drift
+    user_key: np.ndarray | None = None  # (users,) int64 keys of the idiosyncratic pair term
+    video_key: np.ndarray | None = None  # (videos,)
     _appeal_matrix: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
@@ -146,6 +165,8 @@ class TasteModel:
             user_features=user_features,
             video_features=video_features,
             topic=topic.astype(np.float32),
+            user_key=np.arange(n_users, dtype=np.int64),
+            video_key=np.arange(n_videos, dtype=np.int64) + (1 << 32),
         )
 
     def restricted(self, users: np.ndarray, videos: np.ndarray) -> TasteModel:
@@ -159,6 +180,8 @@ class TasteModel:
             user_features=self.user_features[users],
             video_features=self.video_features[videos],
             topic=self.topic[videos],
+            user_key=self._user_keys()[users],
+            video_key=self._video_keys()[videos],
             _appeal_matrix=None,
         )
 
@@ -170,11 +193,34 @@ class TasteModel:
     def n_videos(self) -> int:
         return len(self.quality)
 
+    def _user_keys(self) -> np.ndarray:
+        return np.arange(self.n_users) if self.user_key is None else self.user_key
+
+    def _video_keys(self) -> np.ndarray:
+        if self.video_key is None:
+            return np.arange(self.n_videos, dtype=np.int64) + (1 << 32)
+        return self.video_key
+
+    def idiosyncratic(self, users: np.ndarray, videos: np.ndarray) -> np.ndarray:
+        """The static per-pair part of appeal (broadcasts like `users + videos`)."""
+        if self.params.pair_sd == 0:
+            return np.zeros(np.broadcast(users, videos).shape, np.float32)
+        uniform = _pair_hash01(self._user_keys()[users], self._video_keys()[videos])
+        return (self.params.pair_sd * scipy.special.ndtri(uniform)).astype(np.float32)
+
     def appeal(self, users: np.ndarray | slice, videos: np.ndarray | slice) -> np.ndarray:
         """Dense block of static appeal (log-seconds, length effect excluded): bias + quality +
-        affinity. It drives exposure, swipes and play time."""
+        affinity + the idiosyncratic pair term. It drives exposure, swipes and play time."""
         affinity = self.user_features[users] @ self.video_features[videos].T
-        return affinity + self.user_bias[users][:, None] + self.quality[videos][None, :]
+        affinity += self.user_bias[users][:, None] + self.quality[videos][None, :]
+        if self.params.pair_sd:
+            rows = np.arange(self.n_users)[users]
+            cols = np.arange(self.n_videos)[videos]
+            for lo in range(0, len(rows), 512):
+                affinity[lo : lo + 512] += self.idiosyncratic(
+                    rows[lo : lo + 512, None], cols[None, :]
+                )
+        return affinity
 
     def appeal_matrix(self) -> np.ndarray:
         """Dense users x videos appeal (float32; 300 MB at KuaiRec's full size), computed once."""
@@ -201,6 +247,7 @@ class TasteModel:
                 np.einsum("ij,ij->i", self.user_features[u], self.video_features[v])
                 + self.user_bias[u]
                 + self.quality[v]
+                + self.idiosyncratic(u, v)
             )
         return out
 
