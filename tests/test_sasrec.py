@@ -391,6 +391,28 @@ def test_feedback_and_summary_survive_save_and_load(tmp_path):
     )
 
 
+def test_item_bias_is_learned_scored_and_saved(tmp_path):
+    views = cyclic_views(n_users=30, length=20)
+    model = small_model(
+        epochs=2, item_bias=True, logq_correction=True, loss="sampled-softmax",
+        n_negatives=8, negative_sampler="popularity", target_horizon=100,
+    ).fit(training(views))  # fmt: skip
+    bias = model.net_.item_bias.weight[1:, 0].detach().clone()
+    assert float(bias.abs().max()) > 0  # trained away from its zero start
+    history = Histories.from_frame(views)
+    users, videos = np.array([5000, 5003]), np.arange(100, 100 + N_ITEMS)
+    scores = model.score(users, videos, history)
+    with torch.no_grad():
+        model.net_.item_bias.weight.zero_()
+    model._candidates = None
+    unbiased = model.score(users, videos, history)
+    np.testing.assert_allclose(scores - unbiased, np.broadcast_to(bias.numpy(), scores.shape),
+                               atol=1e-5)  # fmt: skip
+    model.save(tmp_path / "m")
+    np.testing.assert_allclose(load_model(tmp_path / "m").score(users, videos, history), unbiased,
+                               atol=1e-6)  # fmt: skip
+
+
 def test_history_summary_reads_views_older_than_the_window():
     views = cyclic_views(n_users=30, length=20)
     model = small_model(epochs=1, maxlen=4, history_summary="all").fit(training(views))
@@ -470,9 +492,12 @@ def test_new_options_are_flags_with_help_and_checked():
 
     helps = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(SASRec)}
     for name in ("feedback_input", "positives", "history_summary", "target_horizon",
-                 "negative_sampler", "sampled_weight"):  # fmt: skip
+                 "negative_sampler", "sampled_weight", "item_bias",
+                 "logq_correction"):  # fmt: skip
         assert len(helps[name]) > 20, name
     with pytest.raises(ValueError, match="positives must be one of"):
         SASRec(positives="views", device="cpu").fit(training(cyclic_views(n_users=5)))
     with pytest.raises(ValueError, match="history_summary must be one of"):
         SASRec(history_summary="yes", device="cpu").fit(training(cyclic_views(n_users=5)))
+    with pytest.raises(ValueError, match="logq_correction needs"):
+        SASRec(logq_correction=True, device="cpu").fit(training(cyclic_views(n_users=5)))

@@ -143,7 +143,7 @@ _RESUME_KEYS = ("seed", "maxlen", "hidden_size", "num_blocks", "num_heads", "dro
                 "explicit_negatives", "weighted_dislike", "train_window",
                 "validation_sampled", "feedback_input", "positives",
                 "sampled_weight", "history_summary", "target_horizon",
-                "negative_sampler")  # fmt: skip
+                "negative_sampler", "item_bias", "logq_correction")  # fmt: skip
 
 
 def paper_preset(name: str) -> dict[str, Any]:
@@ -287,6 +287,20 @@ class SASRec(Recommender):
         "weights learn less of what the feed exposes and more of which shown views are liked.",
         minimum=0.0,
     )
+    item_bias: bool = hyperparameter(
+        False,
+        "A learned per-video score added to every logit apart from the dot product, so "
+        "what everyone watches lives in the bias and the dot product is free to personalise "
+        "(bce and sampled-softmax). Issue 18's all-action objective: with --target-horizon "
+        "100000 --positives liked --loss sampled-softmax --negative-sampler popularity "
+        "--logq-correction.",
+    )
+    logq_correction: bool = hyperparameter(
+        False,
+        "Subtract log q (the sampler's probability of a video) from sampled logits, so "
+        "popularity-sampled negatives do not push popular videos down (Yi et al. 2019); "
+        "needs --negative-sampler popularity.",
+    )
 
     # --- configuration ---------------------------------------------------------------------
     @classmethod
@@ -337,6 +351,10 @@ class SASRec(Recommender):
             problems.append(f"sampled_weight must be >= 0, got {self.sampled_weight}")
         if self.weighted_dislike < 0:
             problems.append(f"weighted_dislike must be >= 0, got {self.weighted_dislike}")
+        if self.item_bias and self.loss == "softmax":
+            problems.append("item_bias needs loss bce or sampled-softmax")
+        if self.logq_correction and self.negative_sampler != "popularity":
+            problems.append("logq_correction needs negative_sampler popularity")
         if self.hidden_size % max(self.num_heads, 1):
             problems.append(f"hidden_size {self.hidden_size} is not divisible by num_heads")
         if problems:
@@ -355,6 +373,7 @@ class SASRec(Recommender):
             attention_projection=self.attention_projection,
             feedback_input=self.feedback_input,
             history_summary=self.history_summary != "none",
+            item_bias=self.item_bias,
         )
 
     # --- training --------------------------------------------------------------------------
@@ -488,8 +507,14 @@ class SASRec(Recommender):
         horizon_rng = np.random.default_rng([self.seed, epoch, job.rank])
         needs_feedback = self.feedback_input or self.positives != "not-disliked"
         viewed = None
+        log_q = None
         if self.negative_sampler == "popularity":
             viewed = torch.from_numpy(sequences.items).to(device)
+            if self.logq_correction:
+                counts = np.concatenate([[1.0], self.popularity_])
+                log_q = torch.from_numpy(np.log(np.maximum(counts, 1.0) / counts.sum())).to(
+                    device, torch.float32
+                )
         epoch_average = float(positions[np.concatenate(list(batches))].sum()) / len(batches)
         for rows in batches:
             # The paper's random batches: a mean over the batch's own positions. Bucketed
@@ -533,6 +558,7 @@ class SASRec(Recommender):
                 self.loss, hidden.float(), next_items, target_vectors, negatives,
                 negative_vectors, next_disliked, self.weighted_dislike, table,
                 divisor / job.size, unlabelled, self.sampled_weight,
+                *self._logit_offsets(net, next_items, negatives, log_q),
             )  # fmt: skip
             if self.l2_emb > 0:
                 loss = loss + 0.5 * self.l2_emb * table.square().sum()
@@ -543,6 +569,17 @@ class SASRec(Recommender):
         # Ranks' losses add up to world size x the batch loss (see the divisor above).
         total = sum_across([float(torch.stack(losses).sum())], job, device)[0]
         return float(total) / job.size / len(batches)
+
+    @staticmethod
+    def _logit_offsets(net, targets, negatives, log_q):
+        """What the loss adds to the target and negative logits: the item bias, minus log q
+        of the popularity sampler (the logQ correction)."""
+        offsets = [net.bias_of(targets), net.bias_of(negatives)]
+        if log_q is not None:
+            for i, items in enumerate((targets, negatives)):
+                if items is not None:
+                    offsets[i] = (0 if offsets[i] is None else offsets[i]) - log_q[items]
+        return offsets
 
     # --- validation ------------------------------------------------------------------------
     def _validation_targets(self, validation, sequences, dislikes) -> _ValidationTargets | None:
@@ -638,7 +675,7 @@ class SASRec(Recommender):
             net.eval()
         device = next(net.parameters()).device
         with torch_threads(self.num_threads), torch.inference_mode():
-            known, weights, popularity = self._candidate_table(video_ids, device)
+            known, weights, popularity, bias = self._candidate_table(video_ids, device)
             for start in range(0, len(user_ids), SCORE_BATCH_USERS):
                 stop = min(start + SCORE_BATCH_USERS, len(user_ids))
                 batch = Sequences.from_histories(
@@ -648,7 +685,10 @@ class SASRec(Recommender):
                 )  # fmt: skip
                 lengths = np.minimum(batch.lengths, self.maxlen)
                 hidden = self._last_hidden(net, batch, np.arange(stop - start), device)
-                logits = (hidden @ weights.T).float().cpu().numpy()
+                logits = hidden @ weights.T
+                if bias is not None:
+                    logits = logits + bias
+                logits = logits.float().cpu().numpy()
                 logits[lengths == 0] = popularity
                 block = out[start:stop]
                 if known.all():
@@ -706,9 +746,11 @@ class SASRec(Recommender):
             return cached[1]
         candidates = self.video_map_.index(video_ids) + 1
         known = candidates > 0
-        weights = self.net_.item_embedding.weight[torch.from_numpy(candidates[known]).to(device)]
+        rows = torch.from_numpy(candidates[known]).to(device)
+        weights = self.net_.item_embedding.weight[rows]
+        bias = self.net_.bias_of(rows)
         popularity = np.log1p(self.popularity_[candidates[known] - 1]).astype(np.float32)
-        table = (known, weights, popularity)
+        table = (known, weights, popularity, bias)
         self._candidates = (video_ids.copy(), table)
         return table
 

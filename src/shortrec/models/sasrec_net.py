@@ -58,6 +58,8 @@ class SASRecConfig:
     n_feedback: int = 4
     # Add a mean embedding of the liked views older than the window to every hidden state.
     history_summary: bool = False
+    # A learned per-item score added to every logit, apart from the dot product.
+    item_bias: bool = False
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
@@ -189,6 +191,9 @@ class SASRecNet(nn.Module):
             if config.history_summary
             else None
         )
+        self.item_bias = (
+            nn.Embedding(config.n_items + 1, 1, padding_idx=0) if config.item_bias else None
+        )
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_blocks))
         # Post-norm blocks already end in a layer norm.
         self.final_norm = (
@@ -207,6 +212,8 @@ class SASRecNet(nn.Module):
             self.item_embedding.weight[0].zero_()
             if self.feedback_embedding is not None:
                 self.feedback_embedding.weight[0].zero_()
+            if self.item_bias is not None:
+                self.item_bias.weight.zero_()
 
     def forward(
         self,
@@ -260,4 +267,13 @@ class SASRecNet(nn.Module):
 
     def all_item_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Scores of items 1..n_items (column j is item j + 1) for hidden states (..., hidden)."""
-        return hidden @ self.item_embedding.weight[1:].T
+        logits = hidden @ self.item_embedding.weight[1:].T
+        if self.item_bias is not None:
+            logits = logits + self.item_bias.weight[1:, 0]
+        return logits
+
+    def bias_of(self, items: torch.Tensor | None) -> torch.Tensor | None:
+        """The learned per-item bias of `items` (None without an item bias or items)."""
+        if self.item_bias is None or items is None:
+            return None
+        return self.item_bias.weight[:, 0][items]

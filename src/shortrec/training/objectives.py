@@ -103,6 +103,8 @@ def next_item_loss(
     positions_per_batch: float | None = None,
     target_unlabelled: torch.Tensor | None = None,
     sampled_weight: float = 1.0,
+    target_offset: torch.Tensor | None = None,
+    negative_offset: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Next-item loss summed over the non-padding positions of a batch, divided by
     `positions_per_batch` (the epoch's average; default: this batch's own count).
@@ -112,7 +114,11 @@ def next_item_loss(
 
     A fixed divisor keeps every position's weight equal across batches: batches bucketed
     by length hold from ~100 to 6,400 positions, and dividing by each one's own count
-    would weigh a position in a batch of short sequences up to 50x more."""
+    would weigh a position in a batch of short sequences up to 50x more.
+
+    `target_offset` (shaped like `targets`) and `negative_offset` (like `negatives`) are
+    added to the dot-product logits: a learned per-item bias, minus log q of the sampler
+    (the logQ correction of Yi et al., RecSys 2019) when negatives are drawn by popularity."""
     valid = targets > 0
     disliked = target_disliked & valid
     positive = valid & ~disliked
@@ -120,8 +126,12 @@ def next_item_loss(
         disliked = disliked & ~target_unlabelled
         positive = positive & ~target_unlabelled
     target_logit = (hidden * target_vectors).sum(-1)
+    if target_offset is not None:
+        target_logit = target_logit + target_offset
     if loss == "bce":
         negative_logit = (hidden * negative_vectors).sum(-1)
+        if negative_offset is not None:
+            negative_logit = negative_logit + negative_offset
         real_negative = valid & (negatives != targets) & (negatives > 0)
         total = (
             F.softplus(-target_logit)[positive].sum()
@@ -131,6 +141,8 @@ def next_item_loss(
     elif loss == "sampled-softmax":
         # Klenitskiy & Vasilev (RecSys 2023): negatives shared by a sequence's positions.
         negative_logits = torch.bmm(hidden, negative_vectors.transpose(1, 2))
+        if negative_offset is not None:
+            negative_logits = negative_logits + negative_offset[:, None, :]
         collision = (negatives[:, None, :] == targets[:, :, None]) | (negatives == 0)[:, None, :]
         negatives_lse = negative_logits.masked_fill(collision, float("-inf")).logsumexp(-1)
         all_lse = torch.logaddexp(negatives_lse, target_logit)
