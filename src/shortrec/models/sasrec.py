@@ -321,44 +321,16 @@ class SASRec(Recommender):
             "weighted_dislike": trial.suggest_float("weighted_dislike", 1.0, 30.0, log=True),
         }
 
-    def _check_params(self) -> None:
+    def check_hyperparameters(self) -> list[str]:
+        """How fields relate; the base class checks every declared choice and bound."""
         problems = []
-        if self.loss not in LOSSES:
-            problems.append(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
-        if self.norm not in NORMS:
-            problems.append(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
-        if self.positives not in POSITIVES:
-            problems.append(f"positives must be one of {', '.join(POSITIVES)}, got "
-                            f"{self.positives!r}")  # fmt: skip
-        if self.history_summary not in SUMMARIES:
-            problems.append(f"history_summary must be one of {', '.join(SUMMARIES)}, got "
-                            f"{self.history_summary!r}")  # fmt: skip
-        if self.negative_sampler not in NEGATIVE_SAMPLERS:
-            problems.append(f"negative_sampler must be one of {', '.join(NEGATIVE_SAMPLERS)}, "
-                            f"got {self.negative_sampler!r}")  # fmt: skip
-        if self.train_window not in TRAIN_WINDOWS:
-            problems.append(f"train_window must be 'last' or 'random', got {self.train_window!r}")
-        for field in ("maxlen", "hidden_size", "num_blocks", "num_heads", "batch_size",
-                      "eval_every", "n_negatives", "max_eval_users",
-                      "target_horizon"):  # fmt: skip
-            if getattr(self, field) < 1:
-                problems.append(f"{field} must be >= 1, got {getattr(self, field)}")
-        if not 0.0 <= self.dropout < 1.0:
-            problems.append(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.validation_sampled < 0:
-            problems.append(f"validation_sampled must be >= 0, got {self.validation_sampled}")
-        if self.sampled_weight < 0:
-            problems.append(f"sampled_weight must be >= 0, got {self.sampled_weight}")
-        if self.weighted_dislike < 0:
-            problems.append(f"weighted_dislike must be >= 0, got {self.weighted_dislike}")
         if self.item_bias and self.loss == "softmax":
             problems.append("item_bias needs loss bce or sampled-softmax")
         if self.logq_correction and self.negative_sampler != "popularity":
             problems.append("logq_correction needs negative_sampler popularity")
         if self.hidden_size % max(self.num_heads, 1):
             problems.append(f"hidden_size {self.hidden_size} is not divisible by num_heads")
-        if problems:
-            raise ValueError("invalid SASRec settings: " + "; ".join(problems))
+        return problems
 
     def _net_config(self, n_items: int) -> SASRecConfig:
         return SASRecConfig(
@@ -380,7 +352,6 @@ class SASRec(Recommender):
     def fit(self, data: TrainingData, context: FitContext | None = None) -> SASRec:
         """Train on the training views; validation views (NDCG@10 of each user's next views
         after their training sequence) choose the best epoch and stop early."""
-        self._check_params()
         _require_columns(data.views, ("user_id", "video_id", "timestamp"), "train")
         device = select_device(self.device)
         with torch_threads(self.num_threads), process_group(device) as job:
