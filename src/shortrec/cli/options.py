@@ -69,10 +69,10 @@ def runs_dir_option(
     return typer.Option(default, "--runs-dir", help=help)
 
 
-def storage_option() -> typer.models.OptionInfo:
-    return typer.Option(
-        None, "--storage", help="Optuna database URL (default sqlite:///RUNS_DIR/tuning.db)."
-    )
+def storage_option(
+    help: str = "Optuna database URL (default sqlite:///RUNS_DIR/tuning.db).",
+) -> typer.models.OptionInfo:
+    return typer.Option(None, "--storage", help=help)
 
 
 def preset_option() -> typer.models.OptionInfo:

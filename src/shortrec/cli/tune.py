@@ -38,10 +38,9 @@ def tune_command(
         20, help="Budget: finished trials per model study, over all workers and restarts."
     ),
     timeout: float | None = typer.Option(None, help="Seconds per model for this invocation."),
-    storage: str | None = typer.Option(
-        None,
-        help="Optuna database URL shared by workers "
-        "(default sqlite:///RUNS_DIR/tuning.db; e.g. postgresql://...).",
+    storage: str | None = storage_option(
+        "Optuna database URL shared by workers "
+        "(default sqlite:///RUNS_DIR/tuning.db; e.g. postgresql://...)."
     ),
     study_name: str | None = typer.Option(
         None, help="Study name (default MODEL-DATA-PROTOCOL); one model only."
