@@ -15,8 +15,8 @@ times are re-centred on the world's average appeal (`recentre_exposure`); the fe
 level is then `big_view_context.log_shift`. This keeps the calibrated watch_ratio
 distribution independent of how taste-driven exposure is, and leaves every ranking unchanged.
 
-Videos have a life in the feed (`video_life_dates`): each enters on some collected date and
-is shown for a few dates only, so the last window (from 2020-08-30, the reference study's
+Videos have a life in the feed (`video_life_days`): each is uploaded on some calendar day and
+is shown for a few days only, so the last window (from 2020-08-30, the reference study's
 validation split) brings videos never seen before, and most older ones are no longer shown.
 small_matrix videos stay in the feed throughout.
 
@@ -234,10 +234,14 @@ class SynthConfig:
     # are empty in the real files, more than a user's activity level alone leaves empty.
     absent_day_rate: float = 0.055
     small_absent_day_rate: float = 0.02
-    # Videos stay in the feed for 1 + floor(Exp(this)) collected dates (0: always): 1,482 of
-    # the real 5,476 videos shown from 2020-08-30 were never shown before it.
-    video_life_dates: float = 4.0
+    # Videos are uploaded every calendar day and stay in the feed 1 + floor(Exp(this)) days
+    # (0: always): 1,482 of the real 5,476 videos shown from 2020-08-30 were never shown
+    # before it.
+    video_life_days: float = 2.3
     exposure_life_weight: float = 0.5  # weight of a video's log life length in its popularity
+    # The feed rarely pushes multi-minute videos: popularity copula weight of log length above
+    # 60 s (the real split has under 10,000 training views of 87-100 s videos).
+    exposure_long_penalty: float = 0.4
     clock_skew_share: float = 0.0005  # events whose timestamp is off by hours to days
     ipf_iterations: int = 20  # strongly taste-driven exposure needs more to fit video targets
 
@@ -396,14 +400,20 @@ def _build_world(config: SynthConfig, rng: np.random.Generator) -> _World:
     video_window[small_videos] = (0, len(BIG_DAY_ROWS) - 1)
     logged_share[small_videos] = 1.0
     log_life = np.log(life)
+    longness = np.maximum(np.log(duration / 60_000.0), 0.0)
     z = (
         appeal_z
         + config.exposure_duration_corr * shortness / max(shortness.std(), 1e-9)
+        - config.exposure_long_penalty * longness
         + config.exposure_life_weight * (log_life - log_life.mean()) / max(log_life.std(), 1e-9)
     )
+    # The published per-video shape is that of the logged rows: a life's reach is cut to its
+    # logged share first, and the shape is then laid over the logged reach by rank.
+    logged_reach = _inverse_cdf(VIDEO_VIEWS_KNOTS, _ranks01(z)) * logged_share
     video_target = (
-        _inverse_cdf(VIDEO_VIEWS_KNOTS, _ranks01(z)) / DEDUP_ROWS_PER_PAIR * n_u / REAL_USERS
-    ) * logged_share
+        _inverse_cdf(VIDEO_VIEWS_KNOTS, _ranks01(logged_reach))
+        / DEDUP_ROWS_PER_PAIR * n_u / REAL_USERS
+    )  # fmt: skip
     return _World(
         user_ids, video_ids, small_users, small_videos, taste, tags, category_code,
         user_target, video_target, side, video_window,
@@ -412,46 +422,71 @@ def _build_world(config: SynthConfig, rng: np.random.Generator) -> _World:
 
 def _video_windows(
     config: SynthConfig, rng: np.random.Generator, n_videos: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each video's life in the feed, on the log's own clock (its collected dates, extended
-    both ways by dates of average size): it enters on a date drawn in proportion to that
-    date's rows and stays floor(Exp(video_life_dates)) more dates. The release holds the
-    videos whose life meets the log, so late entrants are the videos new in the last window
-    and most older ones are no longer shown there. Returns the first and last logged date
-    index of each life, the share of the life's rows that fall inside the log, and the
-    life's length in dates."""
-    n_dates = len(BIG_DAY_ROWS)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each video's life in the feed, in calendar days: uploads arrive at a steady rate every
+    day, collected or not, and a video stays floor(Exp(video_life_days)) more days. The
+    release holds the videos whose life meets a collected date, so the videos uploaded during
+    the last window are new there, older ones have mostly left the feed, and what a life spends
+    in the gaps between the three windows is not logged. Returns the first and last collected
+    date (index into BIG_DAY_ROWS) of each life, the share of the life's traffic that falls on
+    collected dates (an uncollected day carries an average collected day's traffic), and the
+    life's length in days."""
+    dates = np.array(list(BIG_DAY_ROWS), dtype="datetime64[D]")
+    n_dates = len(dates)
     window = np.tile(np.array([0, n_dates - 1], np.int64), (n_videos, 1))
-    if not config.video_life_dates:
-        return window, np.ones(n_videos), np.full(n_videos, float(n_dates))
+    if not config.video_life_days:
+        span = float((dates[-1] - dates[0]).astype(np.int64) + 1)
+        return window, np.ones(n_videos), np.full(n_videos, span)
     rows = np.array(list(BIG_DAY_ROWS.values()), np.float64)
-    pad = int(np.ceil(4 * config.video_life_dates))
-    clock = np.r_[np.full(pad, rows.mean()), rows, np.full(pad, rows.mean())]
-    cumulative = np.r_[0.0, np.cumsum(clock)]
-    first, last = np.zeros(0, np.int64), np.zeros(0, np.int64)
-    while len(first) < n_videos:
-        enter = rng.choice(len(clock), 2 * n_videos, p=clock / clock.sum())
-        leave = enter + np.floor(rng.exponential(config.video_life_dates, len(enter)))
-        leave = np.minimum(leave.astype(np.int64), len(clock) - 1)
-        logged = (leave >= pad) & (enter < pad + n_dates)
-        first, last = np.r_[first, enter[logged]], np.r_[last, leave[logged]]
-    first, last = first[:n_videos], last[:n_videos]
-    window[:, 0] = np.clip(first - pad, 0, n_dates - 1)
-    window[:, 1] = np.clip(last - pad, 0, n_dates - 1)
-    inside = cumulative[window[:, 1] + pad + 1] - cumulative[window[:, 0] + pad]
-    life = (last - first + 1).astype(np.float64)
-    return window, inside / (cumulative[last + 1] - cumulative[first]), life
-    rows = np.array(list(BIG_DAY_ROWS.values()), np.float64)
-    first = rng.choice(n_dates, n_videos, p=rows / rows.sum())
-    life = np.floor(rng.exponential(config.video_life_dates, n_videos)).astype(np.int64)
-    window[:, 0] = first
-    window[:, 1] = np.minimum(first + life, n_dates - 1)
-    return window
+    pad = int(np.ceil(4 * config.video_life_days))
+    days = np.arange(dates[0] - pad, dates[-1] + pad + 1)
+    collected = np.isin(days, dates)
+    traffic = np.full(len(days), rows.mean())
+    traffic[collected] = rows
+    cum_traffic = np.r_[0.0, np.cumsum(traffic)]
+    cum_logged = np.r_[0.0, np.cumsum(traffic * collected)]
+    cum_dates = np.r_[0, np.cumsum(collected)]
+    enter, leave = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    while len(enter) < n_videos:
+        start = rng.integers(0, len(days), 2 * n_videos)
+        end = start + np.floor(rng.exponential(config.video_life_days, len(start)))
+        end = np.minimum(end.astype(np.int64), len(days) - 1)
+        logged = cum_dates[end + 1] > cum_dates[start]
+        enter, leave = np.r_[enter, start[logged]], np.r_[leave, end[logged]]
+    enter, leave = enter[:n_videos], leave[:n_videos]
+    window[:, 0] = cum_dates[enter]
+    window[:, 1] = cum_dates[leave + 1] - 1
+    share = (cum_logged[leave + 1] - cum_logged[enter]) / (
+        cum_traffic[leave + 1] - cum_traffic[enter]
+    )
+    return window, share, (leave - enter + 1).astype(np.float64)
 
 
-def _exposure_pairs(world: _World, config: SynthConfig, rng: np.random.Generator):
+def _user_day_weights(
+    rng: np.random.Generator,
+    n_users: int,
+    day_rows: np.ndarray,
+    shape: float,
+    absent_rate: float,
+) -> np.ndarray:
+    """(users, days) share of each user's activity per collected day: the published per-day
+    counts times a gamma(`shape`) factor per user-day, whole days skipped at `absent_rate`."""
+    absent = rng.random((n_users, len(day_rows))) < absent_rate
+    weight = (
+        np.asarray(day_rows, np.float64)[None, :]
+        * rng.gamma(shape, size=(n_users, len(day_rows)))
+        * np.where(absent, 1e-9, 1.0)
+    )
+    return weight / weight.sum(1, keepdims=True)
+
+
+def _exposure_pairs(
+    world: _World, config: SynthConfig, rng: np.random.Generator, day_weight: np.ndarray
+):
     """Distinct big_matrix (user, video) positions: independent draws with probability
-    min(1, a_u * b_v * exp(taste * appeal)), a and b fitted (IPF) to the activity targets."""
+    min(1, a_u * b_v * exp(taste * appeal) * active_uv), a and b fitted (IPF) to the activity
+    targets. active_uv is the share of the user's activity (`day_weight`) that falls in the
+    video's life: a user sees a video only on the days both are in the feed."""
     n_u, n_v = world.taste.n_users, world.taste.n_videos
     barred_users = np.zeros(n_u, bool)
     barred_users[world.small_users] = True
@@ -474,6 +509,12 @@ def _exposure_pairs(world: _World, config: SynthConfig, rng: np.random.Generator
         for lo in range(0, n_u, 1024):
             weight[lo : lo + 1024] += user_error[lo : lo + 1024] @ video_error.T
     np.exp(weight, out=weight)
+    if world.video_window is not None:
+        cum = np.c_[np.zeros(n_u), np.cumsum(day_weight, axis=1)].astype(np.float32)
+        first, last = world.video_window[:, 0], world.video_window[:, 1] + 1
+        for lo in range(0, n_u, 1024):
+            block = cum[lo : lo + 1024]
+            weight[lo : lo + 1024] *= block[:, last] - block[:, first]
     weight[np.ix_(barred_users, barred_videos)] = 0.0
     weight /= weight.mean()
     a = (user_target / n_v).astype(np.float32)
@@ -514,29 +555,21 @@ def _timestamps(
     category: np.ndarray,
     n_users: int,
     dates: list[str],
-    day_rows: np.ndarray,
+    day_weight: np.ndarray,
     hour_share: tuple[float, ...],
-    day_shape: float,
-    absent_rate: float,
     time_range: tuple[str, str],
     config: SynthConfig,
     seed: int,
     window: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Unix time (ms) and date label of each view. Days follow the published per-day counts
-    with per-user variation (gamma weights of shape `day_shape`, whole days skipped at
-    `absent_rate`); hours the published profile.
+    """Unix time (ms) and date label of each view. Days follow each user's activity
+    (`day_weight`, users x days), within the video's life when `window` is given; hours the
+    published profile.
     Within a user's day, views come partly in same-category runs, as a feed does, so recent
     views predict the next ones. A few views carry a skewed device clock: their timestamp moves
     up to 13 days either way, within the real file's `time_range`."""
     n = len(users)
     n_days = len(dates)
-    absent = rng.random((n_users, n_days)) < absent_rate
-    day_weight = (
-        np.asarray(day_rows, np.float64)[None, :]
-        * rng.gamma(day_shape, size=(n_users, n_days))
-        * np.where(absent, 1e-9, 1.0)
-    )
     cum = np.cumsum(day_weight, axis=1)
     cum = cum / cum[:, -1:]
     if window is None:
@@ -637,7 +670,12 @@ _INTERACTION_ORDER = ["user_id", "video_id", "play_duration", "video_duration", 
 
 
 def _big_matrix(world: _World, config: SynthConfig, rng: np.random.Generator) -> pl.DataFrame:
-    users, videos = _exposure_pairs(world, config, rng)
+    dates = list(BIG_DAY_ROWS)
+    day_weight = _user_day_weights(
+        rng, world.taste.n_users, np.array(list(BIG_DAY_ROWS.values())),
+        config.day_activity_shape, config.absent_day_rate,
+    )  # fmt: skip
+    users, videos = _exposure_pairs(world, config, rng, day_weight)
     # Repeat views: more likely for videos the user enjoys.
     appeal = world.taste.pair_appeal(users, videos)
     # Exposure picks what a user likes, so the exposed appeal sits above the world's average;
@@ -657,11 +695,9 @@ def _big_matrix(world: _World, config: SynthConfig, rng: np.random.Generator) ->
     rest = (budget - top.sum()) / len(users)
     extra = rng.poisson(rest * lift + top)
     users, videos = np.repeat(users, 1 + extra), np.repeat(videos, 1 + extra)
-    dates = list(BIG_DAY_ROWS)
     epoch_ms, date = _timestamps(
-        rng, users, videos, world.category_code, world.taste.n_users, dates,
-        np.array(list(BIG_DAY_ROWS.values())), BIG_HOUR_SHARE, config.day_activity_shape,
-        config.absent_day_rate, BIG_TIME_RANGE, config, config.seed * 2 + 1, world.video_window,
+        rng, users, videos, world.category_code, world.taste.n_users, dates, day_weight,
+        BIG_HOUR_SHARE, BIG_TIME_RANGE, config, config.seed * 2 + 1, world.video_window,
     )  # fmt: skip
     order = _user_time_order(users, epoch_ms)
     users, videos, epoch_ms, date = users[order], videos[order], epoch_ms[order], date[order]
@@ -693,10 +729,13 @@ def _small_matrix(world: _World, config: SynthConfig, rng: np.random.Generator) 
     cell = np.flatnonzero(observed)
     users, videos = world.small_users[cell // n_sv], world.small_videos[cell % n_sv]
     dates = _small_dates()
+    day_weight = _user_day_weights(
+        rng, world.taste.n_users, np.array(SMALL_DAY_ROWS), config.small_day_activity_shape,
+        config.small_absent_day_rate,
+    )
     epoch_ms, date = _timestamps(
-        rng, users, videos, world.category_code, world.taste.n_users, dates,
-        np.array(SMALL_DAY_ROWS), SMALL_HOUR_SHARE, config.small_day_activity_shape,
-        config.small_absent_day_rate, SMALL_TIME_RANGE, config, config.seed * 2 + 2,
+        rng, users, videos, world.category_code, world.taste.n_users, dates, day_weight,
+        SMALL_HOUR_SHARE, SMALL_TIME_RANGE, config, config.seed * 2 + 2,
     )  # fmt: skip
     order = _user_time_order(users, epoch_ms)
     users, videos, epoch_ms, date = users[order], videos[order], epoch_ms[order], date[order]
