@@ -385,7 +385,7 @@ def test_expected_watch_ratio_is_the_mean_of_the_sampled_views():
 
 
 def test_videos_are_shown_only_during_their_life_in_the_feed(tmp_path):
-    config = SynthConfig(scale="tiny", seed=0, video_life_dates=4.0)
+    config = SynthConfig(scale="tiny", seed=0, video_life_days=2.3)
     world = tmp_path
     synthesize(world, config, progress=False)
     built = _build_world(config, np.random.default_rng(np.random.SeedSequence(0).spawn(4)[0]))
@@ -404,7 +404,7 @@ def test_videos_are_shown_only_during_their_life_in_the_feed(tmp_path):
     assert (built.video_window[built.small_videos] == [0, len(dates) - 1]).all()
     late = built.video_window[:, 0] >= list(BIG_DAY_ROWS).index("2020-08-30")
     assert 0.05 < late.mean() < 0.3  # videos new in the last window exist
-    always = SynthConfig(scale="tiny", seed=0, video_life_dates=0)
+    always = SynthConfig(scale="tiny", seed=0, video_life_days=0)
     assert (_build_world(always, np.random.default_rng(0)).video_window[:, 0] == 0).all()
 
 

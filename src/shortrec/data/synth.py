@@ -103,6 +103,11 @@ BIG_DAY_ROWS = {
     "2020-08-29": 391667, "2020-08-30": 352778, "2020-08-31": 669444, "2020-09-01": 291667,
     "2020-09-02": 263889, "2020-09-03": 230556, "2020-09-04": 175000, "2020-09-05": 152778,
 }  # fmt: skip
+# The two spikes of the daily plot, about twice their neighbours, are where the exact duplicates
+# are: these dates' log partitions were delivered (almost) twice. Their excess (~1.0M rows) is
+# the published 965,819 duplicates, and without it the last window holds the 15.9% of
+# event-dedup rows that the reference split counts from 2020-08-30 on.
+REDELIVERED_DATES = ("2020-08-05", "2020-08-31")
 SMALL_DAY_ROWS = (
     28056,
     38056,
@@ -222,7 +227,8 @@ class SynthConfig:
     # taken out of the other videos' repeats.
     top_video_rows: float = 24_173
     top_repeat_decay: float = 1.0
-    duplicate_rate: float = 965_819 / 11_564_987  # exact duplicate rows per distinct row
+    # Exact duplicate rows per distinct row, all of them in the REDELIVERED_DATES partitions.
+    duplicate_rate: float = 965_819 / 11_564_987
     small_missing_rate: float = 17_827 / (1411 * 3327)  # unobserved cells of small_matrix
     small_null_rate: float = 181_992 / 4_676_570  # small rows with empty time/date/timestamp
     category_run_share: float = 0.6  # views that come in same-category runs within a day
@@ -238,7 +244,8 @@ class SynthConfig:
     # (0: always): 1,482 of the real 5,476 videos shown from 2020-08-30 were never shown
     # before it.
     video_life_days: float = 2.3
-    exposure_life_weight: float = 0.5  # weight of a video's log life length in its popularity
+    # A video's reach grows with the feed traffic of its life (exponent of the life's rows).
+    exposure_life_weight: float = 1.0
     # The feed rarely pushes multi-minute videos: popularity copula weight of log length above
     # 60 s (the real split has under 10,000 training views of 87-100 s videos).
     exposure_long_penalty: float = 0.4
@@ -396,20 +403,23 @@ def _build_world(config: SynthConfig, rng: np.random.Generator) -> _World:
     # small_matrix videos stay in the feed for the whole two months, as they did in the block.
     # A video shown for longer gathers more viewers (`exposure_life_weight`: weight of its
     # log life length in the popularity copula).
-    video_window, logged_share, life = _video_windows(config, rng, n_v)
+    video_window, logged_share, life_traffic = _video_windows(config, rng, n_v)
     video_window[small_videos] = (0, len(BIG_DAY_ROWS) - 1)
     logged_share[small_videos] = 1.0
-    log_life = np.log(life)
     longness = np.maximum(np.log(duration / 60_000.0), 0.0)
     z = (
         appeal_z
         + config.exposure_duration_corr * shortness / max(shortness.std(), 1e-9)
         - config.exposure_long_penalty * longness
-        + config.exposure_life_weight * (log_life - log_life.mean()) / max(log_life.std(), 1e-9)
     )
-    # The published per-video shape is that of the logged rows: a life's reach is cut to its
-    # logged share first, and the shape is then laid over the logged reach by rank.
-    logged_reach = _inverse_cdf(VIDEO_VIEWS_KNOTS, _ranks01(z)) * logged_share
+    # A video reaches in proportion to the traffic of its life, of which only the logged share
+    # is in the release. The published per-video shape is that of the logged rows, so it is
+    # laid over the logged reach by rank.
+    logged_reach = (
+        _inverse_cdf(VIDEO_VIEWS_KNOTS, _ranks01(z))
+        * life_traffic**config.exposure_life_weight
+        * logged_share
+    )
     video_target = (
         _inverse_cdf(VIDEO_VIEWS_KNOTS, _ranks01(logged_reach))
         / DEDUP_ROWS_PER_PAIR * n_u / REAL_USERS
@@ -430,14 +440,13 @@ def _video_windows(
     in the gaps between the three windows is not logged. Returns the first and last collected
     date (index into BIG_DAY_ROWS) of each life, the share of the life's traffic that falls on
     collected dates (an uncollected day carries an average collected day's traffic), and the
-    life's length in days."""
+    life's traffic (rows)."""
     dates = np.array(list(BIG_DAY_ROWS), dtype="datetime64[D]")
     n_dates = len(dates)
     window = np.tile(np.array([0, n_dates - 1], np.int64), (n_videos, 1))
     if not config.video_life_days:
-        span = float((dates[-1] - dates[0]).astype(np.int64) + 1)
-        return window, np.ones(n_videos), np.full(n_videos, span)
-    rows = np.array(list(BIG_DAY_ROWS.values()), np.float64)
+        return window, np.ones(n_videos), np.ones(n_videos)
+    rows = _event_day_rows(config)[0]
     pad = int(np.ceil(4 * config.video_life_days))
     days = np.arange(dates[0] - pad, dates[-1] + pad + 1)
     collected = np.isin(days, dates)
@@ -459,7 +468,19 @@ def _video_windows(
     share = (cum_logged[leave + 1] - cum_logged[enter]) / (
         cum_traffic[leave + 1] - cum_traffic[enter]
     )
-    return window, share, (leave - enter + 1).astype(np.float64)
+    return window, share, cum_traffic[leave + 1] - cum_traffic[enter]
+
+
+def _event_day_rows(config: SynthConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct events per big_matrix date, share of them written twice): the published
+    per-date rows, less the copies of the REDELIVERED_DATES partitions, whose re-delivered
+    share gives `duplicate_rate` copies per distinct row overall."""
+    rows = np.array(list(BIG_DAY_ROWS.values()), np.float64)
+    twice = np.isin(list(BIG_DAY_ROWS), REDELIVERED_DATES)
+    rate = config.duplicate_rate
+    share = rate * rows.sum() / max(rows[twice].sum() - rate * rows[~twice].sum(), 1e-9)
+    share = min(share, 1.0)
+    return np.where(twice, rows / (1.0 + share), rows), np.where(twice, share, 0.0)
 
 
 def _user_day_weights(
@@ -671,10 +692,10 @@ _INTERACTION_ORDER = ["user_id", "video_id", "play_duration", "video_duration", 
 
 def _big_matrix(world: _World, config: SynthConfig, rng: np.random.Generator) -> pl.DataFrame:
     dates = list(BIG_DAY_ROWS)
+    event_rows, twice_share = _event_day_rows(config)
     day_weight = _user_day_weights(
-        rng, world.taste.n_users, np.array(list(BIG_DAY_ROWS.values())),
-        config.day_activity_shape, config.absent_day_rate,
-    )  # fmt: skip
+        rng, world.taste.n_users, event_rows, config.day_activity_shape, config.absent_day_rate
+    )
     users, videos = _exposure_pairs(world, config, rng, day_weight)
     # Repeat views: more likely for videos the user enjoys.
     appeal = world.taste.pair_appeal(users, videos)
@@ -702,17 +723,20 @@ def _big_matrix(world: _World, config: SynthConfig, rng: np.random.Generator) ->
     order = _user_time_order(users, epoch_ms)
     users, videos, epoch_ms, date = users[order], videos[order], epoch_ms[order], date[order]
     play = _watch(world, users, videos, rng, config.big_view_context, appeal_offset)
-    rows = _with_duplicates(users, config.duplicate_rate, rng)
+    rows = _with_duplicates(users, twice_share[np.searchsorted(_date_ints(dates), date)], rng)
     frame = _interaction_frame(
         world, users[rows], videos[rows], epoch_ms[rows], date[rows], play[rows]
     )
     return frame.select(_INTERACTION_ORDER)
 
 
-def _with_duplicates(users: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
+def _with_duplicates(
+    users: np.ndarray, rate: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """Row order with exact duplicates: the same logged event written twice (7.7% of the real
-    rows). The copy comes with a later delivery, so it lands at a random later place among the
-    same user's rows (`users` sorted), rarely next to its original."""
+    rows), each row with probability `rate` (its date partition's re-delivered share). The copy
+    comes with a later delivery, so it lands at a random later place among the same user's
+    rows (`users` sorted), rarely next to its original."""
     n = len(users)
     starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
     ends = np.repeat(np.r_[starts[1:], n], np.diff(np.r_[starts, n]))
