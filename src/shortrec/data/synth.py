@@ -244,11 +244,12 @@ class SynthConfig:
     # (0: always): 1,482 of the real 5,476 videos shown from 2020-08-30 were never shown
     # before it.
     video_life_days: float = 2.3
+    video_life_reach: float = 0.7  # the feed keeps what does well: log mean life per sd of reach
     # A video's reach grows with the feed traffic of its life (exponent of the life's rows).
     exposure_life_weight: float = 1.0
     # The feed rarely pushes multi-minute videos: popularity copula weight of log length above
     # 60 s (the real split has under 10,000 training views of 87-100 s videos).
-    exposure_long_penalty: float = 0.4
+    exposure_long_penalty: float = 0.8
     clock_skew_share: float = 0.0005  # events whose timestamp is off by hours to days
     ipf_iterations: int = 20  # strongly taste-driven exposure needs more to fit video targets
 
@@ -398,20 +399,21 @@ def _build_world(config: SynthConfig, rng: np.random.Generator) -> _World:
         picked[admissible[np.argmin(np.abs(weight[admissible] - weight[video]))]] = True
     small_videos = np.flatnonzero(picked)
     small_users = np.sort(rng.choice(n_u, scale.n_small_users, replace=False))
-    # A video whose life runs past either end of the log has had only part of its viewers
-    # logged.
-    # small_matrix videos stay in the feed for the whole two months, as they did in the block.
-    # A video shown for longer gathers more viewers (`exposure_life_weight`: weight of its
-    # log life length in the popularity copula).
-    video_window, logged_share, life_traffic = _video_windows(config, rng, n_v)
-    video_window[small_videos] = (0, len(BIG_DAY_ROWS) - 1)
-    logged_share[small_videos] = 1.0
     longness = np.maximum(np.log(duration / 60_000.0), 0.0)
     z = (
         appeal_z
         + config.exposure_duration_corr * shortness / max(shortness.std(), 1e-9)
         - config.exposure_long_penalty * longness
     )
+    # Lives: the feed keeps a video that does well for longer. A life that runs past either
+    # end of the log, or through a gap between its windows, has only part of its viewers
+    # logged. small_matrix videos stay in the feed for the whole two months, as they did in
+    # the block (their life still sets their reach outside the block).
+    video_window, logged_share, life_traffic = _video_windows(
+        config, rng, (z - z.mean()) / max(z.std(), 1e-9)
+    )
+    video_window[small_videos] = (0, len(BIG_DAY_ROWS) - 1)
+    logged_share[small_videos] = 1.0
     # A video reaches in proportion to the traffic of its life, of which only the logged share
     # is in the release. The published per-video shape is that of the logged rows, so it is
     # laid over the logged reach by rank.
@@ -431,10 +433,11 @@ def _build_world(config: SynthConfig, rng: np.random.Generator) -> _World:
 
 
 def _video_windows(
-    config: SynthConfig, rng: np.random.Generator, n_videos: int
+    config: SynthConfig, rng: np.random.Generator, reach_z: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each video's life in the feed, in calendar days: uploads arrive at a steady rate every
-    day, collected or not, and a video stays floor(Exp(video_life_days)) more days. The
+    day, collected or not, and a video stays floor(Exp(mean)) more days, the mean
+    video_life_days x exp(video_life_reach x its standardised reach `reach_z`). The
     release holds the videos whose life meets a collected date, so the videos uploaded during
     the last window are new there, older ones have mostly left the feed, and what a life spends
     in the gaps between the three windows is not logged. Returns the first and last collected
@@ -442,12 +445,13 @@ def _video_windows(
     collected dates (an uncollected day carries an average collected day's traffic), and the
     life's traffic (rows)."""
     dates = np.array(list(BIG_DAY_ROWS), dtype="datetime64[D]")
-    n_dates = len(dates)
+    n_dates, n_videos = len(dates), len(reach_z)
     window = np.tile(np.array([0, n_dates - 1], np.int64), (n_videos, 1))
     if not config.video_life_days:
         return window, np.ones(n_videos), np.ones(n_videos)
     rows = _event_day_rows(config)[0]
-    pad = int(np.ceil(4 * config.video_life_days))
+    mean_life = config.video_life_days * np.exp(config.video_life_reach * reach_z)
+    pad = 60  # days before and after the log from which a life can still reach into it
     days = np.arange(dates[0] - pad, dates[-1] + pad + 1)
     collected = np.isin(days, dates)
     traffic = np.full(len(days), rows.mean())
@@ -455,14 +459,14 @@ def _video_windows(
     cum_traffic = np.r_[0.0, np.cumsum(traffic)]
     cum_logged = np.r_[0.0, np.cumsum(traffic * collected)]
     cum_dates = np.r_[0, np.cumsum(collected)]
-    enter, leave = np.zeros(0, np.int64), np.zeros(0, np.int64)
-    while len(enter) < n_videos:
-        start = rng.integers(0, len(days), 2 * n_videos)
-        end = start + np.floor(rng.exponential(config.video_life_days, len(start)))
+    enter, leave = np.zeros(n_videos, np.int64), np.zeros(n_videos, np.int64)
+    pending = np.arange(n_videos)
+    while len(pending):  # each video's life, given that it meets the log
+        start = rng.integers(0, len(days), len(pending))
+        end = start + np.floor(rng.exponential(mean_life[pending]))
         end = np.minimum(end.astype(np.int64), len(days) - 1)
-        logged = cum_dates[end + 1] > cum_dates[start]
-        enter, leave = np.r_[enter, start[logged]], np.r_[leave, end[logged]]
-    enter, leave = enter[:n_videos], leave[:n_videos]
+        enter[pending], leave[pending] = start, end
+        pending = pending[cum_dates[end + 1] == cum_dates[start]]
     window[:, 0] = cum_dates[enter]
     window[:, 1] = cum_dates[leave + 1] - 1
     share = (cum_logged[leave + 1] - cum_logged[enter]) / (
