@@ -748,9 +748,7 @@ def _big_matrix(world: _World, config: SynthConfig, rng: np.random.Generator) ->
     return frame.select(_INTERACTION_ORDER)
 
 
-def _with_duplicates(
-    users: np.ndarray, rate: np.ndarray, rng: np.random.Generator
-) -> np.ndarray:
+def _with_duplicates(users: np.ndarray, rate: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Row order with exact duplicates: the same logged event written twice (7.7% of the real
     rows), each row with probability `rate` (its date partition's re-delivered share). The copy
     comes with a later delivery, so it lands at a random later place among the same user's
@@ -772,7 +770,10 @@ def _small_matrix(world: _World, config: SynthConfig, rng: np.random.Generator) 
     users, videos = world.small_users[cell // n_sv], world.small_videos[cell % n_sv]
     dates = _small_dates()
     day_weight = _user_day_weights(
-        rng, world.taste.n_users, np.array(SMALL_DAY_ROWS), config.small_day_activity_shape,
+        rng,
+        world.taste.n_users,
+        np.array(SMALL_DAY_ROWS),
+        config.small_day_activity_shape,
         config.small_absent_day_rate,
     )
     epoch_ms, date = _timestamps(
