@@ -23,6 +23,7 @@ from shortrec.data.schema import (
 )
 from shortrec.data.synth import (
     BIG_DAY_ROWS,
+    REDELIVERED_DATES,
     WORLD_FILE,
     SynthConfig,
     _build_world,
@@ -231,7 +232,9 @@ def test_exposure_is_biased_toward_taste_and_popular_videos():
     config = SynthConfig(scale="tiny", seed=2)
     rng = np.random.default_rng(0)
     tiny_synth_raw = _build_world(config, rng)
-    users, videos = _exposure_pairs(tiny_synth_raw, config, rng)
+    n_days = len(BIG_DAY_ROWS)
+    day_weight = np.full((tiny_synth_raw.taste.n_users, n_days), 1.0 / n_days)
+    users, videos = _exposure_pairs(tiny_synth_raw, config, rng, day_weight)
     appeal = tiny_synth_raw.taste.appeal_matrix()
     assert appeal[users, videos].mean() > appeal.mean() + 0.05
     views = np.bincount(videos, minlength=tiny_synth_raw.taste.n_videos)
@@ -422,3 +425,28 @@ def test_idiosyncratic_taste_is_static_per_pair_and_part_of_the_appeal():
     assert sub.pair_appeal(np.array([0, 1]), np.array([0, 1])) == pytest.approx(
         dense[[5, 199], [7, 299]], abs=1e-5
     )
+
+
+def test_duplicates_are_the_redelivered_date_partitions(tiny_synth_raw):
+    big = _read(tiny_synth_raw, "big_matrix")
+    copies = big.filter(pl.struct(big.columns).is_duplicated())
+    redelivered = [int(d.replace("-", "")) for d in REDELIVERED_DATES]
+    assert copies.height and copies["date"].is_in(redelivered).all()
+    on_those_dates = big.filter(pl.col("date").is_in(redelivered))
+    assert 0.3 < 1 - on_those_dates.unique().height / on_those_dates.height < 0.6  # ~twice
+
+
+def test_repeat_views_are_partly_same_day_rewatches():
+    def same_day_share(rewatch_share: float) -> float:
+        big = generate(
+            SynthConfig(scale="tiny", seed=0, rewatch_share=rewatch_share), progress=False
+        ).tables["big_matrix"]
+        events = big.unique()
+        pairs = events.group_by("user_id", "video_id").agg(
+            pl.len(), pl.col("date").n_unique().alias("dates")
+        )
+        repeated = pairs.filter(pl.col("len") > 1)
+        return float((repeated["dates"] == 1).mean())
+
+    assert same_day_share(0.9) > same_day_share(0.0) + 0.2
+

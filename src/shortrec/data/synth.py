@@ -411,13 +411,13 @@ def _build_world(config: SynthConfig, rng: np.random.Generator) -> _World:
     )
     # Lives: the feed keeps a video that does well for longer. A life that runs past either
     # end of the log, or through a gap between its windows, has only part of its viewers
-    # logged. small_matrix videos stay in the feed for the whole two months, as they did in
-    # the block (their life still sets their reach outside the block).
+    # logged. small_matrix videos stay in the feed for the whole log, as they did in the block.
     video_window, logged_share, life_traffic = _video_windows(
         config, rng, (z - z.mean()) / max(z.std(), 1e-9)
     )
     video_window[small_videos] = (0, len(BIG_DAY_ROWS) - 1)
     logged_share[small_videos] = 1.0
+    life_traffic[small_videos] = _event_day_rows(config)[0].sum()
     # A video reaches in proportion to the traffic of its life, of which only the logged share
     # is in the release. The published per-video shape is that of the logged rows, so it is
     # laid over the logged reach by rank.

@@ -66,10 +66,7 @@ class TasteParams:
     skip_slope: float = 1.5  # swipes fall with affinity (logit per log-second)
     skip_max_seconds: float = 1.6
     exit_rate: float = 0.0  # views left at a uniformly random point of the would-be play time
-    replay_rate: float = 0.035  # at the median length (REFERENCE_DURATION_S)
-    # Short videos loop: the replay rate scales with length ** -this (a 3 s video replays
-    # ~2x as often as a 10 s one), which gives the real watch_ratio tail (p99 4.79).
-    replay_length_elasticity: float = 0.6
+    replay_rate: float = 0.035
     replay_tail: float = 1.6  # Pareto shape of extra plays (in units of the play time)
     max_watch_ratio: float = MAX_WATCH_RATIO  # replays are truncated at this watch ratio
 
@@ -266,14 +263,9 @@ class TasteModel:
         rise = np.log(np.minimum(seconds, LENGTH_EFFECT_CAP_S) / REFERENCE_DURATION_S)
         fall = np.log(np.clip(seconds, LENGTH_EFFECT_CAP_S, LENGTH_DECLINE_END_S))
         fall -= np.log(LENGTH_EFFECT_CAP_S)
-        return self.params.duration_elasticity * rise - self.params.long_decline_elasticity * fall
-
-    def _replay_probability(self, videos: np.ndarray, rate: float) -> np.ndarray:
-        seconds = self.duration_ms[videos] / 1000.0
-        factor = (
-            np.maximum(seconds, 0.1) / REFERENCE_DURATION_S
-        ) ** -self.params.replay_length_elasticity
-        return np.minimum(rate * factor, 1.0)
+        return (
+            self.params.duration_elasticity * rise - self.params.long_decline_elasticity * fall
+        )
 
     def _skip_probability(self, appeal: np.ndarray) -> np.ndarray:
         p = self.params
@@ -290,8 +282,7 @@ class TasteModel:
         duration_s = self.duration_ms[videos] / 1000.0
         longest_s = np.minimum(p.max_watch_ratio * duration_s, MAX_PLAY_MS / 1000.0)
         most = np.maximum(longest_s / play_s, 1.0 + 1e-9)
-        replay_rate = self._replay_probability(videos, p.replay_rate)
-        replay_mean = 1.0 + replay_rate * (_truncated_pareto_mean(p.replay_tail, most) - 1.0)
+        replay_mean = 1.0 + p.replay_rate * (_truncated_pareto_mean(p.replay_tail, most) - 1.0)
         watched = play_s * np.exp(p.noise_sd**2 / 2) * replay_mean * (1.0 - p.exit_rate / 2)
         skip = self._skip_probability(appeal)
         seconds = (1.0 - p.zero_rate) * ((1.0 - skip) * watched + skip * p.skip_max_seconds / 2)
@@ -375,8 +366,7 @@ class TasteModel:
         appeal = self.pair_appeal(users, videos) + appeal_offset
         log_s = p.base_log_seconds + c.log_shift + appeal + self._length_log_seconds(videos) + drift
         play_s = np.exp(log_s + (c.noise_sd or p.noise_sd) * rng.standard_normal(n))
-        replay_rate = self._replay_probability(videos, c.replay_rate or p.replay_rate)
-        replay = np.flatnonzero(rng.random(n) < replay_rate)
+        replay = np.flatnonzero(rng.random(n) < (c.replay_rate or p.replay_rate))
         # Extra plays: Pareto(tail) times the play, truncated at max_watch_ratio plays of the video
         # and at the logger's longest play, so neither limit piles rows up.
         tail = c.replay_tail or p.replay_tail
