@@ -449,4 +449,3 @@ def test_repeat_views_are_partly_same_day_rewatches():
         return float((repeated["dates"] == 1).mean())
 
     assert same_day_share(0.9) > same_day_share(0.0) + 0.2
-

@@ -15,10 +15,15 @@ times are re-centred on the world's average appeal (`recentre_exposure`); the fe
 level is then `big_view_context.log_shift`. This keeps the calibrated watch_ratio
 distribution independent of how taste-driven exposure is, and leaves every ranking unchanged.
 
-Videos have a life in the feed (`video_life_days`): each is uploaded on some calendar day and
-is shown for a few days only, so the last window (from 2020-08-30, the reference study's
-validation split) brings videos never seen before, and most older ones are no longer shown.
-small_matrix videos stay in the feed throughout.
+Videos have a life in the feed (`video_life_days`): each is uploaded on some calendar day,
+collected or not, and is shown for a few days only, longer when it does well
+(`video_life_reach`), so the last window (from 2020-08-30, the reference study's validation
+split) brings videos never seen before, each with few rows, and most older ones are no longer
+shown. A video reaches in proportion to the traffic of its life, of which only the part on
+collected dates is logged, and a user sees it only on days both are in the feed.
+small_matrix videos stay in the feed throughout. Repeat views are partly same-day re-watches
+(`rewatch_share`), and the exact duplicates are two date partitions delivered twice
+(`REDELIVERED_DATES`).
 
 What makes small_matrix hard to predict from big_matrix, as in the real release (the
 learnability rows of `shortrec data calibrate`): views there were forced, so a large part of
@@ -203,7 +208,7 @@ class SynthConfig:
     # The feed's logger keeps plays under 1,000 s (the real big_matrix maximum is 999,639 ms).
     big_view_context: ViewContext = field(
         default_factory=lambda: ViewContext(
-            log_shift=0.26, noise_sd=0.34, zero_rate=0.0192, skip_rate=0.015, replay_rate=0.03,
+            log_shift=0.24, noise_sd=0.34, zero_rate=0.0192, skip_rate=0.015, replay_rate=0.03,
             exit_rate=0.36, replay_tail=1.2, max_play_ms=999_639,
         )
     )  # fmt: skip
@@ -215,7 +220,7 @@ class SynthConfig:
     # (log-seconds), so exposure reveals taste only in part.
     exposure_belief_sd: float = 0.4
     exposure_belief_factors: int = 16
-    exposure_quality_corr: float = 0.75  # rank correlation of a video's exposure and quality
+    exposure_quality_corr: float = 0.65  # rank correlation of a video's exposure and quality
     # The feed shows very short videos less: the real row-weighted length deciles sit above the
     # per-video ones (p10 6,066 vs 4,836 ms). Weight of log length in the popularity copula.
     exposure_duration_corr: float = 0.2
@@ -236,7 +241,7 @@ class SynthConfig:
     small_missing_rate: float = 17_827 / (1411 * 3327)  # unobserved cells of small_matrix
     small_null_rate: float = 181_992 / 4_676_570  # small rows with empty time/date/timestamp
     category_run_share: float = 0.6  # views that come in same-category runs within a day
-    day_activity_shape: float = 4.0  # gamma shape of a user's per-day activity in big_matrix
+    day_activity_shape: float = 3.0  # gamma shape of a user's per-day activity in big_matrix
     # small_matrix users were shown the whole block on a schedule: far steadier days (real
     # rows per user-day: std 32.6 around a mean of 51.9, against 78.8 around 66.5 in big).
     small_day_activity_shape: float = 10.0
@@ -247,8 +252,8 @@ class SynthConfig:
     # Videos are uploaded every calendar day and stay in the feed 1 + floor(Exp(this)) days
     # (0: always): 1,482 of the real 5,476 videos shown from 2020-08-30 were never shown
     # before it.
-    video_life_days: float = 2.3
-    video_life_reach: float = 0.7  # the feed keeps what does well: log mean life per sd of reach
+    video_life_days: float = 2.0
+    video_life_reach: float = 1.2  # the feed keeps what does well: log mean life per sd of reach
     # A video's reach grows with the feed traffic of its life (exponent of the life's rows).
     exposure_life_weight: float = 1.0
     # The feed rarely pushes multi-minute videos: popularity copula weight of log length above
@@ -411,13 +416,15 @@ def _build_world(config: SynthConfig, rng: np.random.Generator) -> _World:
     )
     # Lives: the feed keeps a video that does well for longer. A life that runs past either
     # end of the log, or through a gap between its windows, has only part of its viewers
-    # logged. small_matrix videos stay in the feed for the whole log, as they did in the block.
+    # logged. small_matrix videos stay in the feed for the whole log, as they did in the block;
+    # their own life only sets how far the feed pushes them to other users (a whole-log push
+    # for all of them would show them to nearly everyone, and exposure would say nothing of
+    # taste).
     video_window, logged_share, life_traffic = _video_windows(
         config, rng, (z - z.mean()) / max(z.std(), 1e-9)
     )
     video_window[small_videos] = (0, len(BIG_DAY_ROWS) - 1)
     logged_share[small_videos] = 1.0
-    life_traffic[small_videos] = _event_day_rows(config)[0].sum()
     # A video reaches in proportion to the traffic of its life, of which only the logged share
     # is in the release. The published per-video shape is that of the logged rows, so it is
     # laid over the logged reach by rank.

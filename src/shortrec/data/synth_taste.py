@@ -263,9 +263,7 @@ class TasteModel:
         rise = np.log(np.minimum(seconds, LENGTH_EFFECT_CAP_S) / REFERENCE_DURATION_S)
         fall = np.log(np.clip(seconds, LENGTH_EFFECT_CAP_S, LENGTH_DECLINE_END_S))
         fall -= np.log(LENGTH_EFFECT_CAP_S)
-        return (
-            self.params.duration_elasticity * rise - self.params.long_decline_elasticity * fall
-        )
+        return self.params.duration_elasticity * rise - self.params.long_decline_elasticity * fall
 
     def _skip_probability(self, appeal: np.ndarray) -> np.ndarray:
         p = self.params
