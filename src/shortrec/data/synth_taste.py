@@ -12,7 +12,7 @@ that mixture is the oracle's score.
 The defaults (chosen so the reference models of `shortrec data calibrate` score as on the real
 release, issue 16) split the spread of log play time in small_matrix between a learnable personal
 part (affinity over tags, categories and 16 latent factors, sd ~0.27), an idiosyncratic per-pair
-part no model can learn from others (sd 0.12), a small video quality (sd 0.08, what popularity
+part no model can learn from others (sd 0.12), a small video quality (sd 0.06, what popularity
 captures) and a large per-view noise of forced exposure (sd 0.35), while the total spread stays
 at the calibrated width.
 """
@@ -48,7 +48,7 @@ class TasteParams:
     # ~11.2 s from 25 s on).
     long_decline_elasticity: float = 0.1
     user_bias_sd: float = 0.07
-    quality_sd: float = 0.08
+    quality_sd: float = 0.06
     tag_weight: float = 0.08
     category_weight: float = 0.07
     latent_weight: float = 0.25
@@ -62,7 +62,7 @@ class TasteParams:
     drift_memory: float = 0.9  # AR(1) coefficient of the session state per view
     binge_strength: float = 2.0  # how much a watched topic pushes the state toward itself
     zero_rate: float = 0.0065  # plays of 0 ms
-    skip_rate: float = 0.028  # quick swipes at average appeal
+    skip_rate: float = 0.024  # quick swipes at average appeal
     skip_slope: float = 1.5  # swipes fall with affinity (logit per log-second)
     skip_max_seconds: float = 1.6
     exit_rate: float = 0.0  # views left at a uniformly random point of the would-be play time
