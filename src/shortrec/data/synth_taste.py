@@ -12,7 +12,7 @@ that mixture is the oracle's score.
 The defaults (chosen so the reference models of `shortrec data calibrate` score as on the real
 release, issue 16) split the spread of log play time in small_matrix between a learnable personal
 part (affinity over tags, categories and 16 latent factors, sd ~0.27), an idiosyncratic per-pair
-part no model can learn from others (sd 0.12), a small video quality (sd 0.06, what popularity
+part no model can learn from others (sd 0.12), a small video quality (sd 0.07, what popularity
 captures) and a large per-view noise of forced exposure (sd 0.35), while the total spread stays
 at the calibrated width.
 """
@@ -48,7 +48,7 @@ class TasteParams:
     # ~11.2 s from 25 s on).
     long_decline_elasticity: float = 0.1
     user_bias_sd: float = 0.07
-    quality_sd: float = 0.06
+    quality_sd: float = 0.07
     tag_weight: float = 0.08
     category_weight: float = 0.07
     latent_weight: float = 0.25
