@@ -250,8 +250,8 @@ class SynthConfig:
     absent_day_rate: float = 0.055
     small_absent_day_rate: float = 0.02
     # Videos are uploaded every calendar day and stay in the feed 1 + floor(Exp(this)) days
-    # (0: always): 1,482 of the real 5,476 videos shown from 2020-08-30 were never shown
-    # before it.
+    # at average reach (0: always): 1,482 of the real 5,476 videos shown from 2020-08-30 were
+    # never shown before it.
     video_life_days: float = 2.0
     video_life_reach: float = 1.2  # the feed keeps what does well: log mean life per sd of reach
     # A video's reach grows with the feed traffic of its life (exponent of the life's rows).
