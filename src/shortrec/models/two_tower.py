@@ -497,7 +497,9 @@ class TwoTowerRecommender(Recommender, WatchRatioPredictor):
         back = np.where(mask, back, 0)
         if len(histories.video_ids):
             positions = self._positions(self.catalog_map_, histories.video_ids[back])
-            ratios = histories.watch_ratios[back]
+            # A log without watch ratios trains on 1.0 for each view (TrainingData); its
+            # histories carry NaN, which would make every pooled vector NaN.
+            ratios = np.nan_to_num(histories.watch_ratios[back], nan=1.0)
         else:
             positions = np.zeros(back.shape, np.int64)
             ratios = np.zeros(back.shape, np.float32)
