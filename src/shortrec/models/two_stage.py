@@ -53,7 +53,6 @@ from shortrec.models.base import (
 BOOSTER_FILE = "reranker.txt"
 # One-hot content columns reach the reranker through the affinities; alone they only add width.
 RERANK_DROPPED_PREFIXES = ("tag=", "cat1=", "cat2=", "cat3=")
-LABEL_NEGATIVES = ("unliked", "shown")
 
 
 def _retriever_names(text: str) -> list[str]:
@@ -109,12 +108,6 @@ class TwoStageRecommender(Recommender, CandidateGenerator):
     max_label_users: int = hyperparameter(
         3000, "Most users whose candidates train the reranker (a seeded sample).", minimum=1
     )
-    label_negatives: str = hyperparameter(
-        "unliked", "Reranker negatives: unliked (every candidate not liked in the label views) "
-        "| shown (only candidates viewed there and not liked; every candidate when every view "
-        "is liked).",
-        choices=LABEL_NEGATIVES,
-    )  # fmt: skip
     n_estimators: int = hyperparameter(300, "Most LightGBM boosting rounds.", minimum=1)
     learning_rate: float = hyperparameter(0.05, "LightGBM's learning rate.", above=0.0)
     num_leaves: int = hyperparameter(31, "Leaves per LightGBM tree.", minimum=2)
@@ -168,8 +161,6 @@ class TwoStageRecommender(Recommender, CandidateGenerator):
         self._set_tables(features, rule)
         static_users, videos = self._tables()
         liked = late.filter(pl.col("liked")).select("user_id", "video_id").unique()
-        shown_only = self.label_negatives == "shown" and not late["liked"].all()
-        shown = late.select("user_id", "video_id").unique()
         users = np.sort(liked["user_id"].unique().to_numpy())
         if len(users) > self.max_label_users:
             rng = np.random.default_rng(self.seed)
@@ -189,14 +180,6 @@ class TwoStageRecommender(Recommender, CandidateGenerator):
             is_candidate[cands.rows, cands.cols] = True
             seen = histories.seen_matrix(batch, catalog_map).toarray() > 0
             relevant &= ~seen  # a liked re-watch is not a retrieval target
-            if shown_only:  # taste among what the feed showed, exposure held fixed
-                batch_shown = shown.filter(pl.col("user_id").is_in(batch))
-                was_shown = np.zeros_like(relevant)
-                was_shown[IdMap(batch).index(batch_shown["user_id"]),
-                          catalog_map.index(batch_shown["video_id"])] = True  # fmt: skip
-                keep = was_shown[cands.rows, cands.cols]
-                cands = _Candidates(cands.rows[keep], cands.cols[keep],
-                                    cands.features[keep], cands.first_rank)  # fmt: skip
             n_relevant = relevant.sum(1)
             recall.append(
                 (relevant & is_candidate).sum(1)[n_relevant > 0] / n_relevant[n_relevant > 0]
