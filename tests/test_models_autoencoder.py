@@ -23,9 +23,7 @@ def test_auto_loss_is_bce_with_likes_and_multinomial_when_every_view_is_liked(tm
     log = _log()
     with_likes = DeepAutoencoderRecommender(epochs=1).fit(training(log))
     assert with_likes.loss_ == "bce" and with_likes.fit_report_["loss"] == "bce"
-    bare = DeepAutoencoderRecommender(epochs=1).fit(
-        training(log.drop("watch_ratio"))
-    )
+    bare = DeepAutoencoderRecommender(epochs=1).fit(training(log.drop("watch_ratio")))
     assert bare.loss_ == "multinomial" and bare.fit_report_["loss"] == "multinomial"
     explicit = DeepAutoencoderRecommender(epochs=1, loss="mse")
     assert explicit.fit(training(log)).loss_ == "mse"
