@@ -176,3 +176,14 @@ def test_label_holdout_falls_back_to_each_users_last_views(planted_release):
     assert how == "each user's last 10% of views"
     assert late.sort("video_id")["video_id"].to_list() == [18, 19, 21]  # user 3 has one view
     assert early.height + late.height == positions.height
+    # a rating log: users rate a batch once, days apart; the last days hold one user of four
+    day = 86_400.0
+    ratings = pl.DataFrame({"user_id": [u for u in range(4) for _ in range(10)],
+                            "video_id": [v for _ in range(4) for v in range(10)],
+                            "timestamp": [u * 30 * day + v * 60.0
+                                          for u in range(4) for v in range(10)]})  # fmt: skip
+    early, late, how = label_holdout(ratings, days=3)
+    assert how == "each user's last 10% of views"
+    assert late["user_id"].sort().to_list() == [0, 1, 2, 3]
+    _, late, how = label_holdout(ratings, days=3, min_user_share=0.25)
+    assert how == "last 3 days" and late["user_id"].unique().to_list() == [3]

@@ -168,6 +168,10 @@ def test_log_without_watch_ratio_treats_every_view_as_liked():
     assert model.fit_report_["positives"] == "every view: the log has no watch ratio"
     scores = model.score(np.array([0, 999]), np.arange(100), Histories.from_frame(data.views))
     assert np.isfinite(scores).all() and scores.std() > 0
+    # as the evaluation scores it: histories of the log itself, watch ratios missing (NaN)
+    raw = log.with_columns(pl.lit(None, dtype=pl.Float64).alias("watch_ratio"))
+    scores = model.score(np.array([0, 1]), np.arange(100), Histories.from_frame(raw))
+    assert np.isfinite(scores).all() and scores.std() > 0
 
 
 def test_cli_trains_on_a_sasrec_text_file(tmp_path):

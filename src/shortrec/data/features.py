@@ -375,14 +375,21 @@ def pair_affinities(
 
 
 def label_holdout(
-    train: pl.DataFrame, days: float, last_share: float = 0.1
+    train: pl.DataFrame, days: float, last_share: float = 0.1, min_user_share: float = 0.5
 ) -> tuple[pl.DataFrame, pl.DataFrame, str]:
     """(earlier views, label views, how they were split): the last `days` days when the
-    timestamps span them, else each user's last `last_share` of views (logs whose timestamps
-    are only positions, like a SASRec text file, or span less than `days`)."""
+    timestamps span them and at least `min_user_share` of the training users viewed
+    something in them, else each user's last `last_share` of views.
+
+    The label users are the population a model fitted on the labels learns to rank for. A
+    feed's last days hold nearly every user; a rating log's (users who rate a batch once and
+    leave, years apart) hold a handful of atypical ones, and so do logs whose timestamps are
+    only positions (a SASRec text file) or span less than `days`."""
     try:
         early, late = time_holdout(train, days)
-        return early, late, f"last {days:g} days"
+        covered = late["user_id"].n_unique() / max(train["user_id"].n_unique(), 1)
+        if covered >= min_user_share:
+            return early, late, f"last {days:g} days"
     except ValueError:
         pass
     ranked = train.with_row_index("_row").with_columns(

@@ -85,8 +85,10 @@ class ALSRecommender(_FactorModel):
     """Weighted-confidence ALS; `device="cuda"` trains on implicit's GPU backend."""
 
     name: ClassVar[str] = "als"
-    # Defaults from `shortrec tune als` on the tune users of the seed-0 quickstart world
-    # (README, "Collaborative filtering: likes, dislikes and defaults").
+    # Defaults from `shortrec tune als` on the tune users of the previous world's seed-0
+    # quickstart world, re-checked on the harder world's: binary weighting won on seed 0 but
+    # not on seed 1, fewer factors are unmeasured at full scale, so unchanged (README,
+    # "Collaborative filtering: likes, dislikes and defaults").
     weighting: str = weighting_field("linear")
     factors: int = hyperparameter(32, "Size of the user and video factors.", minimum=1)
     regularization: float = hyperparameter(0.1, "L2 penalty on the factors.", minimum=0.0)

@@ -81,8 +81,10 @@ class EASERecommender(Recommender, ViewWeighting):
 
     name: ClassVar[str] = "ease"
     weighting: str = weighting_field("binary")
-    # Defaults from `shortrec tune ease` on the tune users of the seed-0 quickstart world
-    # (README, "Collaborative filtering: likes, dislikes and defaults").
+    # Defaults from `shortrec tune ease` on the tune users of the previous world's seed-0
+    # quickstart world, re-checked on the harder world's (l2 300 / 3000 / 10000 / 30000,
+    # dislike weight 0 / 0.3: none better; README, "Collaborative filtering: likes, dislikes
+    # and defaults").
     l2: float = hyperparameter(1300.0, "L2 penalty on the item-item weights (lambda).", above=0.0)
     dislike_weight: float = hyperparameter(
         0.12, "A disliked view enters a row as -this (signal likes); 0 ignores dislikes.",
