@@ -108,6 +108,8 @@ _PAPER_COMMON: dict[str, Any] = {
     "epochs": 200,
     "eval_every": 20,
     "patience": 3,
+    "min_improvement": 0.0,
+    "patience_fraction": 0.0,
     "max_eval_users": 10_000,
     "norm": "original",
     "attention_sink": False,
@@ -209,6 +211,19 @@ class SASRec(Recommender):
         3, "Validations (every eval_every epochs) without a better NDCG@10 to stop.", minimum=1
     )
     eval_every: int = hyperparameter(2, "Epochs between validations.", minimum=1)
+    min_improvement: float = hyperparameter(
+        0.0,
+        "A validation counts as better only when it beats the best NDCG@10 by this fraction "
+        "of it (0.01: 1% better); smaller gains are a plateau.",
+        minimum=0.0,
+    )
+    patience_fraction: float = hyperparameter(
+        0.0,
+        "Also wait this fraction of the best epoch's number in epochs without improvement "
+        "before stopping (0.25: a best at epoch 40 waits 10 epochs), so a model that learns "
+        "slowly is not stopped by one noisy validation.",
+        minimum=0.0,
+    )
     max_eval_users: int = hyperparameter(
         10_000, "Most validation users (a seeded sample beyond this).", minimum=1
     )
@@ -432,7 +447,8 @@ class SASRec(Recommender):
             self.name, net, optimizer, train_epoch, None if targets is None else validate,
             epochs=self.epochs, patience=self.patience, context=context,
             validate_every=self.eval_every, generators=[generator], resume=resume, job=job,
-            keep_checkpoint=True,
+            keep_checkpoint=True, min_relative_improvement=self.min_improvement,
+            patience_fraction=self.patience_fraction,
         )  # fmt: skip
         train_seconds = result.train_seconds
         net.eval()
