@@ -510,8 +510,9 @@ def test_the_default_budget_stops_on_a_plateau_far_before_its_cap():
                         "patience_fraction")}  # fmt: skip
     assert budget["epochs"] >= 200  # small logs may train as long as the paper's
     views = cyclic_views(length=18)  # the newest two views of each user validate
-    model = small_model(**budget).fit(training(views.filter(pl.col("timestamp") < 16),
-                                               views.filter(pl.col("timestamp") >= 16)))
+    model = small_model(**budget).fit(
+        training(views.filter(pl.col("timestamp") < 16), views.filter(pl.col("timestamp") >= 16))
+    )
     report = model.fit_report_
     assert report["epochs"] < 60 and report["best_validation_ndcg@10"] > 0.9
     waited = report["epochs"] - report["best_epoch"]
