@@ -33,8 +33,10 @@ class EarlyStopping:
     def update(self, score: float, epoch: int) -> bool:
         """Record one evaluation; True when it is a new best."""
         self.last_epoch = int(epoch)
-        margin = max(self.min_delta, self.min_relative_improvement * abs(self.best_score))
-        if self.best_score == float("-inf") or score > self.best_score + margin:
+        margin = self.min_delta
+        if self.best_score != float("-inf"):
+            margin = max(margin, self.min_relative_improvement * abs(self.best_score))
+        if score > self.best_score + margin:
             self.best_score = float(score)
             self.best_epoch = int(epoch)
             self.evaluations_without_improvement = 0
