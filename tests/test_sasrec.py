@@ -501,3 +501,22 @@ def test_new_options_are_flags_with_help_and_checked():
         SASRec(history_summary="yes", device="cpu").fit(training(cyclic_views(n_users=5)))
     with pytest.raises(ValueError, match="logq_correction needs"):
         SASRec(logq_correction=True, device="cpu").fit(training(cyclic_views(n_users=5)))
+
+
+def test_the_default_budget_stops_on_a_plateau_far_before_its_cap():
+    defaults = SASRec()
+    budget = {k: getattr(defaults, k)
+              for k in ("epochs", "patience", "eval_every", "min_improvement",
+                        "patience_fraction")}  # fmt: skip
+    assert budget["epochs"] >= 200  # small logs may train as long as the paper's
+    views = cyclic_views(length=18)  # the newest two views of each user validate
+    model = small_model(**budget).fit(
+        training(views.filter(pl.col("timestamp") < 16), views.filter(pl.col("timestamp") >= 16))
+    )
+    report = model.fit_report_
+    assert report["epochs"] < 60 and report["best_validation_ndcg@10"] > 0.9
+    waited = report["epochs"] - report["best_epoch"]
+    assert waited >= budget["patience"] * budget["eval_every"]
+    for preset in SASRec.presets().values():  # the paper's budget: 200 epochs, no adaptive rule
+        assert (preset["epochs"], preset["min_improvement"], preset["patience_fraction"]) == (
+            200, 0.0, 0.0)  # fmt: skip

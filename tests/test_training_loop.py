@@ -71,6 +71,40 @@ def test_stops_after_patience_validations_and_restores_the_best_epoch():
     assert result.report()["best_validation_ndcg@10"] == 0.3
 
 
+def test_relative_improvement_rule_stops_on_a_slow_creep_and_not_while_improving():
+    creep = [0.3 * (1 + 0.001 * e) for e in range(40)]  # +0.1% per epoch: a plateau
+    plain = Noisy(creep).fit(epochs=40, patience=3)
+    assert plain.epochs == 40  # every creep counts as better: trains to the budget
+    stopped = Noisy(creep).fit(epochs=40, patience=3, min_relative_improvement=0.01)
+    assert (stopped.best_epoch, stopped.epochs) == (1, 4)
+    rising = [0.1 * 1.05**e for e in range(40)]  # +5% per epoch: still learning
+    assert Noisy(rising).fit(epochs=40, patience=3, min_relative_improvement=0.01).epochs == 40
+
+
+def test_patience_fraction_waits_longer_after_a_late_best():
+    early = [0.1, 0.5] + [0.4] * 38  # best at epoch 2: stops after 3 validations
+    assert Noisy(early).fit(epochs=40, patience=3, patience_fraction=0.5).epochs == 5
+    late = [0.01 * e for e in range(1, 21)] + [0.1] * 20  # best at 20: waits 10 epochs
+    result = Noisy(late).fit(epochs=40, patience=3, patience_fraction=0.5)
+    assert (result.best_epoch, result.epochs) == (20, 30)
+    assert Noisy(late).fit(epochs=40, patience=3).epochs == 23
+
+
+def test_a_resumed_fit_applies_its_own_stopping_rules(tmp_path):
+    curve = [0.1, 0.5] + [0.4] * 18
+    key = Resume({"lr": 0.01})
+
+    def interrupt(epoch, score):
+        if epoch == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Noisy(curve).fit(epochs=20, patience=3, resume=key,
+                         context=FitContext(tmp_path, on_epoch_end=interrupt))  # fmt: skip
+    resumed = Noisy(curve).fit(epochs=20, patience=6, resume=key, context=FitContext(tmp_path))
+    assert (resumed.start_epoch, resumed.epochs) == (2, 8)
+
+
 def test_validates_every_n_epochs_and_after_the_last():
     model = Noisy([0.1] * 7)
     result = model.fit(epochs=7, patience=10, validate_every=3)

@@ -62,7 +62,14 @@ MODEL_FILE = "model.json"
 STATE_ARRAYS = "state.npz"
 STATE_JSON = "state.json"
 # Hyperparameters a resumed fit may change: how long it trains, and where.
-RESUMABLE_CHANGES = ("epochs", "patience", "num_threads", "device")
+RESUMABLE_CHANGES = (
+    "epochs",
+    "patience",
+    "min_improvement",
+    "patience_fraction",
+    "num_threads",
+    "device",
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,6 +19,17 @@ Each batch's summed loss is divided by the epoch's average positions per batch, 
 own count: with bucketed batches, a per-batch mean overweighted short sequences and cost
 0.05 sampled-100 NDCG@10 against the reference port on generated Games-like data.
 
+Where the defaults came from. The objective (dislikes as weight-5 negatives, random
+windows of the newest 50 views) won on the tune sets of the seed-0 synthetic worlds (README
+"SASRec defaults"). On the recalibrated world (issue 16) every issue-18 option (feedback input,
+older-history summary, longer maxlen, target horizon, liked positives, item bias, softmax
+losses, popularity negatives) was re-measured on seed-0 tune; the one combination with a paired
+gain there (summary + feedback + maxlen 200) did not confirm on seed 1, so they stay off
+(README "Issue 18"). The budget is the paper's 200 epochs with validation early stopping, so
+it adapts to the log: on the real Wikipedia log the old 30-epoch cap was hit while validation
+still rose (48 epochs, +0.012 tune NDCG@10 with 200), while the synthetic worlds stop on
+validation at epoch 10-14 either way.
+
 Epochs run on `training/loop.py` `fit_epochs` (validation every `eval_every`, early
 stopping, checkpoints with every rank's streams); the checkpoint is kept after a completed
 fit, so `--resume` can extend a finished run. Determinism. Each epoch's shuffling comes from
@@ -108,6 +119,8 @@ _PAPER_COMMON: dict[str, Any] = {
     "epochs": 200,
     "eval_every": 20,
     "patience": 3,
+    "min_improvement": 0.0,
+    "patience_fraction": 0.0,
     "max_eval_users": 10_000,
     "norm": "original",
     "attention_sink": False,
@@ -204,11 +217,29 @@ class SASRec(Recommender):
     learning_rate: float = hyperparameter(1e-3, "Adam's learning rate.", above=0.0)
     l2_emb: float = hyperparameter(0.0, "L2 penalty on the item embeddings.", minimum=0.0)
     batch_size: int = hyperparameter(128, "Sequences per Adam step.", minimum=1)
-    epochs: int = hyperparameter(30, "Most epochs; early stopping may end sooner.", minimum=1)
+    epochs: int = hyperparameter(
+        200,
+        "Most epochs (the paper's 200); validation early stopping ends sooner on logs that "
+        "stop improving, so the budget adapts to the data.",
+        minimum=1,
+    )
     patience: int = hyperparameter(
         3, "Validations (every eval_every epochs) without a better NDCG@10 to stop.", minimum=1
     )
     eval_every: int = hyperparameter(2, "Epochs between validations.", minimum=1)
+    min_improvement: float = hyperparameter(
+        0.0,
+        "A validation counts as better only when it beats the best NDCG@10 by this fraction "
+        "of it (0.01: 1% better); smaller gains are a plateau.",
+        minimum=0.0,
+    )
+    patience_fraction: float = hyperparameter(
+        0.0,
+        "Also wait this fraction of the best epoch's number in epochs without improvement "
+        "before stopping (0.25: a best at epoch 40 waits 10 epochs), so a model that learns "
+        "slowly is not stopped by one noisy validation.",
+        minimum=0.0,
+    )
     max_eval_users: int = hyperparameter(
         10_000, "Most validation users (a seeded sample beyond this).", minimum=1
     )
@@ -432,7 +463,8 @@ class SASRec(Recommender):
             self.name, net, optimizer, train_epoch, None if targets is None else validate,
             epochs=self.epochs, patience=self.patience, context=context,
             validate_every=self.eval_every, generators=[generator], resume=resume, job=job,
-            keep_checkpoint=True,
+            keep_checkpoint=True, min_relative_improvement=self.min_improvement,
+            patience_fraction=self.patience_fraction,
         )  # fmt: skip
         train_seconds = result.train_seconds
         net.eval()

@@ -1,4 +1,12 @@
-"""Stop training when the validation score has not improved for `patience` evaluations."""
+"""Stop training when the validation score has not improved for `patience` evaluations.
+
+Two rules make the stopping adapt to the data rather than to a count tuned on one log:
+`min_relative_improvement` counts a validation as better only when it beats the best by that
+fraction of the best (a slow creep inside validation noise is a plateau, so large logs stop),
+and `patience_fraction` also requires that many epochs without improvement as a fraction of
+the epoch of the best (a model still learning at epoch 100 waits longer than one that peaked
+at epoch 4, so small logs that learn slowly are not cut short by one noisy validation).
+"""
 
 from __future__ import annotations
 
@@ -15,13 +23,20 @@ class EarlyStopping:
 
     patience: int = 5
     min_delta: float = 0.0
+    min_relative_improvement: float = 0.0
+    patience_fraction: float = 0.0
     best_score: float = float("-inf")
     best_epoch: int = -1
+    last_epoch: int = -1
     evaluations_without_improvement: int = 0
 
     def update(self, score: float, epoch: int) -> bool:
         """Record one evaluation; True when it is a new best."""
-        if score > self.best_score + self.min_delta:
+        self.last_epoch = int(epoch)
+        margin = self.min_delta
+        if self.best_score != float("-inf"):
+            margin = max(margin, self.min_relative_improvement * abs(self.best_score))
+        if score > self.best_score + margin:
             self.best_score = float(score)
             self.best_epoch = int(epoch)
             self.evaluations_without_improvement = 0
@@ -31,7 +46,9 @@ class EarlyStopping:
 
     @property
     def should_stop(self) -> bool:
-        return self.evaluations_without_improvement >= self.patience
+        if self.evaluations_without_improvement < self.patience:
+            return False
+        return self.last_epoch - self.best_epoch >= self.patience_fraction * self.best_epoch
 
     def state_dict(self) -> dict:
         return asdict(self)

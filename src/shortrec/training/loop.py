@@ -6,8 +6,10 @@ A model brings its own `train_epoch(epoch)` (one pass: returns a record such as
 does the rest, the same way for every model:
 
 - runs at most `epochs` epochs and validates every `validate_every` epochs and after the last;
-- stops after `patience` validations without a better score (`EarlyStopping`) and restores
-  the weights of the best validated epoch (the last weights when nothing was validated);
+- stops after `patience` validations without a better score (`EarlyStopping`; optionally
+  better by a relative margin, and at least a fraction of the best epoch's count of epochs
+  later) and restores the weights of the best validated epoch (the last weights when nothing
+  was validated);
 - reports each validation score to the tuner (`FitContext.on_epoch_end`, which may prune);
 - shows one progress bar (on rank 0) and records per-epoch history with wall and CPU time;
 - with a `checkpoint_dir` and a `Resume` description, writes a checkpoint after every epoch
@@ -107,6 +109,8 @@ def fit_epochs(
     resume: Resume | None = None,
     job: World | None = None,
     keep_checkpoint: bool = False,
+    min_relative_improvement: float = 0.0,
+    patience_fraction: float = 0.0,
 ) -> EpochResult:
     """Train `network` for up to `epochs` epochs (numbered from 1) and leave the best
     validated weights in it.
@@ -118,6 +122,8 @@ def fit_epochs(
     checkpoints, per rank. `resume` makes the fit resumable from `context.checkpoint_dir`;
     the checkpoint is deleted once the fit completes (the run saves the model itself) unless
     `keep_checkpoint`, so finished runs and tuning trials do not keep optimiser state.
+    `min_relative_improvement` and `patience_fraction` are `EarlyStopping`'s adaptive rules;
+    a resumed fit applies this call's `patience` and rules to the checkpoint's record.
     """
     from tqdm.auto import tqdm
 
@@ -128,7 +134,9 @@ def fit_epochs(
             f"{name}: epochs, patience and validate_every must be >= 1, "
             f"got {epochs}, {patience}, {validate_every}"
         )
-    stopper = EarlyStopping(patience=patience)
+    rules = {"patience": patience, "min_relative_improvement": min_relative_improvement,
+             "patience_fraction": patience_fraction}  # fmt: skip
+    stopper = EarlyStopping(**rules)
     best_state: dict | None = None
     history: list[dict[str, Any]] = []
     start_epoch = 0
@@ -141,7 +149,7 @@ def fit_epochs(
             network.load_state_dict(saved["model"])
             optimiser.load_state_dict(saved["optimizer"])
             _set_random_state(saved["random"][job.rank], generators)
-            stopper = EarlyStopping.from_state_dict(saved["early_stopping"])
+            stopper = EarlyStopping.from_state_dict({**saved["early_stopping"], **rules})
             best_state, history, start_epoch = saved["best_model"], saved["history"], saved["epoch"]
             del saved
 
