@@ -115,6 +115,28 @@ def test_recommendations_exclude_watched_videos_dataset_and_live(world):
     assert top not in feed.recommend(5, k=N_VIDEOS).video_ids.tolist()
 
 
+def test_repeated_recommendations_are_reused_until_an_event_or_a_swap(world):
+    calls = []
+
+    @dataclasses.dataclass
+    class Counting(LastVideoNeighbours):
+        def score(self, user_ids, video_ids, histories):
+            calls.append(len(user_ids))
+            return super().score(user_ids, video_ids, histories)
+
+    feed = make_feed(world, Counting())
+    first = feed.recommend(5, k=4)
+    assert feed.recommend(5, k=4) is first and len(calls) == 1  # same model, same views
+    feed.recommend(5, k=3)  # another k is another answer
+    assert len(calls) == 2
+    top = int(first.video_ids[0])
+    feed.add_views(np.array([5]), np.array([top]), np.array([1.0]), np.array([2e9]))
+    after_event = feed.recommend(5, k=4)
+    assert len(calls) == 3 and top not in after_event.video_ids.tolist()
+    feed.swap_model(ServedModel(Counting(), name="other"))
+    assert feed.recommend(5, k=4).model == "other" and len(calls) == 4
+
+
 def test_unknown_user_gets_popular_videos(world):
     feed = make_feed(world)
     rec = feed.recommend(10_000_000, k=5)

@@ -21,6 +21,8 @@ from shortrec.data.histories import Histories, IdMap, flat_ranges
 from shortrec.data.schema import UNKNOWN_CATEGORY_ID, UNKNOWN_TEXT
 from shortrec.models.base import Recommender
 
+MAX_CACHED_ANSWERS = 65_536  # (user, k) answers kept by `Feed.recommend` (a few MB)
+
 
 @dataclass(frozen=True)
 class ServedModel:
@@ -149,6 +151,10 @@ class Feed:
         self._live: dict[int, _LiveViews] = {}
         self._live_count = 0
         self._lock = threading.Lock()
+        # Answers of `recommend` by (user, k), with the model and the user's live-view count
+        # they were made from: the same model and views give the same answer, so a user asking
+        # again before their next event (or a swap) costs a look-up, not a scoring.
+        self._answers: dict[tuple[int, int], tuple[ServedModel, int, Recommendations]] = {}
 
     def _popularity(self, views: pl.DataFrame) -> np.ndarray:
         """Distinct viewers per catalogue video: the cold-start ranking."""
@@ -255,9 +261,16 @@ class Feed:
 
     def recommend(self, user_id: int, k: int = 10) -> Recommendations:
         """Top-k unwatched catalogue videos; users with no views at all get the most popular."""
-        batch = self.recommend_batch(np.array([user_id], dtype=np.int64), k)
+        served = self._served
+        with self._lock:
+            extra = self._live.get(user_id)
+            live = len(extra.video_ids) if extra is not None else 0
+            cached = self._answers.get((user_id, k))
+        if cached is not None and cached[0] is served and cached[1] == live:
+            return cached[2]
+        batch = self.recommend_batch(np.array([user_id], dtype=np.int64), k, served=served)
         found = batch.video_ids[0] >= 0
-        return Recommendations(
+        answer = Recommendations(
             user_id=user_id,
             model=batch.model,
             strategy=str(batch.strategies[0]),
@@ -265,6 +278,11 @@ class Feed:
             video_ids=batch.video_ids[0][found],
             scores=batch.scores[0][found],
         )
+        with self._lock:
+            if len(self._answers) >= MAX_CACHED_ANSWERS:
+                self._answers.pop(next(iter(self._answers)))  # the oldest entry
+            self._answers[(user_id, k)] = (served, live, answer)
+        return answer
 
     def histories_of(self, user_ids: np.ndarray) -> Histories:
         """Dataset views followed by live ones, in time order, of the given users (one table,
@@ -326,15 +344,21 @@ class Feed:
         return histories, columns
 
     def recommend_batch(
-        self, user_ids: np.ndarray, k: int = 10, blocked: np.ndarray | None = None
+        self,
+        user_ids: np.ndarray,
+        k: int = 10,
+        blocked: np.ndarray | None = None,
+        served: ServedModel | None = None,
     ) -> RecommendationBatch:
         """Top-k unwatched catalogue videos for many users with one `score` call: what
         `recommend` serves one user, and what the feed simulator asks for every step.
 
         `blocked` (users x catalogue, bool) leaves out further videos per user. Users with no
         views at all get the most popular; a user with fewer than k videos left gets a row
-        padded with video id -1 and score -inf."""
-        served = self._served  # one read: a swap during this request does not affect it
+        padded with video id -1 and score -inf. `served`: the model to use (default: the
+        one served now)."""
+        # One read: a swap during this request does not affect it.
+        served = self._served if served is None else served
         user_ids = np.asarray(user_ids, dtype=np.int64)
         n, m = len(user_ids), len(self.catalogue_ids)
         histories, view_columns = self._merged_views(user_ids)
