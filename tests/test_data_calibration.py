@@ -171,6 +171,15 @@ def test_learnability_rows_run_on_a_tiny_world_and_fail_strict_when_too_easy(
     # An easy release: in small_matrix, users like exactly the videos most viewed in big_matrix.
     big = pl.read_csv(tiny_synth_raw / "big_matrix.csv", schema=INTERACTION_COLUMNS)
     small = pl.read_csv(tiny_synth_raw / "small_matrix.csv", schema=INTERACTION_COLUMNS)
+    # The hash's tune draw is checked as a share of users against its binomial spread, and
+    # the rows as rows per user.
+    in_tune = tune_users(small["user_id"].unique().to_numpy())
+    spread = np.sqrt(0.2 * 0.8 / len(in_tune))
+    assert checks["lrn_tune_share_sd"].actual == pytest.approx((in_tune.mean() - 0.2) / spread)
+    assert checks["lrn_tune_rows_per_user"].actual * in_tune.sum() == pytest.approx(
+        checks["lrn_tune_rows"].actual
+    )
+    assert not checks["lrn_tune_rows"].checked
     viewers = big.group_by("video_id").agg(pl.col("user_id").n_unique().alias("n"))
     head = viewers.filter(pl.col("video_id").is_in(small["video_id"].unique().implode()))
     head = head.sort("n", descending=True).head(15)["video_id"]

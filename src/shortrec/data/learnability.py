@@ -12,7 +12,9 @@ a synthetic world can be compared with the real release like for like:
   watch_ratio is above its bucket's 0.8 quantile (linear) of training watch ratios;
 - tune / test = 20% / 80% of small_matrix users by a stable hash of the user id; every user
   ranks all small_matrix videos; NDCG@10 per user (users with at least one liked view),
-  averaged;
+  averaged (the hash's draw on a world's ids is its own: calibration checks rows per tune
+  and test user and the tune share of users against binomial(users, 0.2), not the row
+  counts);
 - reference models: random (its exact expected NDCG), popularity by distinct training viewers,
   and implicit's ALS on liked training views (confidence 1 + alpha x liked views of the pair,
   64 factors, regularization 0.1, alpha 1, 15 iterations; users without liked views get the
@@ -240,6 +242,12 @@ def learnability_stats(
     stats["lrn_test_positive"] = _mean(small_liked[~tune_row])
     stats["lrn_tune_rows"] = int(tune_row.sum())
     stats["lrn_test_rows"] = int((~tune_row).sum())
+    n_tune = int(tune.sum())
+    stats["lrn_tune_rows_per_user"] = tune_row.sum() / n_tune if n_tune else np.nan
+    n_test = len(tune) - n_tune
+    stats["lrn_test_rows_per_user"] = (~tune_row).sum() / n_test if n_test else np.nan
+    spread = np.sqrt(TUNE_SHARE * (1 - TUNE_SHARE) / max(len(tune), 1))
+    stats["lrn_tune_share_sd"] = (n_tune / max(len(tune), 1) - TUNE_SHARE) / spread
 
     # Reference models, trained on the training split.
     user_index = np.sort(events["user_id"].unique().to_numpy())
