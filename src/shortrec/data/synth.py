@@ -439,7 +439,7 @@ def _build_world(config: SynthConfig, rng: np.random.Generator) -> _World:
     video_window[small_videos] = (0, len(BIG_DAY_ROWS) - 1)
     logged_share[small_videos] = 1.0
     upload[small_videos] = -(10**6)  # long in the feed: at full traffic throughout
-    date_offset = (np.array(list(BIG_DAY_ROWS), "datetime64[D]") - np.datetime64("2020-07-05"))
+    date_offset = np.array(list(BIG_DAY_ROWS), "datetime64[D]") - np.datetime64("2020-07-05")
     date_index = np.arange(len(BIG_DAY_ROWS))
     in_life = (date_index >= video_window[:, :1]) & (date_index <= video_window[:, 1:])
     age = date_offset.astype(np.int64)[None, :] - upload[:, None]
@@ -652,8 +652,10 @@ def _timestamps(
     cum += np.arange(n_users)[:, None]
 
     def draw_days(rows: np.ndarray) -> np.ndarray:
-        position = lo + rng.random(len(rows)) * (hi - lo) if window is None else (
-            lo[rows] + rng.random(len(rows)) * (hi[rows] - lo[rows])
+        position = (
+            lo + rng.random(len(rows)) * (hi - lo)
+            if window is None
+            else (lo[rows] + rng.random(len(rows)) * (hi[rows] - lo[rows]))
         )
         day = np.searchsorted(cum.ravel(), users[rows] + position) - users[rows] * n_days
         return np.clip(day, 0, n_days - 1)
@@ -663,9 +665,10 @@ def _timestamps(
         peak = np.maximum(day_traffic.max(1), 1e-9)
         pending = np.arange(n)
         for _ in range(100):
-            keep = rng.random(len(pending)) * peak[videos[pending]] <= day_traffic[
-                videos[pending], day[pending]
-            ]
+            keep = (
+                rng.random(len(pending)) * peak[videos[pending]]
+                <= day_traffic[videos[pending], day[pending]]
+            )
             pending = pending[~keep]
             if not len(pending):
                 break
