@@ -412,6 +412,51 @@ def test_videos_are_shown_only_during_their_life_in_the_feed(tmp_path):
     assert (_build_world(always, np.random.default_rng(0)).video_window[:, 0] == 0).all()
 
 
+def test_new_uploads_ramp_up_so_their_rows_grow_over_their_life(tmp_path):
+    config = SynthConfig(scale="tiny", seed=0)
+    built = _build_world(config, np.random.default_rng(np.random.SeedSequence(0).spawn(4)[0]))
+    traffic, window = built.video_day_traffic, built.video_window
+    assert (traffic[built.small_videos] == 1.0).all()  # in the feed long before the log
+    dates = np.arange(traffic.shape[1])
+    in_life = (dates >= window[:, :1]) & (dates <= window[:, 1:])
+    assert ((traffic > 0) == in_life).all()
+    # A life that spans several consecutive collected dates gets more traffic every day.
+    spans = np.flatnonzero((window[:, 1] - window[:, 0] >= 2) & (traffic.min(1) < 1.0))
+    spans = spans[np.isin(spans, built.small_videos, invert=True)]
+    assert len(spans) > 10
+    first, last = traffic[spans, window[spans, 0]], traffic[spans, window[spans, 1]]
+    assert (first < last).all()
+    flat = SynthConfig(scale="tiny", seed=0, video_ramp_share=0.0)
+    flat_world = _build_world(flat, np.random.default_rng(0))
+    assert set(np.unique(flat_world.video_day_traffic)) == {0.0, 1.0}
+    # ... and the views follow: those videos have more rows on their last day than their first.
+    synthesize(tmp_path, config, progress=False)
+    big = _read(tmp_path, "big_matrix").unique()
+    dates = [int(d.replace("-", "")) for d in BIG_DAY_ROWS]
+    video = np.searchsorted(built.video_ids, big["video_id"].to_numpy())
+    day = np.searchsorted(dates, big["date"].cast(pl.Int64).to_numpy())
+    ramping = np.isin(video, spans)
+    on_first = (day == window[video, 0]) & ramping
+    on_last = (day == window[video, 1]) & ramping
+    assert on_last.sum() > 1.3 * on_first.sum()
+
+
+def test_feed_replays_loop_whole_plays_of_the_video():
+    rng = np.random.default_rng(0)
+    taste = TasteModel.sample(TasteParams(), rng, 1, np.array([60_000]), [[1]], np.zeros(1, int), 1)
+    users, videos = np.zeros(100_000, int), np.zeros(100_000, int)
+    drift = np.zeros(len(users))
+
+    def watch_ratio(loops: bool) -> np.ndarray:
+        context = ViewContext(replay_rate=1.0, skip_rate=1e-6, zero_rate=1e-6, replay_loops=loops)
+        return taste.sample_play_ms(users, videos, drift, rng, context) / 60_000
+
+    looped, stretched = watch_ratio(True), watch_ratio(False)
+    assert (looped >= 1.0).mean() > 0.99  # a loop is at least one more whole play
+    assert (stretched >= 1.0).mean() < 0.1  # a multiple of a ~7 s play of a 60 s video
+    assert looped.max() <= 573.5
+
+
 def test_idiosyncratic_taste_is_static_per_pair_and_part_of_the_appeal():
     config = SynthConfig(scale="tiny", seed=1, taste=TasteParams(pair_sd=0.3))
     taste = _build_world(config, np.random.default_rng(0)).taste

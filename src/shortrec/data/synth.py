@@ -205,11 +205,15 @@ class SynthConfig:
     # big_matrix views come from the production feed: more zero plays, swipes and early exits,
     # and a heavier replay tail than in the fully observed small_matrix block (its published
     # p25 is 0.31 against small_matrix's 0.47). log_shift is relative to the re-centred appeal.
+    # The feed plays a video on in a loop: a replay is a Pareto(replay_tail) number of whole
+    # plays of the video on top of the view's own play time, which gives the real tail above
+    # the 95th percentile (share >= 3 of 2.76%, dedup p99 4.79; a Pareto multiple of the play
+    # time, as in small_matrix, leaves it at ~4.0).
     # The feed's logger keeps plays under 1,000 s (the real big_matrix maximum is 999,639 ms).
     big_view_context: ViewContext = field(
         default_factory=lambda: ViewContext(
             log_shift=0.24, noise_sd=0.34, zero_rate=0.0192, skip_rate=0.015, replay_rate=0.03,
-            exit_rate=0.36, replay_tail=1.2, max_play_ms=999_639,
+            exit_rate=0.36, replay_tail=1.05, max_play_ms=999_639, replay_loops=True,
         )
     )  # fmt: skip
     # How strongly big_matrix exposure follows what the feed believes of a user's taste
@@ -254,6 +258,12 @@ class SynthConfig:
     # never shown before it.
     video_life_days: float = 2.0
     video_life_reach: float = 1.2  # the feed keeps what does well: log mean life per sd of reach
+    # A new upload is ramped up: trial exposure first, then growth, full traffic only after
+    # this share of its life (day k of a life ramping for r days gets (k + 1) / (r + 1) of
+    # the full traffic; 1: it grows all its life), so a video new in the last window, caught
+    # in its growth, has fewer rows there than its reach alone gives it (12.5% of the real
+    # validation rows are on new videos; 14-16% without the ramp).
+    video_ramp_share: float = 1.0
     # A video's reach grows with the feed traffic of its life (exponent of the life's rows).
     exposure_life_weight: float = 1.0
     # The feed rarely pushes multi-minute videos: popularity copula weight of log length above
@@ -341,6 +351,9 @@ class _World:
     side: dict[str, pl.DataFrame]
     # First and last big_matrix date (index into BIG_DAY_ROWS) on which each video is shown.
     video_window: np.ndarray | None = None  # (videos, 2) int64
+    # Relative traffic of each video on each big_matrix date: 0 outside its life, lower while
+    # it ramps up after its upload, 1 at full traffic.
+    video_day_traffic: np.ndarray | None = None  # (videos, dates) float32
 
 
 def _choose_ids(rng: np.random.Generator, scale: Scale) -> tuple[np.ndarray, np.ndarray]:
@@ -420,11 +433,17 @@ def _build_world(config: SynthConfig, rng: np.random.Generator) -> _World:
     # their own life only sets how far the feed pushes them to other users (a whole-log push
     # for all of them would show them to nearly everyone, and exposure would say nothing of
     # taste).
-    video_window, logged_share, life_traffic = _video_windows(
+    video_window, logged_share, life_traffic, upload, ramp_days = _video_windows(
         config, rng, (z - z.mean()) / max(z.std(), 1e-9)
     )
     video_window[small_videos] = (0, len(BIG_DAY_ROWS) - 1)
     logged_share[small_videos] = 1.0
+    upload[small_videos] = -(10**6)  # long in the feed: at full traffic throughout
+    date_offset = np.array(list(BIG_DAY_ROWS), "datetime64[D]") - np.datetime64("2020-07-05")
+    date_index = np.arange(len(BIG_DAY_ROWS))
+    in_life = (date_index >= video_window[:, :1]) & (date_index <= video_window[:, 1:])
+    age = date_offset.astype(np.int64)[None, :] - upload[:, None]
+    video_day_traffic = (in_life * _ramp(age, ramp_days[:, None])).astype(np.float32)
     # A video reaches in proportion to the traffic of its life, of which only the logged share
     # is in the release. The published per-video shape is that of the logged rows, so it is
     # laid over the logged reach by rank.
@@ -439,13 +458,19 @@ def _build_world(config: SynthConfig, rng: np.random.Generator) -> _World:
     )  # fmt: skip
     return _World(
         user_ids, video_ids, small_users, small_videos, taste, tags, category_code,
-        user_target, video_target, side, video_window,
+        user_target, video_target, side, video_window, video_day_traffic,
     )  # fmt: skip
+
+
+def _ramp(age_days: np.ndarray, ramp_days: np.ndarray) -> np.ndarray:
+    """Traffic of a video `age_days` after its upload, relative to its full traffic, when it
+    ramps up for `ramp_days`."""
+    return np.clip((np.asarray(age_days, np.float64) + 1.0) / (ramp_days + 1.0), 0.0, 1.0)
 
 
 def _video_windows(
     config: SynthConfig, rng: np.random.Generator, reach_z: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Each video's life in the feed, in calendar days: uploads arrive at a steady rate every
     day, collected or not, and a video stays floor(Exp(mean)) more days, the mean
     video_life_days x exp(video_life_reach x its standardised reach `reach_z`). The
@@ -453,13 +478,15 @@ def _video_windows(
     the last window are new there, older ones have mostly left the feed, and what a life spends
     in the gaps between the three windows is not logged. Returns the first and last collected
     date (index into BIG_DAY_ROWS) of each life, the share of the life's traffic that falls on
-    collected dates (an uncollected day carries an average collected day's traffic), and the
-    life's traffic (rows)."""
+    collected dates (an uncollected day carries an average collected day's traffic), the
+    life's traffic (rows; ramped up over the first `video_ramp_share` of the life), its upload
+    day (days after 2020-07-05) and how many days it ramps up."""
     dates = np.array(list(BIG_DAY_ROWS), dtype="datetime64[D]")
     n_dates, n_videos = len(dates), len(reach_z)
     window = np.tile(np.array([0, n_dates - 1], np.int64), (n_videos, 1))
     if not config.video_life_days:
-        return window, np.ones(n_videos), np.ones(n_videos)
+        never = np.full(n_videos, -(10**6))
+        return window, np.ones(n_videos), np.ones(n_videos), never, np.zeros(n_videos)
     rows = _event_day_rows(config)[0]
     mean_life = config.video_life_days * np.exp(config.video_life_reach * reach_z)
     pad = 60  # days before and after the log from which a life can still reach into it
@@ -480,10 +507,15 @@ def _video_windows(
         pending = pending[cum_dates[end + 1] == cum_dates[start]]
     window[:, 0] = cum_dates[enter]
     window[:, 1] = cum_dates[leave + 1] - 1
-    share = (cum_logged[leave + 1] - cum_logged[enter]) / (
-        cum_traffic[leave + 1] - cum_traffic[enter]
-    )
-    return window, share, cum_traffic[leave + 1] - cum_traffic[enter]
+    life = cum_traffic[leave + 1] - cum_traffic[enter]
+    logged = cum_logged[leave + 1] - cum_logged[enter]
+    ramp_days = config.video_ramp_share * (leave - enter + 1)
+    for age in range(int(np.ceil(ramp_days.max(initial=0.0)))):  # the days still ramping up
+        day = np.minimum(enter + age, len(days) - 1)
+        missing = traffic[day] * (1.0 - _ramp(age, ramp_days)) * (enter + age <= leave)
+        life -= missing
+        logged -= missing * collected[day]
+    return window, logged / life, life, enter - pad, ramp_days
 
 
 def _event_day_rows(config: SynthConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -521,8 +553,9 @@ def _exposure_pairs(
 ):
     """Distinct big_matrix (user, video) positions: independent draws with probability
     min(1, a_u * b_v * exp(taste * appeal) * active_uv), a and b fitted (IPF) to the activity
-    targets. active_uv is the share of the user's activity (`day_weight`) that falls in the
-    video's life: a user sees a video only on the days both are in the feed."""
+    targets. active_uv is the user's activity (`day_weight`) over the video's life, each day
+    weighted by the video's traffic then (`video_day_traffic`): a user sees a video only on
+    the days both are in the feed, and less while it ramps up."""
     n_u, n_v = world.taste.n_users, world.taste.n_videos
     barred_users = np.zeros(n_u, bool)
     barred_users[world.small_users] = True
@@ -545,12 +578,11 @@ def _exposure_pairs(
         for lo in range(0, n_u, 1024):
             weight[lo : lo + 1024] += user_error[lo : lo + 1024] @ video_error.T
     np.exp(weight, out=weight)
-    if world.video_window is not None:
-        cum = np.c_[np.zeros(n_u), np.cumsum(day_weight, axis=1)].astype(np.float32)
-        first, last = world.video_window[:, 0], world.video_window[:, 1] + 1
+    if world.video_day_traffic is not None:
+        days = day_weight.astype(np.float32)
+        traffic = world.video_day_traffic.T
         for lo in range(0, n_u, 1024):
-            block = cum[lo : lo + 1024]
-            weight[lo : lo + 1024] *= block[:, last] - block[:, first]
+            weight[lo : lo + 1024] *= days[lo : lo + 1024] @ traffic
     weight[np.ix_(barred_users, barred_videos)] = 0.0
     weight /= weight.mean()
     a = (user_target / n_v).astype(np.float32)
@@ -598,10 +630,12 @@ def _timestamps(
     seed: int,
     window: np.ndarray | None = None,
     same_day_as: np.ndarray | None = None,
+    day_traffic: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Unix time (ms) and date label of each view. Days follow each user's activity
-    (`day_weight`, users x days), within the video's life when `window` is given (a view
-    lands on the same day as view `same_day_as[i]`); hours the published profile.
+    (`day_weight`, users x days), within the video's life when `window` is given, weighted by
+    the video's traffic of the day when `day_traffic` (videos x days) is (a view lands on the
+    same day as view `same_day_as[i]`); hours the published profile.
     Within a user's day, views come partly in same-category runs, as a feed does, so recent
     views predict the next ones. A few views carry a skewed device clock: their timestamp moves
     up to 13 days either way, within the real file's `time_range`."""
@@ -616,11 +650,31 @@ def _timestamps(
         lo = np.where(first > 0, cum[users, np.maximum(first - 1, 0)], 0.0)
         hi = cum[users, last]
     cum += np.arange(n_users)[:, None]
-    position = rng.random(n)
+
+    def draw_days(rows: np.ndarray) -> np.ndarray:
+        position = (
+            lo + rng.random(len(rows)) * (hi - lo)
+            if window is None
+            else (lo[rows] + rng.random(len(rows)) * (hi[rows] - lo[rows]))
+        )
+        day = np.searchsorted(cum.ravel(), users[rows] + position) - users[rows] * n_days
+        return np.clip(day, 0, n_days - 1)
+
+    day = draw_days(np.arange(n))
+    if day_traffic is not None:  # rejection: keep a day in proportion to the video's traffic
+        peak = np.maximum(day_traffic.max(1), 1e-9)
+        pending = np.arange(n)
+        for _ in range(100):
+            keep = (
+                rng.random(len(pending)) * peak[videos[pending]]
+                <= day_traffic[videos[pending], day[pending]]
+            )
+            pending = pending[~keep]
+            if not len(pending):
+                break
+            day[pending] = draw_days(pending)
     if same_day_as is not None:  # a view that comes the same day as another view of its pair
-        position = position[same_day_as]
-    day = np.searchsorted(cum.ravel(), users + lo + position * (hi - lo)) - users * n_days
-    day = np.clip(day, 0, n_days - 1)
+        day = day[same_day_as]
     share = np.asarray(hour_share) / np.sum(hour_share)
     second_of_day = rng.choice(24, n, p=share) * 3600 + rng.random(n) * 3600
     ms_of_day = np.floor(second_of_day * 1000).astype(np.int64)
@@ -743,7 +797,7 @@ def _big_matrix(world: _World, config: SynthConfig, rng: np.random.Generator) ->
     epoch_ms, date = _timestamps(
         rng, users, videos, world.category_code, world.taste.n_users, dates, day_weight,
         BIG_HOUR_SHARE, BIG_TIME_RANGE, config, config.seed * 2 + 1, world.video_window,
-        same_day_as,
+        same_day_as, world.video_day_traffic,
     )  # fmt: skip
     order = _user_time_order(users, epoch_ms)
     users, videos, epoch_ms, date = users[order], videos[order], epoch_ms[order], date[order]

@@ -84,6 +84,9 @@ class ViewContext:
     exit_rate: float | None = None
     replay_tail: float | None = None
     max_play_ms: int | None = None  # the logger's longest play (default MAX_PLAY_MS)
+    # Replays loop the video: the extra plays are Pareto(replay_tail) whole plays of the video
+    # on top of the view's own play time, rather than a Pareto multiple of the play time.
+    replay_loops: bool = False
 
 
 def _truncated_pareto_mean(shape: float, most: np.ndarray) -> np.ndarray:
@@ -370,9 +373,16 @@ class TasteModel:
         tail = c.replay_tail or p.replay_tail
         max_play_ms = c.max_play_ms or MAX_PLAY_MS
         longest = np.minimum(p.max_watch_ratio * self.duration_ms[videos[replay]], max_play_ms)
-        most = longest / 1000.0 / play_s[replay]
-        cut = 1.0 - np.maximum(most, 1.0) ** -tail
-        play_s[replay] *= (1.0 - rng.random(len(replay)) * cut) ** (-1.0 / tail)
+        if c.replay_loops:
+            length_s = self.duration_ms[videos[replay]] / 1000.0
+            most = (longest / 1000.0 - play_s[replay]) / length_s
+            cut = 1.0 - np.maximum(most, 1.0) ** -tail
+            loops = (1.0 - rng.random(len(replay)) * cut) ** (-1.0 / tail)
+            play_s[replay] += length_s * loops
+        else:
+            most = longest / 1000.0 / play_s[replay]
+            cut = 1.0 - np.maximum(most, 1.0) ** -tail
+            play_s[replay] *= (1.0 - rng.random(len(replay)) * cut) ** (-1.0 / tail)
         exit_rate = p.exit_rate if c.exit_rate is None else c.exit_rate
         early_exit = rng.random(n) < exit_rate
         play_s[early_exit] *= rng.random(int(early_exit.sum()))
