@@ -20,10 +20,14 @@ collected or not, and is shown for a few days only, longer when it does well
 (`video_life_reach`), so the last window (from 2020-08-30, the reference study's validation
 split) brings videos never seen before, each with few rows, and most older ones are no longer
 shown. A video reaches in proportion to the traffic of its life, of which only the part on
-collected dates is logged, and a user sees it only on days both are in the feed.
+collected dates is logged, and a user sees it only on days both are in the feed. A new upload
+is ramped up (`video_ramp_share`, `video_ramp_power`): trial exposure, then growth over its
+life, so a video new in the last window is caught in its growth and has few rows there.
 small_matrix videos stay in the feed throughout. Repeat views are partly same-day re-watches
 (`rewatch_share`), and the exact duplicates are two date partitions delivered twice
-(`REDELIVERED_DATES`).
+(`REDELIVERED_DATES`). The feed plays a video on in a loop: a big_matrix replay adds a Pareto
+number of whole plays of the video (`ViewContext.replay_loops`), which gives the real
+watch_ratio tail above its 95th percentile.
 
 What makes small_matrix hard to predict from big_matrix, as in the real release (the
 learnability rows of `shortrec data calibrate`): views there were forced, so a large part of
@@ -445,7 +449,8 @@ def _build_world(config: SynthConfig, rng: np.random.Generator) -> _World:
     date_index = np.arange(len(BIG_DAY_ROWS))
     in_life = (date_index >= video_window[:, :1]) & (date_index <= video_window[:, 1:])
     age = date_offset.astype(np.int64)[None, :] - upload[:, None]
-    video_day_traffic = (in_life * _ramp(age, ramp_days[:, None], config.video_ramp_power)).astype(np.float32)
+    ramp = _ramp(age, ramp_days[:, None], config.video_ramp_power)
+    video_day_traffic = (in_life * ramp).astype(np.float32)
     # A video reaches in proportion to the traffic of its life, of which only the logged share
     # is in the release. The published per-video shape is that of the logged rows, so it is
     # laid over the logged reach by rank.
@@ -515,7 +520,8 @@ def _video_windows(
     ramp_days = config.video_ramp_share * (leave - enter + 1)
     for age in range(int(np.ceil(ramp_days.max(initial=0.0)))):  # the days still ramping up
         day = np.minimum(enter + age, len(days) - 1)
-        missing = traffic[day] * (1.0 - _ramp(age, ramp_days, config.video_ramp_power)) * (enter + age <= leave)
+        ramp = _ramp(age, ramp_days, config.video_ramp_power)
+        missing = traffic[day] * (1.0 - ramp) * (enter + age <= leave)
         life -= missing
         logged -= missing * collected[day]
     return window, logged / life, life, enter - pad, ramp_days

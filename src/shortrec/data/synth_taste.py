@@ -5,7 +5,9 @@ user-video affinity over tags, first-level categories and latent factors, a weak
 plus a session drift that follows the user's recent viewing. People watch roughly the same
 ~7-12 s whatever the length, so watch_ratio = play time / length falls with length. On top sit
 instant zero plays, quick swipes (more likely when the video does not suit the user) and
-replays with a Pareto tail, truncated so a view never exceeds ~573 plays of the video (both real
+replays with a Pareto tail (a multiple of the play time, or, in a logging context with
+`replay_loops` such as big_matrix's feed, whole loops of the video), truncated so a view never
+exceeds ~573 plays of the video (both real
 matrices top out there: 573.5 in big_matrix, 571.5 in small_matrix). The noise-free expectation of
 that mixture is the oracle's score.
 
