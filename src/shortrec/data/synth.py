@@ -774,7 +774,7 @@ _INTERACTION_ORDER = ["user_id", "video_id", "play_duration", "video_duration", 
 
 def _big_matrix(world: _World, config: SynthConfig, rng: np.random.Generator) -> pl.DataFrame:
     dates = list(BIG_DAY_ROWS)
-    event_rows, twice_share = _event_day_rows(config)
+    event_rows = _event_day_rows(config)[0]
     day_weight = _user_day_weights(
         rng, world.taste.n_users, event_rows, config.day_activity_shape, config.absent_day_rate
     )
@@ -811,7 +811,13 @@ def _big_matrix(world: _World, config: SynthConfig, rng: np.random.Generator) ->
     order = _user_time_order(users, epoch_ms)
     users, videos, epoch_ms, date = users[order], videos[order], epoch_ms[order], date[order]
     play = _watch(world, users, videos, rng, config.big_view_context, appeal_offset)
-    rows = _with_duplicates(users, twice_share[np.searchsorted(_date_ints(dates), date)], rng)
+    # The re-delivered share of the REDELIVERED_DATES partitions is set from the events the
+    # world put on them (lives and ramp-ups decide that, not the daily plot alone), so the
+    # copies are `duplicate_rate` of all rows.
+    twice = np.isin(dates, REDELIVERED_DATES)[np.searchsorted(_date_ints(dates), date)]
+    rate = config.duplicate_rate
+    share = min(1.0, rate * len(date) / max((1.0 - rate) * twice.sum(), 1.0))
+    rows = _with_duplicates(users, np.where(twice, share, 0.0), rng)
     frame = _interaction_frame(
         world, users[rows], videos[rows], epoch_ms[rows], date[rows], play[rows]
     )
