@@ -31,7 +31,6 @@ import scipy.special
 N_TAGS = 31  # KuaiRec item_categories tag ids 0..30
 REFERENCE_DURATION_S = 9.6  # per-video median length; the length effect is relative to it
 LENGTH_EFFECT_CAP_S = 13.0
-LENGTH_DECLINE_END_S = 25.0
 MAX_PLAY_MS = 7_988_155  # longest play in the real small_matrix
 MAX_WATCH_RATIO = 573.5  # most plays of one video in one view, in both real matrices
 DENSE_APPEAL_MAX_CELLS = 100_000_000  # above this, pair appeals are computed in chunks
@@ -49,6 +48,7 @@ class TasteParams:
     # (the real like thresholds put the 80th-percentile play at ~12 s for 13 s videos and
     # ~11.2 s from 25 s on).
     long_decline_elasticity: float = 0.1
+    long_decline_end_s: float = 25.0  # length (s) from which play time stays flat
     user_bias_sd: float = 0.07
     quality_sd: float = 0.07
     tag_weight: float = 0.08
@@ -266,7 +266,7 @@ class TasteModel:
         # flat (reference table of the 80th-percentile seconds watched per length bucket).
         seconds = self.duration_ms[videos] / 1000.0
         rise = np.log(np.minimum(seconds, LENGTH_EFFECT_CAP_S) / REFERENCE_DURATION_S)
-        fall = np.log(np.clip(seconds, LENGTH_EFFECT_CAP_S, LENGTH_DECLINE_END_S))
+        fall = np.log(np.clip(seconds, LENGTH_EFFECT_CAP_S, self.params.long_decline_end_s))
         fall -= np.log(LENGTH_EFFECT_CAP_S)
         return self.params.duration_elasticity * rise - self.params.long_decline_elasticity * fall
 
