@@ -22,12 +22,12 @@ from shortrec.data.schema import (
     KUAIREC_FILES,
 )
 from shortrec.data.synth import (
-    _event_day_rows,
     BIG_DAY_ROWS,
     REDELIVERED_DATES,
     WORLD_FILE,
     SynthConfig,
     _build_world,
+    _event_day_rows,
     _exposure_pairs,
     generate,
     synthesize,
