@@ -44,11 +44,13 @@ class TasteParams:
     n_topics: int = 8
     base_log_seconds: float = 1.88  # exp -> ~6.5 s typical play
     duration_elasticity: float = 0.2  # longer videos (up to 13 s) are watched a bit longer
-    # ... and past 13 s people give a video a little less time, down to ~7% less at 25 s
-    # (the real like thresholds put the 80th-percentile play at ~12 s for 13 s videos and
-    # ~11.2 s from 25 s on).
+    # ... and past 13 s people give a video a little less time, down to ~15% less at 60 s,
+    # flat beyond (the real like thresholds put the 80th-percentile play at ~12 s for 13 s
+    # videos and ~11-11.7 s from 25 s on; the feed shows long videos mostly to users who
+    # like them, which lifts their watched seconds back, so the decline runs past 25 s:
+    # with it ending at 25 s the thresholds above 57 s came out 8-17% high).
     long_decline_elasticity: float = 0.1
-    long_decline_end_s: float = 25.0  # length (s) from which play time stays flat
+    long_decline_end_s: float = 60.0  # length (s) from which play time stays flat
     user_bias_sd: float = 0.07
     quality_sd: float = 0.07
     tag_weight: float = 0.08
