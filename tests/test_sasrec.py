@@ -520,3 +520,28 @@ def test_the_default_budget_stops_on_a_plateau_far_before_its_cap():
     for preset in SASRec.presets().values():  # the paper's budget: 200 epochs, no adaptive rule
         assert (preset["epochs"], preset["min_improvement"], preset["patience_fraction"]) == (
             200, 0.0, 0.0)  # fmt: skip
+
+
+def test_item_init_als_starts_the_item_tables_from_als_factors_of_every_view():
+    from shortrec.models.als import ALSRecommender
+
+    data = training(cyclic_views(n_users=60))
+    als = ALSRecommender(signal="views", factors=16, seed=0).fit(data).item_factors_
+    frozen = small_model(epochs=2, item_init="als", item_init_freeze=2,
+                         history_summary="all").fit(data)  # fmt: skip
+    for table in (frozen.net_.item_embedding.weight, frozen.net_.summary_embedding.weight):
+        rows = table[1:].detach().numpy()
+        scale = float((rows * als).sum() / (als * als).sum())
+        assert scale > 0
+        np.testing.assert_allclose(rows, scale * als, rtol=1e-4, atol=1e-6)
+    assert float(frozen.net_.item_embedding.weight[0].detach().abs().sum()) == 0.0  # padding
+    assert frozen.params()["item_init"] == "als" and frozen.params()["item_init_freeze"] == 2
+
+    random = small_model(epochs=2).fit(data).net_.item_embedding.weight[1:].detach().numpy()
+    assert abs(np.corrcoef(random.ravel(), als.ravel())[0, 1]) < 0.2
+    thawed = small_model(epochs=2, item_init="als", item_init_freeze=1).fit(data)
+    rows = thawed.net_.item_embedding.weight[1:].detach().numpy()
+    assert not np.allclose(rows, float((rows * als).sum() / (als * als).sum()) * als, atol=1e-4)
+    assert np.corrcoef(rows.ravel(), als.ravel())[0, 1] > 0.5  # trained on from the ALS start
+    with pytest.raises(ValueError, match="item_init_freeze needs"):
+        SASRec(item_init_freeze=3, device="cpu").fit(data)
