@@ -527,15 +527,23 @@ def test_item_init_als_starts_the_item_tables_from_als_factors_of_every_view():
 
     data = training(cyclic_views(n_users=60))
     als = ALSRecommender(signal="views", factors=16, seed=0).fit(data).item_factors_
-    frozen = small_model(epochs=2, item_init="als", item_init_freeze=2,
-                         history_summary="all").fit(data)  # fmt: skip
+    als = als - als.mean(axis=0)
+    frozen = small_model(epochs=2, item_init="als", item_init_freeze=2, history_summary="all",
+                         item_init_summary_norm=2.5).fit(data)  # fmt: skip
     for table in (frozen.net_.item_embedding.weight, frozen.net_.summary_embedding.weight):
         rows = table[1:].detach().numpy()
         scale = float((rows * als).sum() / (als * als).sum())
         assert scale > 0
         np.testing.assert_allclose(rows, scale * als, rtol=1e-4, atol=1e-6)
     assert float(frozen.net_.item_embedding.weight[0].detach().abs().sum()) == 0.0  # padding
-    assert frozen.params()["item_init"] == "als" and frozen.params()["item_init_freeze"] == 2
+    summary = frozen.net_.summary_embedding.weight[1:].detach().numpy()
+    views = data.views.with_columns(column=frozen.video_map_.index(data.views["video_id"]))
+    per_user = views.group_by("user_id").agg("column")["column"].to_list()
+    means = np.stack([summary[np.asarray(columns)].mean(axis=0) for columns in per_user])
+    assert np.sqrt((means**2).sum(axis=1).mean()) == pytest.approx(2.5, rel=1e-4)
+    params = frozen.params()
+    assert (params["item_init"], params["item_init_freeze"], params["item_init_summary_norm"]) == (
+        "als", 2, 2.5)  # fmt: skip
 
     random = small_model(epochs=2).fit(data).net_.item_embedding.weight[1:].detach().numpy()
     assert abs(np.corrcoef(random.ravel(), als.ravel())[0, 1]) < 0.2
