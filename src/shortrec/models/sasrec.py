@@ -93,7 +93,7 @@ TRAIN_WINDOWS = ("last", "random")
 POSITIVES = ("not-disliked", "liked", "liked-vs-rest")
 NEGATIVE_SAMPLERS = ("uniform", "popularity")
 SUMMARIES = ("none", "all", "liked")
-ITEM_INITS = ("none", "als")
+ITEM_INITS = ("none", "als", "als-likes")
 SCORE_BATCH_USERS = 1024
 VALIDATION_BATCH_USERS = 128  # small: full-catalogue score buffers set the peak memory
 
@@ -344,7 +344,8 @@ class SASRec(Recommender):
         "rescaled to the random table's spread; the history-summary table, when there is "
         "one, starts from the same factors, see --item-init-summary-norm): the "
         "co-occurrence geometry of the whole bag of views, pretrained before next-view "
-        "training.",
+        "training | als-likes (the same from ALS of liked views, disliked ones negative: "
+        "ALS's own default signal).",
         choices=ITEM_INITS,
     )
     item_init_summary_norm: float = hyperparameter(
@@ -390,7 +391,7 @@ class SASRec(Recommender):
         if self.logq_correction and self.negative_sampler != "popularity":
             problems.append("logq_correction needs negative_sampler popularity")
         if self.item_init_freeze and self.item_init == "none":
-            problems.append("item_init_freeze needs item_init als")
+            problems.append("item_init_freeze needs item_init als or als-likes")
         if self.hidden_size % max(self.num_heads, 1):
             problems.append(f"hidden_size {self.hidden_size} is not divisible by num_heads")
         return problems
@@ -446,7 +447,7 @@ class SASRec(Recommender):
 
         with seeded_global_rng(self.seed, torch.device("cpu")):  # initial weights
             net = SASRecNet(self._net_config(n_items)).to(device)
-        if self.item_init == "als":
+        if self.item_init != "none":
             self._init_from_als(net, data, sequences)
         optimizer = _adam(net, self.learning_rate)
         generator = make_generator(rank_seed(self.seed, job), device)
@@ -616,13 +617,14 @@ class SASRec(Recommender):
 
     def _init_from_als(self, net: SASRecNet, data: TrainingData, sequences: Sequences) -> None:
         """Start the item table from implicit ALS item factors of every training view (the
-        project's ALS, `signal="views"`), centred (their common direction is what the feed
-        shows everyone) and rescaled to the random table's spread; the summary table from
-        the same factors, scaled so the mean summary of the training users' whole histories
-        has length `item_init_summary_norm`."""
+        project's ALS, `signal="views"`; "als-likes": its default `signal="likes"`), centred
+        (their common direction is what the feed shows everyone) and rescaled to the random
+        table's spread; the summary table from the same factors, scaled so the mean summary
+        of the training users' whole histories has length `item_init_summary_norm`."""
         from shortrec.models.als import ALSRecommender
 
-        als = ALSRecommender(signal="views", factors=self.hidden_size, seed=self.seed,
+        signal = "views" if self.item_init == "als" else "likes"
+        als = ALSRecommender(signal=signal, factors=self.hidden_size, seed=self.seed,
                              num_threads=self.num_threads).fit(data)  # fmt: skip
         if not np.array_equal(als.video_map_.raw_ids, self.video_map_.raw_ids):
             raise RuntimeError("ALS and SASRec index the training videos differently")
