@@ -26,8 +26,9 @@ older-history summary, longer maxlen, target horizon, liked positives, item bias
 losses, popularity negatives) was re-measured on seed-0 tune; the one combination with a paired
 gain there (summary + feedback + maxlen 200) did not confirm on seed 1, so they stay off
 (README "Issue 18"). Item tables pretrained by ALS on the views (`item_init`) make the
-centred scores personal on both seeds, but no combination gains on both, so it stays "none". The budget is the paper's 200 epochs with validation early stopping, so
-it adapts to the log: on the real Wikipedia log the old 30-epoch cap was hit while validation
+centred scores personal on both seeds, but no combination gains on both, so it stays
+"none". The budget is the paper's 200 epochs with validation early stopping, so it adapts to
+the log: on the real Wikipedia log the old 30-epoch cap was hit while validation
 still rose (48 epochs, +0.012 tune NDCG@10 with 200), while the synthetic worlds stop on
 validation at epoch 10-14 either way.
 
