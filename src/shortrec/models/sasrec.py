@@ -626,8 +626,9 @@ class SASRec(Recommender):
         from shortrec.models.als import ALSRecommender
 
         signal = "views" if self.item_init == "als" else "likes"
-        als = ALSRecommender(signal=signal, factors=self.hidden_size, seed=self.seed,
-                             num_threads=self.num_threads).fit(data)  # fmt: skip
+        # weighting="linear": ALS's default until 2026-12-03, kept so the item init stays as tuned.
+        als = ALSRecommender(signal=signal, factors=self.hidden_size, weighting="linear",
+                             seed=self.seed, num_threads=self.num_threads).fit(data)  # fmt: skip
         if not np.array_equal(als.video_map_.raw_ids, self.video_map_.raw_ids):
             raise RuntimeError("ALS and SASRec index the training videos differently")
         factors = torch.from_numpy(als.item_factors_.astype(np.float32))
