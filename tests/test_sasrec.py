@@ -529,9 +529,12 @@ def test_item_init_starts_the_item_tables_from_als_factors(item_init, signal):
     views = cyclic_views(n_users=60)
     views = views.with_columns(watch_ratio=np.random.default_rng(0).uniform(0, 2, len(views)))
     data = training(views)
-    als = ALSRecommender(signal=signal, factors=16, seed=0).fit(data).item_factors_
+    als = ALSRecommender(signal=signal, factors=16, weighting="linear", seed=0)
+    als = als.fit(data).item_factors_
     als = als - als.mean(axis=0)
-    other = ALSRecommender(signal={"views": "likes", "likes": "views"}[signal], factors=16)
+    other = ALSRecommender(
+        signal={"views": "likes", "likes": "views"}[signal], factors=16, weighting="linear"
+    )
     other = other.fit(data).item_factors_
     assert not np.allclose(als, other - other.mean(axis=0), atol=1e-3)  # the signals differ
     frozen = small_model(epochs=2, item_init=item_init, item_init_freeze=2,
