@@ -260,15 +260,27 @@ class Feed:
         )
         return UserViews(histories=histories, live=live)
 
-    def recommend(self, user_id: int, k: int = 10) -> Recommendations:
-        """Top-k unwatched catalogue videos; users with no views at all get the most popular."""
+    def cached_answer(self, user_id: int, k: int = 10) -> Recommendations | None:
+        """What `recommend` would answer, if it is already known (a dict look-up: cheap
+        enough for the event loop); None when the user's feed must be scored."""
+        return self._look_up(user_id, k)[2]
+
+    def _look_up(self, user_id: int, k: int) -> tuple[ServedModel, int, Recommendations | None]:
+        """(model served now, the user's live-view count, the answer made from both or None)."""
         served = self._served
         with self._lock:
             extra = self._live.get(user_id)
             live = len(extra.video_ids) if extra is not None else 0
             cached = self._answers.get((user_id, k))
         if cached is not None and cached[0] is served and cached[1] == live:
-            return cached[2]
+            return served, live, cached[2]
+        return served, live, None
+
+    def recommend(self, user_id: int, k: int = 10) -> Recommendations:
+        """Top-k unwatched catalogue videos; users with no views at all get the most popular."""
+        served, live, cached = self._look_up(user_id, k)
+        if cached is not None:
+            return cached
         batch = self.recommend_batch(np.array([user_id], dtype=np.int64), k, served=served)
         found = batch.video_ids[0] >= 0
         answer = Recommendations(
