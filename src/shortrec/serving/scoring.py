@@ -4,11 +4,11 @@ few scoring threads.
 Handing one scoring to a thread costs two cross-thread wake-ups (the worker's, then the
 event loop's) and the GIL passing back and forth; for SASRec on the full catalogue, about
 2 ms of work, that was a quarter of the server's CPU per request at 100 req/s. So while the
-served model's recent scorings took under `inline_seconds` each (wall time, a moving
-average), and no scoring is already running on a thread, a request is scored right on the
-event loop: it holds the loop no longer than that. A slow model (or a machine so loaded that
-scoring slows down) goes to the threads, and the event loop stays free for cheap requests.
-Each model starts on the threads until its first scorings are timed.
+served model's recent scorings took under `inline_seconds` each (CPU time of the scoring
+thread, a moving average) and no scoring is running on a thread, a request is scored right
+on the event loop, which it holds about that long. A slow model goes to the threads, and
+the event loop stays free for cheap requests. Each model starts on the threads until its
+first scorings are timed.
 """
 
 from __future__ import annotations
@@ -50,9 +50,9 @@ class Scoring:
         )
 
     def _timed_recommend(self, user_id: int, k: int) -> tuple[Recommendations, float]:
-        started = time.perf_counter()
+        started = time.thread_time()  # the work, not the waits of a loaded machine
         answer = self.feed.recommend(user_id, k)
-        return answer, time.perf_counter() - started
+        return answer, time.thread_time() - started
 
     async def recommend(self, user_id: int, k: int) -> Recommendations:
         """`Feed.recommend`, inline or on the scoring threads (see the module docstring)."""
