@@ -21,10 +21,12 @@ from shortrec.data.calibration import (
     report_table,
 )
 from shortrec.data.learnability import (
+    REAL_BUCKET_EDGES_MS,
     like_buckets,
     like_thresholds,
     ndcg_at_10,
     random_ndcg_at_10,
+    real_range_thresholds,
     tune_users,
 )
 from shortrec.data.schema import INTERACTION_COLUMNS
@@ -145,6 +147,22 @@ def test_like_buckets_grow_by_15_percent_and_merge_until_each_is_full():
     assert thresholds[2] == pytest.approx(np.quantile(ratios[60:], 0.8))
 
 
+def test_thresholds_are_compared_per_real_length_range_whatever_the_world_merged():
+    edges = np.asarray(REAL_BUCKET_EDGES_MS)
+    # 600 views in the real 151.7-174.5 s range, 600 above it, and a thin range below.
+    durations = np.r_[np.full(600, 160_000.0), np.full(600, 250_000.0), np.full(50, 140_000.0)]
+    ratios = np.r_[np.linspace(0, 0.1, 600), np.linspace(0, 0.05, 600), np.full(50, 0.3)]
+    # The world's own rule merged all three into one bucket (one threshold for all).
+    merged_edges, merged = like_thresholds(durations, ratios, min_views=10_000)
+    assert len(merged_edges) == 1
+    per_range = real_range_thresholds(durations, ratios, merged_edges, merged, min_views=100)
+    assert len(per_range) == len(edges) + 1
+    assert per_range[-2] == pytest.approx(np.quantile(ratios[:600], 0.8))
+    assert per_range[-1] == pytest.approx(np.quantile(ratios[600:1200], 0.8))
+    # 131.9-151.7 s holds 50 views, under min_views: the merged bucket's threshold stands.
+    assert per_range[-3] == pytest.approx(merged[0])
+
+
 def test_reference_ndcg_and_the_random_expectation():
     relevant = np.zeros((2, 20), bool)
     relevant[0, [0, 1]] = True
@@ -165,7 +183,9 @@ def test_learnability_rows_run_on_a_tiny_world_and_fail_strict_when_too_easy(
     checks = {c.target.key: c for c in calibrate(tiny_synth_raw)}
     assert {t.key for t in LEARNABILITY_TARGETS} <= set(checks)
     assert all(t.source for t in LEARNABILITY_TARGETS)
-    genuine = checks["lrn_popularity_ndcg_tune"].actual
+    genuine = checks["lrn_popularity_ndcg"].actual
+    # The world's popularity is read on all its small_matrix users; the tune-user one is shown.
+    assert checks["lrn_popularity_ndcg"].checked and not checks["lrn_popularity_ndcg_tune"].checked
     assert 0.0 < checks["lrn_random_ndcg_test"].actual < 0.5 and genuine < 0.6
     assert checks["lrn_train_positive"].actual == pytest.approx(0.2, abs=0.01)
     # An easy release: in small_matrix, users like exactly the videos most viewed in big_matrix.
@@ -193,8 +213,8 @@ def test_learnability_rows_run_on_a_tiny_world_and_fail_strict_when_too_easy(
     easy.write_csv(tmp_path / "small_matrix.csv")
     (tmp_path / "world.json").write_text((tiny_synth_raw / "world.json").read_text())
     too_easy = {c.target.key: c for c in calibrate(tmp_path)}
-    assert too_easy["lrn_popularity_ndcg_tune"].actual > 0.9
-    assert not too_easy["lrn_popularity_ndcg_tune"].passed
+    assert too_easy["lrn_popularity_ndcg"].actual > 0.9
+    assert not too_easy["lrn_popularity_ndcg"].passed
     strict = CliRunner().invoke(app, ["data", "calibrate", str(tmp_path), "--strict"])
     assert strict.exit_code == 1 and "reference popularity" in strict.output
     fast = CliRunner().invoke(app, ["data", "calibrate", str(tiny_synth_raw), "--no-learnability"])

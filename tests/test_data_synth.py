@@ -27,6 +27,7 @@ from shortrec.data.synth import (
     WORLD_FILE,
     SynthConfig,
     _build_world,
+    _event_day_rows,
     _exposure_pairs,
     generate,
     synthesize,
@@ -495,3 +496,22 @@ def test_repeat_views_are_partly_same_day_rewatches():
         return float((repeated["dates"] == 1).mean())
 
     assert same_day_share(0.9) > same_day_share(0.0) + 0.2
+
+
+def test_rows_per_date_follow_the_published_daily_plot(tmp_path):
+    target = _event_day_rows(SynthConfig())[0]
+    target = target / target.sum()
+    dates = [int(d.replace("-", "")) for d in BIG_DAY_ROWS]
+
+    def distance_to_plot(config: SynthConfig, out: Path) -> float:
+        synthesize(out, config, progress=False)
+        events = _read(out, "big_matrix").unique()  # the exact copies are the re-deliveries
+        day = np.searchsorted(dates, events["date"].cast(pl.Int64).to_numpy())
+        share = np.bincount(day, minlength=len(dates)) / len(day)
+        return 0.5 * np.abs(share - target).sum()  # total variation distance
+
+    fitted = distance_to_plot(SynthConfig(scale="tiny", seed=0), tmp_path / "fitted")
+    unfitted = distance_to_plot(
+        SynthConfig(scale="tiny", seed=0, calendar_iterations=0), tmp_path / "unfitted"
+    )
+    assert fitted < 0.6 * unfitted  # tiny: ~300 rows a date, so a few % of noise remains

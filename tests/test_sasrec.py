@@ -520,3 +520,42 @@ def test_the_default_budget_stops_on_a_plateau_far_before_its_cap():
     for preset in SASRec.presets().values():  # the paper's budget: 200 epochs, no adaptive rule
         assert (preset["epochs"], preset["min_improvement"], preset["patience_fraction"]) == (
             200, 0.0, 0.0)  # fmt: skip
+
+
+@pytest.mark.parametrize(("item_init", "signal"), [("als", "views"), ("als-likes", "likes")])
+def test_item_init_starts_the_item_tables_from_als_factors(item_init, signal):
+    from shortrec.models.als import ALSRecommender
+
+    views = cyclic_views(n_users=60)
+    views = views.with_columns(watch_ratio=np.random.default_rng(0).uniform(0, 2, len(views)))
+    data = training(views)
+    als = ALSRecommender(signal=signal, factors=16, seed=0).fit(data).item_factors_
+    als = als - als.mean(axis=0)
+    other = ALSRecommender(signal={"views": "likes", "likes": "views"}[signal], factors=16)
+    other = other.fit(data).item_factors_
+    assert not np.allclose(als, other - other.mean(axis=0), atol=1e-3)  # the signals differ
+    frozen = small_model(epochs=2, item_init=item_init, item_init_freeze=2,
+                         history_summary="all", item_init_summary_norm=2.5).fit(data)  # fmt: skip
+    for table in (frozen.net_.item_embedding.weight, frozen.net_.summary_embedding.weight):
+        rows = table[1:].detach().numpy()
+        scale = float((rows * als).sum() / (als * als).sum())
+        assert scale > 0
+        np.testing.assert_allclose(rows, scale * als, rtol=1e-4, atol=1e-6)
+    assert float(frozen.net_.item_embedding.weight[0].detach().abs().sum()) == 0.0  # padding
+    summary = frozen.net_.summary_embedding.weight[1:].detach().numpy()
+    views = data.views.with_columns(column=frozen.video_map_.index(data.views["video_id"]))
+    per_user = views.group_by("user_id").agg("column")["column"].to_list()
+    means = np.stack([summary[np.asarray(columns)].mean(axis=0) for columns in per_user])
+    assert np.sqrt((means**2).sum(axis=1).mean()) == pytest.approx(2.5, rel=1e-4)
+    params = frozen.params()
+    assert (params["item_init"], params["item_init_freeze"], params["item_init_summary_norm"]) == (
+        item_init, 2, 2.5)  # fmt: skip
+
+    random = small_model(epochs=2).fit(data).net_.item_embedding.weight[1:].detach().numpy()
+    assert abs(np.corrcoef(random.ravel(), als.ravel())[0, 1]) < 0.2
+    thawed = small_model(epochs=2, item_init=item_init, item_init_freeze=1).fit(data)
+    rows = thawed.net_.item_embedding.weight[1:].detach().numpy()
+    assert not np.allclose(rows, float((rows * als).sum() / (als * als).sum()) * als, atol=1e-4)
+    assert np.corrcoef(rows.ravel(), als.ravel())[0, 1] > 0.5  # trained on from the ALS start
+    with pytest.raises(ValueError, match="item_init_freeze needs item_init als"):
+        SASRec(item_init_freeze=3, device="cpu").fit(data)

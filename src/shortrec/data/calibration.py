@@ -94,6 +94,17 @@ TARGETS: tuple[Target, ...] = (
     Target("small_date_max", "small date max", 20200905, "QihangStudio", tolerance=0.0),
     Target("big_duration_median", "big video_duration median (ms)", 9636,
            "official stats notebook"),
+    Target("big_duration_p25", "big video_duration p25 (ms)", 7434, "official stats notebook"),
+    Target("big_duration_p75", "big video_duration p75 (ms)", 12179, "official stats notebook"),
+    # The feed's length mix of views beyond the quartiles: real views lean longer (the
+    # row-weighted 9th decile is 24.2 s against 20.1 s per video) than the world's, whose
+    # exposure falls off above 60 s; reported, not yet modelled (README).
+    Target("big_duration_mean", "big video_duration mean (ms)", 14621.57,
+           "official stats notebook", tolerance=None),
+    Target("big_duration_std", "big video_duration std (ms)", 19834.74,
+           "official stats notebook", tolerance=None),
+    Target("big_duration_p90", "big video_duration p90 (ms, row-weighted decile, approx.)",
+           24240, "Akilson Final_Report (+-3 ms)", tolerance=None),
     Target("small_corr_duration_wr", "small corr(video_duration, watch_ratio)", -0.1624,
            "armleth data_preprocessing", tolerance=0.5),
     # Popularity curve and its head: distinct (dedup) rows per video.
@@ -129,7 +140,7 @@ TARGETS: tuple[Target, ...] = (
     # The watch_ratio tail. p95 is not published for big_matrix: 2.40 interpolates the
     # published shares >= 2 (7.49%) and >= 3 (2.76%) log-linearly. The share >= 2 is itself
     # estimated from rounded plot labels, so it gets a wider tolerance. The maximum is one row
-    # (seeds 0-2 of the full synthetic world put it between 350 and 540): reported only.
+    # (seeds 0-2 of the full synthetic world put it between 260 and 500): reported only.
     Target("big_wr_std", "big watch_ratio std", 1.674601, "SolideSpoke"),
     Target("big_wr_ge2", "big watch_ratio share >= 2", 0.0749,
            "Same3000 floored shares + zhl-2022 (derived)", tolerance=0.2),
@@ -169,8 +180,14 @@ _NJB = "njbabani split_summary.json"
 _NJB_RESULTS = "njbabani results (issue 16)"
 LEARNABILITY_TARGETS: tuple[Target, ...] = (
     Target("lrn_random_ndcg_test", "reference random, NDCG@10 (test users)", 0.149, _NJB_RESULTS),
+    # The real popularity figure is the mean over its 299 tune users, an estimate of the
+    # block's figure; a world's own 20% draw of users adds its sampling error again (about
+    # +-5% at full scale), so the world is read on all its small_matrix users, as issue 16's
+    # table did; its tune-user figure is reported.
+    Target("lrn_popularity_ndcg", "reference popularity by distinct viewers, NDCG@10 (all "
+           "users; real: tune users)", 0.184, _NJB_RESULTS),
     Target("lrn_popularity_ndcg_tune", "reference popularity by distinct viewers, NDCG@10 "
-           "(tune users)", 0.184, _NJB_RESULTS),
+           "(tune users)", 0.184, _NJB_RESULTS, tolerance=None),
     Target("lrn_als_ndcg_test", "reference ALS on liked views, NDCG@10 (test users)", 0.271,
            _NJB_RESULTS),
     Target("lrn_small_positive", "share of small_matrix views liked (train-fitted rule)", 0.154,
@@ -189,6 +206,12 @@ LEARNABILITY_TARGETS: tuple[Target, ...] = (
     Target("lrn_valid_cold_videos", "validation videos never in train", 1482, _NJB,
            scaled_by="videos"),
     Target("lrn_valid_cold_rows", "validation rows of videos never in train", 0.1252, _NJB),
+    # The protocol's buckets are merged by view counts, so how many it makes depends on how
+    # thinly the long lengths are viewed (real: 86.7-99.7 s held under 10,000 views, each of
+    # the three ranges above 131.9 s over 10,000); reported, the thresholds are compared per
+    # real range.
+    Target("lrn_buckets", "like-rule length buckets (>= 10,000 train views each)", 29, _NJB,
+           tolerance=None),
     Target("lrn_valid_repeat_rows", "validation rows repeating an earlier pair", 0.1375, _NJB),
     # The tune/test rows are rows per user times the users the md5 hash of the ids puts in each
     # group. The real block's draw (299 of 1,411 users, 21.2%) is +1.1 sd of the hash's
@@ -355,6 +378,11 @@ def release_stats(
         "small_date_min": small["date"].min(),
         "small_date_max": small["date"].max(),
         "big_duration_median": big["video_duration"].median(),
+        "big_duration_p25": big["video_duration"].quantile(0.25, "linear"),
+        "big_duration_p75": big["video_duration"].quantile(0.75, "linear"),
+        "big_duration_mean": big["video_duration"].mean(),
+        "big_duration_std": big["video_duration"].std(),
+        "big_duration_p90": big["video_duration"].quantile(0.9, "linear"),
         "small_corr_duration_wr": small.select(
             pl.corr(pl.col("video_duration").cast(pl.Float64), "watch_ratio")
         ).item(),

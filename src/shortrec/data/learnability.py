@@ -58,6 +58,35 @@ def threshold_probe_ms() -> np.ndarray:
     return np.r_[edges[0] / half, np.sqrt(edges[:-1] * edges[1:]), edges[-1] * half]
 
 
+def real_range_thresholds(
+    duration_ms: np.ndarray,
+    watch_ratio: np.ndarray,
+    edges: np.ndarray,
+    thresholds: np.ndarray,
+    min_views: int,
+) -> np.ndarray:
+    """The 0.8 quantile of training watch ratios within each real bucket's length range, so
+    the watch behaviour is compared at the same lengths whatever buckets a world's own view
+    counts make (the merge is count-driven: a range a few views short of 10,000 joins its
+    neighbour, and the neighbour's threshold then stands for it). A range with fewer than
+    `min_views` views (the tails of a small world) falls back to the threshold the world's
+    own buckets give its middle."""
+    duration_ms = np.asarray(duration_ms, np.float64)
+    real_range = np.searchsorted(np.asarray(REAL_BUCKET_EDGES_MS), duration_ms, side="right")
+    n_ranges = len(REAL_BUCKET_EDGES_MS) + 1
+    probe_bucket = np.minimum(
+        np.searchsorted(edges, threshold_probe_ms(), side="right"), len(edges) - 1
+    )
+    result = thresholds[probe_bucket].astype(np.float64)
+    frame = pl.DataFrame({"range": real_range, "wr": np.asarray(watch_ratio, np.float64)})
+    per_range = frame.group_by("range").agg(
+        pl.len().alias("n"), pl.col("wr").quantile(LIKE_QUANTILE, "linear").alias("p80")
+    )
+    filled = per_range.filter((pl.col("n") >= min_views) & (pl.col("range") < n_ranges))
+    result[filled["range"].to_numpy()] = filled["p80"].to_numpy()
+    return result
+
+
 def like_buckets(duration_ms: np.ndarray, min_views: int = MIN_BUCKET_VIEWS) -> np.ndarray:
     """Upper edges (ms) of the merged buckets of training views with these lengths; the last
     bucket is open (edge +inf)."""
@@ -220,9 +249,12 @@ def learnability_stats(
     stats["lrn_valid_repeat_rows"] = (
         (repeats_in_valid + new_pairs_seen_in_train) / valid.height if valid.height else np.nan
     )
-    probe = threshold_probe_ms()
-    probe_bucket = np.minimum(np.searchsorted(edges, probe, side="right"), len(edges) - 1)
-    for i, value in enumerate(thresholds[probe_bucket]):
+    for i, value in enumerate(
+        real_range_thresholds(
+            train["video_duration"].to_numpy(), train["watch_ratio"].to_numpy(), edges,
+            thresholds, min_views=max(100, min_bucket_views // 4),
+        )
+    ):  # fmt: skip
         stats[f"lrn_threshold_{i:02d}"] = value
 
     # small_matrix: the evaluation block.

@@ -20,10 +20,14 @@ collected or not, and is shown for a few days only, longer when it does well
 (`video_life_reach`), so the last window (from 2020-08-30, the reference study's validation
 split) brings videos never seen before, each with few rows, and most older ones are no longer
 shown. A video reaches in proportion to the traffic of its life, of which only the part on
-collected dates is logged, and a user sees it only on days both are in the feed.
+collected dates is logged, and a user sees it only on days both are in the feed. A new upload
+is ramped up (`video_ramp_share`, `video_ramp_power`): trial exposure, then growth over its
+life, so a video new in the last window is caught in its growth and has few rows there.
 small_matrix videos stay in the feed throughout. Repeat views are partly same-day re-watches
 (`rewatch_share`), and the exact duplicates are two date partitions delivered twice
-(`REDELIVERED_DATES`).
+(`REDELIVERED_DATES`). The feed plays a video on in a loop: a big_matrix replay adds a Pareto
+number of whole plays of the video (`ViewContext.replay_loops`), which gives the real
+watch_ratio tail above its 95th percentile.
 
 What makes small_matrix hard to predict from big_matrix, as in the real release (the
 learnability rows of `shortrec data calibrate`): views there were forced, so a large part of
@@ -245,7 +249,9 @@ class SynthConfig:
     small_missing_rate: float = 17_827 / (1411 * 3327)  # unobserved cells of small_matrix
     small_null_rate: float = 181_992 / 4_676_570  # small rows with empty time/date/timestamp
     category_run_share: float = 0.6  # views that come in same-category runs within a day
-    day_activity_shape: float = 3.0  # gamma shape of a user's per-day activity in big_matrix
+    # Gamma shape of a user's per-day activity in big_matrix (5: the real user-day quartiles
+    # once the dates hold their published rows; 3 left too many light days, p25 17 for 19).
+    day_activity_shape: float = 5.0
     # small_matrix users were shown the whole block on a schedule: far steadier days (real
     # rows per user-day: std 32.6 around a mean of 51.9, against 78.8 around 66.5 in big).
     small_day_activity_shape: float = 10.0
@@ -257,13 +263,19 @@ class SynthConfig:
     # at average reach (0: always): 1,482 of the real 5,476 videos shown from 2020-08-30 were
     # never shown before it.
     video_life_days: float = 2.0
-    video_life_reach: float = 1.2  # the feed keeps what does well: log mean life per sd of reach
-    # A new upload is ramped up: trial exposure first, then growth, full traffic only after
-    # this share of its life (day k of a life ramping for r days gets (k + 1) / (r + 1) of
-    # the full traffic; 1: it grows all its life), so a video new in the last window, caught
-    # in its growth, has fewer rows there than its reach alone gives it (12.5% of the real
-    # validation rows are on new videos; 14-16% without the ramp).
+    # The feed keeps what does well: log mean life per sd of reach. 1.4 (was 1.2): a video
+    # that will reach far lives long, so when it is new in the last window most of its life
+    # is after the log, which keeps the validation rows on new videos near the real 12.5%
+    # with less spread between worlds (few big new videos).
+    video_life_reach: float = 1.4
+    # A new upload is ramped up: trial exposure first, then accelerating growth, full traffic
+    # only after this share of its life (day k of a life ramping for r days gets
+    # ((k + 1) / (r + 1)) ** video_ramp_power of the full traffic; share 1: it grows all its
+    # life), so a video new in the last window, caught in its growth, has fewer rows there
+    # than its reach alone gives it (12.5% of the real validation rows are on new videos;
+    # 14-16% on seeds 0-2 without the ramp).
     video_ramp_share: float = 1.0
+    video_ramp_power: float = 3.0
     # A video's reach grows with the feed traffic of its life (exponent of the life's rows).
     exposure_life_weight: float = 1.0
     # The feed rarely pushes multi-minute videos: popularity copula weight of log length above
@@ -271,6 +283,10 @@ class SynthConfig:
     exposure_long_penalty: float = 0.8
     clock_skew_share: float = 0.0005  # events whose timestamp is off by hours to days
     ipf_iterations: int = 20  # strongly taste-driven exposure needs more to fit video targets
+    # Per-date factors on the users' days, refitted this many times, keep big_matrix's rows
+    # per date on the published daily plot (lives and ramp-ups alone push rows to the ends of
+    # the windows: the last days of the log +10-30% without them); 0: no correction.
+    calendar_iterations: int = 4
 
     def __post_init__(self) -> None:
         if self.scale not in SCALES:
@@ -443,7 +459,8 @@ def _build_world(config: SynthConfig, rng: np.random.Generator) -> _World:
     date_index = np.arange(len(BIG_DAY_ROWS))
     in_life = (date_index >= video_window[:, :1]) & (date_index <= video_window[:, 1:])
     age = date_offset.astype(np.int64)[None, :] - upload[:, None]
-    video_day_traffic = (in_life * _ramp(age, ramp_days[:, None])).astype(np.float32)
+    ramp = _ramp(age, ramp_days[:, None], config.video_ramp_power)
+    video_day_traffic = (in_life * ramp).astype(np.float32)
     # A video reaches in proportion to the traffic of its life, of which only the logged share
     # is in the release. The published per-video shape is that of the logged rows, so it is
     # laid over the logged reach by rank.
@@ -462,10 +479,11 @@ def _build_world(config: SynthConfig, rng: np.random.Generator) -> _World:
     )  # fmt: skip
 
 
-def _ramp(age_days: np.ndarray, ramp_days: np.ndarray) -> np.ndarray:
+def _ramp(age_days: np.ndarray, ramp_days: np.ndarray, power: float) -> np.ndarray:
     """Traffic of a video `age_days` after its upload, relative to its full traffic, when it
     ramps up for `ramp_days`."""
-    return np.clip((np.asarray(age_days, np.float64) + 1.0) / (ramp_days + 1.0), 0.0, 1.0)
+    share = (np.asarray(age_days, np.float64) + 1.0) / (ramp_days + 1.0)
+    return np.clip(share, 0.0, 1.0) ** power
 
 
 def _video_windows(
@@ -512,7 +530,8 @@ def _video_windows(
     ramp_days = config.video_ramp_share * (leave - enter + 1)
     for age in range(int(np.ceil(ramp_days.max(initial=0.0)))):  # the days still ramping up
         day = np.minimum(enter + age, len(days) - 1)
-        missing = traffic[day] * (1.0 - _ramp(age, ramp_days)) * (enter + age <= leave)
+        ramp = _ramp(age, ramp_days, config.video_ramp_power)
+        missing = traffic[day] * (1.0 - ramp) * (enter + age <= leave)
         life -= missing
         logged -= missing * collected[day]
     return window, logged / life, life, enter - pad, ramp_days
@@ -631,50 +650,32 @@ def _timestamps(
     window: np.ndarray | None = None,
     same_day_as: np.ndarray | None = None,
     day_traffic: np.ndarray | None = None,
+    day_target: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Unix time (ms) and date label of each view. Days follow each user's activity
     (`day_weight`, users x days), within the video's life when `window` is given, weighted by
     the video's traffic of the day when `day_traffic` (videos x days) is (a view lands on the
-    same day as view `same_day_as[i]`); hours the published profile.
+    same day as view `same_day_as[i]`), each date's share of the views fitted to `day_target`
+    when given; hours the published profile.
     Within a user's day, views come partly in same-category runs, as a feed does, so recent
     views predict the next ones. A few views carry a skewed device clock: their timestamp moves
     up to 13 days either way, within the real file's `time_range`."""
     n = len(users)
     n_days = len(dates)
-    cum = np.cumsum(day_weight, axis=1)
-    cum = cum / cum[:, -1:]
-    if window is None:
-        lo, hi = 0.0, 1.0
-    else:  # each view lands on a day of its video's life, in proportion to the user's days
-        first, last = window[videos, 0], window[videos, 1]
-        lo = np.where(first > 0, cum[users, np.maximum(first - 1, 0)], 0.0)
-        hi = cum[users, last]
-    cum += np.arange(n_users)[:, None]
 
-    def draw_days(rows: np.ndarray) -> np.ndarray:
-        position = (
-            lo + rng.random(len(rows)) * (hi - lo)
-            if window is None
-            else (lo[rows] + rng.random(len(rows)) * (hi[rows] - lo[rows]))
-        )
-        day = np.searchsorted(cum.ravel(), users[rows] + position) - users[rows] * n_days
-        return np.clip(day, 0, n_days - 1)
+    def draw_days(weight: np.ndarray) -> np.ndarray:
+        day = _draw_days(rng, users, videos, weight, window, day_traffic)
+        return day if same_day_as is None else day[same_day_as]
 
-    day = draw_days(np.arange(n))
-    if day_traffic is not None:  # rejection: keep a day in proportion to the video's traffic
-        peak = np.maximum(day_traffic.max(1), 1e-9)
-        pending = np.arange(n)
-        for _ in range(100):
-            keep = (
-                rng.random(len(pending)) * peak[videos[pending]]
-                <= day_traffic[videos[pending], day[pending]]
-            )
-            pending = pending[~keep]
-            if not len(pending):
-                break
-            day[pending] = draw_days(pending)
-    if same_day_as is not None:  # a view that comes the same day as another view of its pair
-        day = day[same_day_as]
+    if day_target is None:
+        day = draw_days(day_weight)
+    else:  # per-date factors on every user's days until the dates hold their published shares
+        target = np.asarray(day_target, np.float64) / np.sum(day_target)
+        factor = np.ones(n_days)
+        for _ in range(config.calendar_iterations):
+            held = np.bincount(draw_days(day_weight * factor), minlength=n_days) / n
+            factor *= target / np.maximum(held, 1e-12)
+        day = draw_days(day_weight * factor)
     share = np.asarray(hour_share) / np.sum(hour_share)
     second_of_day = rng.choice(24, n, p=share) * 3600 + rng.random(n) * 3600
     ms_of_day = np.floor(second_of_day * 1000).astype(np.int64)
@@ -698,6 +699,49 @@ def _timestamps(
     hi = np.minimum(epoch_ms[skewed] + 13 * 86_400_000, last)
     epoch_ms[skewed] = lo + np.floor(rng.random(len(skewed)) * (hi - lo)).astype(np.int64)
     return epoch_ms, date_label
+
+
+def _draw_days(
+    rng: np.random.Generator,
+    users: np.ndarray,
+    videos: np.ndarray,
+    day_weight: np.ndarray,
+    window: np.ndarray | None,
+    day_traffic: np.ndarray | None,
+) -> np.ndarray:
+    """A day index per view: in proportion to its user's `day_weight`, within the video's life
+    (`window`) and, by rejection, to the video's traffic of the day (`day_traffic`)."""
+    n, n_users, n_days = len(users), day_weight.shape[0], day_weight.shape[1]
+    cum = np.cumsum(day_weight, axis=1)
+    cum = cum / cum[:, -1:]
+    if window is None:
+        lo, hi = np.zeros(n), np.ones(n)
+    else:
+        first, last = window[videos, 0], window[videos, 1]
+        lo = np.where(first > 0, cum[users, np.maximum(first - 1, 0)], 0.0)
+        hi = cum[users, last]
+    cum += np.arange(n_users)[:, None]
+    flat = cum.ravel()
+
+    def draw(rows: np.ndarray) -> np.ndarray:
+        position = lo[rows] + rng.random(len(rows)) * (hi[rows] - lo[rows])
+        day = np.searchsorted(flat, users[rows] + position) - users[rows] * n_days
+        return np.clip(day, 0, n_days - 1)
+
+    day = draw(np.arange(n))
+    if day_traffic is not None:  # rejection: keep a day in proportion to the video's traffic
+        peak = np.maximum(day_traffic.max(1), 1e-9)
+        pending = np.arange(n)
+        for _ in range(100):
+            keep = (
+                rng.random(len(pending)) * peak[videos[pending]]
+                <= day_traffic[videos[pending], day[pending]]
+            )
+            pending = pending[~keep]
+            if not len(pending):
+                break
+            day[pending] = draw(pending)
+    return day
 
 
 def _local_epoch_ms(local_time: str) -> int:
@@ -765,7 +809,7 @@ _INTERACTION_ORDER = ["user_id", "video_id", "play_duration", "video_duration", 
 
 def _big_matrix(world: _World, config: SynthConfig, rng: np.random.Generator) -> pl.DataFrame:
     dates = list(BIG_DAY_ROWS)
-    event_rows, twice_share = _event_day_rows(config)
+    event_rows = _event_day_rows(config)[0]
     day_weight = _user_day_weights(
         rng, world.taste.n_users, event_rows, config.day_activity_shape, config.absent_day_rate
     )
@@ -797,12 +841,18 @@ def _big_matrix(world: _World, config: SynthConfig, rng: np.random.Generator) ->
     epoch_ms, date = _timestamps(
         rng, users, videos, world.category_code, world.taste.n_users, dates, day_weight,
         BIG_HOUR_SHARE, BIG_TIME_RANGE, config, config.seed * 2 + 1, world.video_window,
-        same_day_as, world.video_day_traffic,
+        same_day_as, world.video_day_traffic, event_rows,
     )  # fmt: skip
     order = _user_time_order(users, epoch_ms)
     users, videos, epoch_ms, date = users[order], videos[order], epoch_ms[order], date[order]
     play = _watch(world, users, videos, rng, config.big_view_context, appeal_offset)
-    rows = _with_duplicates(users, twice_share[np.searchsorted(_date_ints(dates), date)], rng)
+    # The re-delivered share of the REDELIVERED_DATES partitions is set from the events the
+    # world put on them (lives and ramp-ups decide that, not the daily plot alone), so the
+    # copies are `duplicate_rate` of all rows.
+    twice = np.isin(dates, REDELIVERED_DATES)[np.searchsorted(_date_ints(dates), date)]
+    rate = config.duplicate_rate
+    share = min(1.0, rate * len(date) / max((1.0 - rate) * twice.sum(), 1.0))
+    rows = _with_duplicates(users, np.where(twice, share, 0.0), rng)
     frame = _interaction_frame(
         world, users[rows], videos[rows], epoch_ms[rows], date[rows], play[rows]
     )

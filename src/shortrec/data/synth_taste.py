@@ -5,7 +5,9 @@ user-video affinity over tags, first-level categories and latent factors, a weak
 plus a session drift that follows the user's recent viewing. People watch roughly the same
 ~7-12 s whatever the length, so watch_ratio = play time / length falls with length. On top sit
 instant zero plays, quick swipes (more likely when the video does not suit the user) and
-replays with a Pareto tail, truncated so a view never exceeds ~573 plays of the video (both real
+replays with a Pareto tail (a multiple of the play time, or, in a logging context with
+`replay_loops` such as big_matrix's feed, whole loops of the video), truncated so a view never
+exceeds ~573 plays of the video (both real
 matrices top out there: 573.5 in big_matrix, 571.5 in small_matrix). The noise-free expectation of
 that mixture is the oracle's score.
 
@@ -29,7 +31,6 @@ import scipy.special
 N_TAGS = 31  # KuaiRec item_categories tag ids 0..30
 REFERENCE_DURATION_S = 9.6  # per-video median length; the length effect is relative to it
 LENGTH_EFFECT_CAP_S = 13.0
-LENGTH_DECLINE_END_S = 25.0
 MAX_PLAY_MS = 7_988_155  # longest play in the real small_matrix
 MAX_WATCH_RATIO = 573.5  # most plays of one video in one view, in both real matrices
 DENSE_APPEAL_MAX_CELLS = 100_000_000  # above this, pair appeals are computed in chunks
@@ -43,10 +44,13 @@ class TasteParams:
     n_topics: int = 8
     base_log_seconds: float = 1.88  # exp -> ~6.5 s typical play
     duration_elasticity: float = 0.2  # longer videos (up to 13 s) are watched a bit longer
-    # ... and past 13 s people give a video a little less time, down to ~7% less at 25 s
-    # (the real like thresholds put the 80th-percentile play at ~12 s for 13 s videos and
-    # ~11.2 s from 25 s on).
+    # ... and past 13 s people give a video a little less time, down to ~15% less at 60 s,
+    # flat beyond (the real like thresholds put the 80th-percentile play at ~12 s for 13 s
+    # videos and ~11-11.7 s from 25 s on; the feed shows long videos mostly to users who
+    # like them, which lifts their watched seconds back, so the decline runs past 25 s:
+    # with it ending at 25 s the thresholds above 57 s came out 8-17% high).
     long_decline_elasticity: float = 0.1
+    long_decline_end_s: float = 60.0  # length (s) from which play time stays flat
     user_bias_sd: float = 0.07
     quality_sd: float = 0.07
     tag_weight: float = 0.08
@@ -264,7 +268,7 @@ class TasteModel:
         # flat (reference table of the 80th-percentile seconds watched per length bucket).
         seconds = self.duration_ms[videos] / 1000.0
         rise = np.log(np.minimum(seconds, LENGTH_EFFECT_CAP_S) / REFERENCE_DURATION_S)
-        fall = np.log(np.clip(seconds, LENGTH_EFFECT_CAP_S, LENGTH_DECLINE_END_S))
+        fall = np.log(np.clip(seconds, LENGTH_EFFECT_CAP_S, self.params.long_decline_end_s))
         fall -= np.log(LENGTH_EFFECT_CAP_S)
         return self.params.duration_elasticity * rise - self.params.long_decline_elasticity * fall
 
