@@ -815,6 +815,14 @@ class SASRec(Recommender):
         })  # fmt: skip
         return feedback_codes(rule.liked(frame), rule.disliked(frame))
 
+    def known_videos(self, video_ids: np.ndarray) -> np.ndarray:
+        """The learned videos among `video_ids`; the candidate table of the last `score`
+        already holds them (a server asks right after scoring, on every request)."""
+        cached = getattr(self, "_candidates", None)
+        if cached is not None and np.array_equal(cached[0], video_ids):
+            return cached[1][0].copy()
+        return super().known_videos(video_ids)
+
     def _candidate_table(self, video_ids: np.ndarray, device) -> tuple:
         """(known mask, item embeddings, popularity fallback) of the candidate videos. A
         server ranks the same catalogue on every request: the last table is reused while the

@@ -2,8 +2,9 @@
 
 The routes live in `serving.routes` (one router per area), what they share in `serving.deps`,
 errors in `serving.errors`, the Host and body-size guards in `serving.guards`. Scoring is
-CPU-bound, so it runs on a small thread pool and the event loop stays free for cheap
-requests. `create_app_from_environment` is the factory each `--workers` process calls.
+CPU-bound: a slow model runs on a small thread pool so the event loop stays free for cheap
+requests, a fast one on the event loop (`serving.scoring`). `create_app_from_environment` is
+the factory each `--workers` process calls.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import anyio
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
@@ -27,6 +27,7 @@ from shortrec.serving.guards import BodyLimitMiddleware, EdgeMiddleware, Trusted
 from shortrec.serving.metrics import Metrics, MetricsMiddleware
 from shortrec.serving.routes import admin, catalogue, events, ops, users
 from shortrec.serving.runs import load_served_model, load_served_run
+from shortrec.serving.scoring import Scoring
 from shortrec.serving.settings import ServeSettings, ServeSpec, default_runs_root
 from shortrec.serving.store import EventStore, open_store
 from shortrec.serving.swaps import ModelSwapper
@@ -58,8 +59,9 @@ def create_app(
         settings=settings,
         metrics=metrics,
         # Scoring holds the GIL most of the time: more concurrent scorers than cores only
-        # adds contention, so they get a small limiter instead of the 40-thread default pool.
-        scoring=anyio.CapacityLimiter(settings.scoring_threads),
+        # adds contention, so they get a small limiter instead of the 40-thread default pool;
+        # a fast model scores on the event loop instead (see `scoring`).
+        scoring=Scoring(feed, settings.scoring_threads),
         load_model=load_model,
         swaps=swaps,
     )

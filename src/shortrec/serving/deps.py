@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import anyio
 from fastapi import Depends, Request
 
 from shortrec.serving.errors import ApiError
@@ -28,6 +27,7 @@ from shortrec.serving.settings import ServeSettings
 from shortrec.serving.store import EventStore
 
 if TYPE_CHECKING:
+    from shortrec.serving.scoring import Scoring
     from shortrec.serving.swaps import ModelSwapper
     from shortrec.serving.sync import EventFollower
 
@@ -49,7 +49,7 @@ class ServingState:
     follower: EventFollower
     settings: ServeSettings
     metrics: Metrics
-    scoring: anyio.CapacityLimiter
+    scoring: Scoring
     load_model: Callable[[str], ServedModel]
     swaps: ModelSwapper
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import time
-from typing import Any
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from shortrec.serving.deps import State, require_event_writer
@@ -40,8 +41,21 @@ _BODY = {
 }
 
 
-@router.post("/events", dependencies=[Depends(require_event_writer)], openapi_extra=_BODY)
-async def post_events(request: Request, state: State) -> dict[str, Any]:
+_ACCEPTED = {
+    200: {
+        "description": "Stored durably and applied",
+        "content": {"application/json": {"example": {"accepted": 1, "users": [14]}}},
+    }
+}
+
+
+@router.post(
+    "/events",
+    dependencies=[Depends(require_event_writer)],
+    openapi_extra=_BODY,
+    responses=_ACCEPTED,
+)
+async def post_events(request: Request, state: State) -> Response:
     """One event, a list, or {"events": [...]}: stored durably, then used at once.
     A batch is all or nothing. Retrying events that carry an `event_id` stores them once and
     answers as the first time did."""
@@ -71,4 +85,5 @@ async def post_events(request: Request, state: State) -> dict[str, Any]:
 
     added = await run_in_threadpool(store_and_apply, stored)
     state.metrics.events.inc(added)
-    return {"accepted": len(stored), "users": sorted({e.user_id for e in stored})}
+    answer = {"accepted": len(stored), "users": sorted({e.user_id for e in stored})}
+    return Response(json.dumps(answer, separators=(",", ":")), media_type="application/json")
