@@ -72,3 +72,47 @@ def test_top_k_breaks_ties_by_smaller_video_id_and_puts_hidden_last():
     assert top[1].tolist() == [50, 3, 4, 5]
     everything_hidden = _top_k_rows(candidates, scores, np.ones_like(hidden), 2)
     assert everything_hidden[0].tolist() == [0, 1]
+
+
+def _reference_top_k(candidates, scores, hidden, k):
+    """Every column sorted: shown before hidden, then higher score, then smaller id."""
+    rank = np.where(hidden, -np.inf, np.maximum(scores, -np.finfo(scores.dtype).max))
+    return np.stack([np.lexsort((candidates, -row))[:k] for row in rank])
+
+
+def test_top_k_matches_a_full_sort_with_and_without_ties_at_the_kth_score():
+    rng = np.random.default_rng(3)
+    candidates = np.arange(7, 7 + 300)
+    for case in range(40):
+        distinct = rng.integers(2, 400)  # few distinct values: ties at the k-th score
+        scores = rng.integers(0, distinct, size=(3, 300)).astype(np.float32)
+        scores[0, rng.integers(0, 300, 5)] = -np.inf
+        hidden = rng.random((3, 300)) < (0.99 if case % 10 == 0 else 0.2)
+        for k in (1, 10, 50):
+            top = _top_k_rows(candidates, scores, hidden, k)
+            assert top.tolist() == _reference_top_k(candidates, scores, hidden, k).tolist()
+
+
+def test_one_users_feed_equals_their_row_of_a_batch_with_live_views_out_of_order(world):  # noqa: F811
+    feed = make_feed(world, LastVideoNeighbours())
+    users = feed.base.user_ids[:4]
+    first_time = float(feed.base.timestamps[0])
+    # Live views: one after the dataset's, one dated before them (a skewed client clock).
+    feed.add_views(
+        np.array([users[0], users[0], users[1]]),
+        feed.catalogue_ids[[5, 6, 7]],
+        np.array([1.2, 0.1, 2.0]),
+        np.array([first_time + 1e7, first_time - 1e7, first_time + 1e7]),
+    )
+    batch = feed.recommend_batch(users, 5)
+    merged = feed.histories_of(users)  # the batch merge
+    starts, lengths = merged.slices(users)
+    for row, user in enumerate(users):
+        one = feed.recommend_batch(np.array([user]), 5)
+        assert one.video_ids[0].tolist() == batch.video_ids[row].tolist()
+        assert one.history_lengths[0] == batch.history_lengths[row]
+        views = feed.views_of(int(user)).histories
+        span = slice(starts[row], starts[row] + lengths[row])
+        assert merged.video_ids[span].tolist() == views.video_ids.tolist()
+        assert np.array_equal(merged.timestamps[span], views.timestamps)
+    assert feed.views_of(int(users[0])).live.sum() == 2

@@ -751,7 +751,7 @@ class SASRec(Recommender):
         net = self.net_
         if net.training:
             net.eval()
-        device = next(net.parameters()).device
+        device = net.item_embedding.weight.device
         with torch_threads(self.num_threads), torch.inference_mode():
             known, weights, popularity, bias = self._candidate_table(video_ids, device)
             for start in range(0, len(user_ids), SCORE_BATCH_USERS):

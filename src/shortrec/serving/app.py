@@ -22,6 +22,7 @@ from fastapi.staticfiles import StaticFiles
 
 from shortrec.serving.deps import ServingState
 from shortrec.serving.errors import GuardMiddleware, install_error_handlers
+from shortrec.serving.fast_lane import FeedFastLane
 from shortrec.serving.feed import Feed, ServedModel
 from shortrec.serving.guards import BodyLimitMiddleware, EdgeMiddleware, TrustedHostMiddleware
 from shortrec.serving.metrics import Metrics, MetricsMiddleware
@@ -41,11 +42,13 @@ def create_app(
     *,
     load_model: Callable[[str], ServedModel] = load_served_model,
     swaps_after: int | None = None,
+    fast_lane: bool = True,
 ) -> FastAPI:
     """An app serving `feed`; events already in `store` are replayed into it first, so a
     restarted server continues exactly where the last one stopped, and events other
     processes store reach it within `settings.poll_seconds`, as do model swaps recorded
-    after `swaps_after` (default: the latest swap when the app is made; see `swaps`)."""
+    after `swaps_after` (default: the latest swap when the app is made; see `swaps`).
+    `fast_lane` False sends every request through FastAPI (see `serving.fast_lane`)."""
     settings = settings or ServeSettings()
     metrics = Metrics()
     swaps = ModelSwapper(feed, store, settings.runs_root, load_model, metrics, swaps_after)
@@ -85,14 +88,18 @@ def create_app(
     app.state.feed = feed  # kept for callers that reach for them directly
     app.state.store = store
     install_error_handlers(app, settings.max_body_bytes)
+    for module in (users, catalogue, events, admin, ops):
+        app.include_router(module.router)
     # Outermost last: metrics see every answer, including the guards' refusals.
+    if fast_lane:
+        path = users.RECOMMENDATIONS_PATH
+        route = next(r for r in users.router.routes if getattr(r, "path", None) == path)
+        app.add_middleware(FeedFastLane, state=state, route=route)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(TrustedHostMiddleware, hosts=settings.trusted_hosts)
     app.add_middleware(GuardMiddleware)
     app.add_middleware(EdgeMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    for module in (users, catalogue, events, admin, ops):
-        app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=ops.STATIC_DIR), name="static")
     return app
 

@@ -224,16 +224,24 @@ class Feed:
     # --- reading -----------------------------------------------------------------------------
     def views_of(self, user_id: int) -> UserViews:
         """The user's dataset views followed by live ones, in time order, as a one-user table."""
+        histories, _, live = self._one_user_views(user_id)
+        return UserViews(histories=histories, live=live)
+
+    def _one_user_views(self, user_id: int) -> tuple[Histories, np.ndarray, np.ndarray]:
+        """(`views_of`'s table, the catalogue position of every view (-1: not in it), live
+        flags): one user's merge by slicing, without `_merged_views`' batch bookkeeping."""
         row = int(self._base_users.index(np.array([user_id]))[0])
         if row >= 0:
             lo, hi = self.base.offsets[row], self.base.offsets[row + 1]
             video_ids = self.base.video_ids[lo:hi]
             watch_ratios = self.base.watch_ratios[lo:hi]
             timestamps = self.base.timestamps[lo:hi]
+            columns = self._base_columns[lo:hi]
         else:
             video_ids = np.empty(0, np.int64)
             watch_ratios = np.empty(0, np.float32)
             timestamps = np.empty(0, np.float64)
+            columns = np.empty(0, np.int32)
         live = np.zeros(len(video_ids), dtype=bool)
         with self._lock:
             extra = self._live.get(user_id)
@@ -245,11 +253,14 @@ class Feed:
             video_ids = np.concatenate([video_ids, extra_videos])
             watch_ratios = np.concatenate([watch_ratios, extra_ratios])
             timestamps = np.concatenate([timestamps, extra_times])
+            columns = np.concatenate([columns, self._catalogue.index(extra_videos)])
             live = np.concatenate([live, np.ones(len(extra_videos), dtype=bool)])
             # Same order as Histories.from_frame: by time, views without one first, stable.
-            order = np.argsort(np.nan_to_num(timestamps, nan=-np.inf), kind="stable")
-            video_ids, watch_ratios = video_ids[order], watch_ratios[order]
-            timestamps, live = timestamps[order], live[order]
+            key = np.nan_to_num(timestamps, nan=-np.inf)
+            if (np.diff(key) < 0).any():
+                order = np.argsort(key, kind="stable")
+                video_ids, watch_ratios = video_ids[order], watch_ratios[order]
+                timestamps, columns, live = timestamps[order], columns[order], live[order]
         n = len(video_ids)
         histories = Histories(
             user_ids=np.array([user_id] if n else [], dtype=np.int64),
@@ -258,7 +269,7 @@ class Feed:
             watch_ratios=watch_ratios,
             timestamps=timestamps,
         )
-        return UserViews(histories=histories, live=live)
+        return histories, columns.astype(np.int32, copy=False), live
 
     def cached_answer(self, user_id: int, k: int = 10) -> Recommendations | None:
         """What `recommend` would answer, if it is already known (a dict look-up: cheap
@@ -304,7 +315,11 @@ class Feed:
 
     def _merged_views(self, user_ids: np.ndarray) -> tuple[Histories, np.ndarray]:
         """`histories_of` plus the catalogue position of every view (-1: not in it)."""
-        users = np.unique(np.asarray(user_ids, dtype=np.int64))
+        user_ids = np.asarray(user_ids, dtype=np.int64)
+        if len(user_ids) == 1:  # a server's request: slicing, not the batch bookkeeping below
+            histories, columns, _ = self._one_user_views(int(user_ids[0]))
+            return histories, columns
+        users = np.unique(user_ids)
         base_starts, base_lengths = self.base.slices(users)
         with self._lock:
             extras = [self._live.get(int(user)) for user in users]
@@ -374,11 +389,15 @@ class Feed:
         served = self._served if served is None else served
         user_ids = np.asarray(user_ids, dtype=np.int64)
         n, m = len(user_ids), len(self.catalogue_ids)
-        histories, view_columns = self._merged_views(user_ids)
-        starts, lengths = histories.slices(user_ids)
+        histories, columns = self._merged_views(user_ids)
+        if n == 1:  # the one user's views, in order
+            lengths = np.array([len(columns)], dtype=np.int64)
+            users_of_view = np.zeros(len(columns), dtype=np.int64)
+        else:
+            starts, lengths = histories.slices(user_ids)
+            columns = columns[flat_ranges(starts, lengths)]
+            users_of_view = np.repeat(np.arange(n), lengths)
         watched = np.zeros((n, m), dtype=bool) if blocked is None else blocked.copy()
-        columns = view_columns[flat_ranges(starts, lengths)]
-        users_of_view = np.repeat(np.arange(n), lengths)
         known = columns >= 0
         watched[users_of_view[known], columns[known]] = True
         cold = lengths == 0
@@ -409,13 +428,16 @@ def _top_k_rows(candidates: np.ndarray, scores: np.ndarray, hidden: np.ndarray, 
     k = min(k, scores.shape[1])
     rank = np.where(hidden, -np.inf, np.maximum(scores, -np.finfo(scores.dtype).max))
     if scores.shape[1] > k:
-        kth = torch.topk(torch.from_numpy(rank), k, dim=1, sorted=False).values
-        kth = kth.min(dim=1, keepdim=True).values.numpy()
-        above = rank > kth
-        tied = rank == kth
-        wanted = k - above.sum(axis=1, keepdims=True)
-        chosen = above | (tied & (np.cumsum(tied, axis=1) <= wanted))
-        keep = np.nonzero(chosen)[1].reshape(len(rank), k)
+        best = torch.topk(torch.from_numpy(rank), k, dim=1, sorted=False)
+        kth = best.values.min(dim=1, keepdim=True).values.numpy()
+        if ((rank >= kth).sum(axis=1) == k).all():  # no tie at the k-th value: top-k is it
+            keep = best.indices.numpy()
+        else:
+            above = rank > kth
+            tied = rank == kth
+            wanted = k - above.sum(axis=1, keepdims=True)
+            chosen = above | (tied & (np.cumsum(tied, axis=1) <= wanted))
+            keep = np.nonzero(chosen)[1].reshape(len(rank), k)
     else:
         keep = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
     order = np.lexsort((candidates[keep], -np.take_along_axis(rank, keep, axis=1)))

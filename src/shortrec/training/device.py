@@ -47,12 +47,13 @@ def derive_seed(generator: torch.Generator) -> int:
 def torch_threads(n: int) -> Iterator[None]:
     """Use `n` intra-op CPU threads inside the block, then restore (0: leave torch's own)."""
     previous = torch.get_num_threads()
-    if n > 0:
+    change = n > 0 and n != previous  # setting costs tens of microseconds, even unchanged
+    if change:
         torch.set_num_threads(n)
     try:
         yield
     finally:
-        if n > 0:
+        if change:
             torch.set_num_threads(previous)
 
 

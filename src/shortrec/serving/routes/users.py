@@ -11,18 +11,25 @@ from fastapi import APIRouter, Query
 from fastapi import Path as PathParam
 from fastapi.responses import Response
 
-from shortrec.serving.deps import State, iso
+from shortrec.serving.deps import ServingState, State, iso
 from shortrec.serving.schemas import MAX_ID, DecimalInt
 
 router = APIRouter(tags=["users"])
 UserId = Annotated[DecimalInt, PathParam(ge=0, le=MAX_ID, description="raw KuaiRec user id")]
+MAX_K = 1000  # the longest feed one request may ask for
+RECOMMENDATIONS_PATH = "/users/{user_id}/recommendations"
 
 
-@router.get("/users/{user_id}/recommendations")
+@router.get(RECOMMENDATIONS_PATH)
 async def recommendations(
-    state: State, user_id: UserId, k: Annotated[DecimalInt, Query(ge=1, le=1000)] = 10
+    state: State, user_id: UserId, k: Annotated[DecimalInt, Query(ge=1, le=MAX_K)] = 10
 ) -> Response:
     """Top-k videos the user has not watched yet, with their metadata and scores."""
+    return Response(await recommendations_json(state, user_id, k), media_type="application/json")
+
+
+async def recommendations_json(state: ServingState, user_id: int, k: int) -> bytes:
+    """The answer of GET /users/{user_id}/recommendations (also sent by `serving.fast_lane`)."""
     feed = state.feed
     # A known answer is a look-up, given here; a new one is scored (see `serving.scoring`).
     rec = feed.cached_answer(user_id, k) or await state.scoring.recommend(user_id, k)
@@ -40,7 +47,7 @@ async def recommendations(
         {"user_id": user_id, "model": rec.model, "strategy": rec.strategy,
          "history_length": rec.history_length}, ensure_ascii=False, separators=(",", ":"),
     ).encode()  # fmt: skip
-    return Response(head[:-1] + b',"items":[' + items + b"]}", media_type="application/json")
+    return head[:-1] + b',"items":[' + items + b"]}"
 
 
 @router.get("/users/{user_id}/history")
