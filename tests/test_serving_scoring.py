@@ -62,15 +62,14 @@ def test_a_slow_model_stays_on_the_scoring_threads(world):  # noqa: F811
 
 
 def test_top_k_breaks_ties_by_smaller_video_id_and_puts_hidden_last():
-    candidates = np.arange(100, 100 + N_VIDEOS)
     scores = np.zeros((2, N_VIDEOS), dtype=np.float32)  # every score ties
     scores[1, 50] = 1.0
     hidden = np.zeros((2, N_VIDEOS), dtype=bool)
     hidden[:, :3] = True
-    top = _top_k_rows(candidates, scores, hidden, 4)
+    top = _top_k_rows(scores, hidden, 4)
     assert top[0].tolist() == [3, 4, 5, 6]  # the smallest ids that are not hidden
     assert top[1].tolist() == [50, 3, 4, 5]
-    everything_hidden = _top_k_rows(candidates, scores, np.ones_like(hidden), 2)
+    everything_hidden = _top_k_rows(scores, np.ones_like(hidden), 2)
     assert everything_hidden[0].tolist() == [0, 1]
 
 
@@ -89,7 +88,7 @@ def test_top_k_matches_a_full_sort_with_and_without_ties_at_the_kth_score():
         scores[0, rng.integers(0, 300, 5)] = -np.inf
         hidden = rng.random((3, 300)) < (0.99 if case % 10 == 0 else 0.2)
         for k in (1, 10, 50):
-            top = _top_k_rows(candidates, scores, hidden, k)
+            top = _top_k_rows(scores, hidden, k)
             assert top.tolist() == _reference_top_k(candidates, scores, hidden, k).tolist()
 
 

@@ -8,6 +8,7 @@ big_matrix scores small_matrix (or a live event stream) without re-mapped copies
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import polars as pl
@@ -25,6 +26,18 @@ class IdMap:
 
     def __len__(self) -> int:
         return len(self.raw_ids)
+
+    @cached_property
+    def dense_table(self) -> np.ndarray | None:
+        """Dense index by raw id (-1: unknown; the last slot stands for every id out of
+        range) when the raw ids are small non-negative integers, as KuaiRec's are; else
+        None. Built once: a look-up then costs one gather, not a binary search per id."""
+        ids = self.raw_ids
+        if len(ids) == 0 or ids[0] < 0 or ids[-1] > 4 * len(ids) + 1_000_000:
+            return None
+        table = np.full(int(ids[-1]) + 2, -1, dtype=np.int64)
+        table[ids] = np.arange(len(ids))
+        return table
 
     def index(self, raw: np.ndarray | pl.Series, unknown: int = -1) -> np.ndarray:
         """Dense indices of raw ids; ids this map has never seen get `unknown`."""
@@ -115,6 +128,10 @@ class Histories:
         """(owner, flat) of every view of the given users, user by user in the given order,
         oldest first: `owner` is the position in `user_ids`, `flat` the index into
         `video_ids` / `watch_ratios` / `timestamps`. One slice per user, never a scan."""
+        user_ids = np.asarray(user_ids, dtype=np.int64)
+        if len(user_ids) == 1 and len(self.user_ids) == 1 and user_ids[0] == self.user_ids[0]:
+            # A server scoring one user from that user's own table: every view, in order.
+            return np.zeros(len(self.video_ids), np.int64), np.arange(len(self.video_ids))
         starts, lengths = self.slices(user_ids)
         return np.repeat(np.arange(len(starts)), lengths), flat_ranges(starts, lengths)
 

@@ -406,7 +406,7 @@ class Feed:
         if (~cold).any():
             scores[~cold] = served.model.score(user_ids[~cold], self.catalogue_ids, histories)
         scores[~np.isfinite(scores)] = -np.inf  # a broken score ranks last, never first
-        top = _top_k_rows(self.catalogue_ids, scores, watched, k)
+        top = _top_k_rows(scores, watched, k)
         top_scores = np.take_along_axis(scores, top, axis=1).astype(np.float64)
         found = ~np.take_along_axis(watched, top, axis=1)
         return RecommendationBatch(
@@ -419,18 +419,18 @@ class Feed:
         )
 
 
-def _top_k_rows(candidates: np.ndarray, scores: np.ndarray, hidden: np.ndarray, k: int):
-    """Per row, positions of the k best scores, best first (equal scores: smaller video id
-    first, `candidates` being sorted); hidden videos come after every shown one, a -inf
-    score after every finite one. The k-th best value comes from torch's top-k (several
-    times faster than NumPy's argpartition on one catalogue row); the ties at it are taken
-    in candidate order."""
+def _top_k_rows(scores: np.ndarray, hidden: np.ndarray, k: int) -> np.ndarray:
+    """Per row, positions of the k best scores, best first, equal scores in column order
+    (the feed's columns are its sorted video ids: the smaller id first); hidden videos come
+    after every shown one, a -inf score after every finite one. The k-th best value comes
+    from torch's top-k (several times faster than NumPy's argpartition on one catalogue
+    row); ties at it are taken in column order."""
     k = min(k, scores.shape[1])
     rank = np.where(hidden, -np.inf, np.maximum(scores, -np.finfo(scores.dtype).max))
     if scores.shape[1] > k:
         best = torch.topk(torch.from_numpy(rank), k, dim=1, sorted=False)
-        kth = best.values.min(dim=1, keepdim=True).values.numpy()
-        if ((rank >= kth).sum(axis=1) == k).all():  # no tie at the k-th value: top-k is it
+        kth = best.values.numpy().min(axis=1, keepdims=True)
+        if (np.count_nonzero(rank >= kth, axis=1) == k).all():  # no tie at the k-th: top-k it is
             keep = best.indices.numpy()
         else:
             above = rank > kth
@@ -440,5 +440,6 @@ def _top_k_rows(candidates: np.ndarray, scores: np.ndarray, hidden: np.ndarray, 
             keep = np.nonzero(chosen)[1].reshape(len(rank), k)
     else:
         keep = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
-    order = np.lexsort((candidates[keep], -np.take_along_axis(rank, keep, axis=1)))
-    return np.take_along_axis(keep, order, axis=1)
+    keep = np.sort(keep, axis=1)  # column order, so the stable sort breaks ties by it
+    rows = np.arange(len(rank))[:, None]
+    return keep[rows, np.argsort(-rank[rows, keep], axis=1, kind="stable")]
