@@ -14,8 +14,11 @@ The client is deliberately light: `--clients` separate processes (default 2), ea
 loop speaking HTTP/1.1 over raw keep-alive sockets (no HTTP library), so the client does not
 saturate the CPU before the server does. The server's CPU time (psutil, the server process
 and its workers) over each phase is reported per 1,000 requests; so is the client's, to show
-how much of the machine it took. Every load loop is bounded by `--seconds` and
-`--max-requests`. Exits 1 when any request failed.
+how much of the machine it took. `repeats` is the share of a phase's recommendation asks
+whose answer the server may still hold (the user asked before, no event since): those cost a
+look-up, so later, faster phases of one server are also cheaper per request (an upper bound
+with `--workers`, each process keeping its own answers; a lower bound with `--url`).
+Every load loop is bounded by `--seconds` and `--max-requests`. Exits 1 when any request failed.
 """
 
 from __future__ import annotations
@@ -141,19 +144,58 @@ def run_phase(url: str, requests: list, rate: float, clients: int, timeout: floa
 
 
 def mixed_requests(
-    n: int, user_ids: np.ndarray, video_ids: np.ndarray, event_share: float, seed: int
+    n: int,
+    user_ids: np.ndarray,
+    video_ids: np.ndarray,
+    event_share: float,
+    seed: int,
+    answered: set[int] | None = None,
 ) -> list[tuple[str, tuple]]:
+    """`n` requests in a random order: asks for random users, events of random users on
+    random videos. With `answered` (see `repeat_share`), each ask goes to a user without a
+    kept answer while there is one, so the server scores every ask: `--distinct-asks`."""
     rng = np.random.default_rng(seed)
     is_event = rng.random(n) < event_share
     users = rng.choice(user_ids, n).tolist()
     videos = rng.choice(video_ids, n).tolist()
     ratios = rng.gamma(2.0, 0.45, n).round(3).tolist()
+    if answered is not None:
+        kept = set(answered)
+        fresh = [int(u) for u in rng.permutation(user_ids) if int(u) not in kept]
+        for i, event in enumerate(is_event.tolist()):
+            if event:
+                kept.discard(users[i])
+                fresh.append(users[i])  # asking this user again would be scored
+            elif fresh:
+                while fresh and fresh[-1] in kept:
+                    fresh.pop()
+                if fresh:
+                    users[i] = fresh.pop()
+                kept.add(users[i])
     return [
         ("events", ("POST", "/events", {"user_id": u, "video_id": v, "watch_ratio": r}))
         if event
         else ("recommendations", ("GET", f"/users/{u}/recommendations?k=10", None))
         for event, u, v, r in zip(is_event.tolist(), users, videos, ratios, strict=True)
     ]
+
+
+def repeat_share(requests: list[tuple[str, tuple]], answered: set[int]) -> float:
+    """Share of the recommendation asks in `requests` whose answer the server may already
+    hold (`Feed` keeps answers until the user's next event): the user was asked before, on
+    this server, with no event of theirs since. `answered` (users with a kept answer) is
+    updated in place, phase after phase. A reader of the CPU figures needs it: a repeat
+    costs a look-up, not a scoring, so later phases of one server grow cheaper per request."""
+    asks = repeats = 0
+    for kind, (_, path, body) in requests:
+        if kind == "events":
+            answered.discard(body["user_id"])
+            continue
+        user = int(path.split("/")[2])
+        asks += 1
+        repeats += user in answered
+        answered.add(user)
+    return repeats / max(asks, 1)
 
 
 def summary(ms: np.ndarray) -> dict[str, float]:
@@ -247,16 +289,20 @@ def measure(url: str, server_pid: int | None, args: argparse.Namespace, label: s
           f"{len(video_ids)} videos, {args.workers} worker(s); {args.clients} client "
           f"processes; load average {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
     rows = []
+    answered: set[int] = set()  # users whose answer the server may hold (see repeat_share)
     for phase, rate in enumerate(float(rate) for rate in args.rates.split(",")):
         n = max(1, min(args.max_requests, int(rate * args.seconds)))
         warmup = max(1, int(rate * args.warmup_seconds))
-        run_phase(url, mixed_requests(warmup, user_ids, video_ids, args.event_share,
-                                      args.seed + 100 + phase), rate, args.clients,
-                  args.timeout)  # fmt: skip
+        distinct = answered if args.distinct_asks else None
+        warmup_requests = mixed_requests(warmup, user_ids, video_ids, args.event_share,
+                                         args.seed + 100 + phase, distinct)  # fmt: skip
+        repeat_share(warmup_requests, answered)
+        run_phase(url, warmup_requests, rate, args.clients, args.timeout)
+        requests = mixed_requests(n, user_ids, video_ids, args.event_share, args.seed + phase,
+                                  distinct)  # fmt: skip
+        repeats = repeat_share(requests, answered)
         cpu_before = _cpu_seconds(server_pid) if server_pid else None
-        measured = run_phase(url, mixed_requests(n, user_ids, video_ids, args.event_share,
-                                                 args.seed + phase), rate, args.clients,
-                             args.timeout)  # fmt: skip
+        measured = run_phase(url, requests, rate, args.clients, args.timeout)
         cpu_after = _cpu_seconds(server_pid) if server_pid else None
         every = np.concatenate([np.asarray(v) for v in measured["latencies"].values()]
                                or [np.empty(0)]) * 1000.0  # fmt: skip
@@ -272,6 +318,7 @@ def measure(url: str, server_pid: int | None, args: argparse.Namespace, label: s
             "client_cpu_per_1000": 1000 * measured["client_cpu_seconds"] / max(n, 1),
             "error_examples": measured["errors"][:5],
             "load_average": os.getloadavg()[0],
+            "repeat_share": repeats,
         }  # fmt: skip
         if cpu_before is not None:
             server_cpu = cpu_after - cpu_before
@@ -320,6 +367,10 @@ def main() -> int:
     parser.add_argument("--max-requests", type=int, default=20_000, help="per phase")
     parser.add_argument("--clients", type=int, default=2, help="client processes")
     parser.add_argument("--event-share", type=float, default=0.2)
+    parser.add_argument("--distinct-asks", action="store_true",
+                        help="ask for users without a kept answer while there are any, so "
+                        "every ask is scored (`repeats` says how many were not; 7,176 users "
+                        "last one 20 s phase at 300 req/s)")  # fmt: skip
     parser.add_argument("--timeout", type=float, default=10.0, help="per request, seconds")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json-out", type=Path, help="also write the results as JSON")
@@ -358,7 +409,7 @@ def main() -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
     header = ("server", "rate", "achieved", "errors", "p50 ms", "p99 ms", "rec p99",
-              "event p99", "srv cores", "srv s/1k", "cli s/1k", "load")  # fmt: skip
+              "event p99", "srv cores", "srv s/1k", "cli s/1k", "load", "repeats")  # fmt: skip
     print("\n" + "".join(f"{name:>10}" for name in header))
     for row in results["phases"]:
         cells = (row["server"], row["rate"], row["achieved_per_second"], row["errors"],
@@ -367,7 +418,7 @@ def main() -> int:
                  row.get("events", {}).get("p99_ms", float("nan")),
                  row.get("server_cpu_cores", float("nan")),
                  row.get("server_cpu_per_1000", float("nan")), row["client_cpu_per_1000"],
-                 row["load_average"])  # fmt: skip
+                 row["load_average"], row["repeat_share"])  # fmt: skip
         print("".join(f"{cell:>10.2f}" if isinstance(cell, float) else f"{cell:>10}"
                       for cell in cells))  # fmt: skip
         for error in row["error_examples"]:
