@@ -190,3 +190,20 @@ def test_report_renders_in_headless_chromium(page, tmp_path):
     full_height = imread(shot).shape[0]
     check_page(page, shot, height=500)
     assert imread(shot).shape[0] == 500 < full_height
+
+
+def test_training_curves_put_losses_of_different_scales_on_one_relative_axis():
+    from shortrec.report.plots import relative_losses, training_curves_figure
+
+    histories = {
+        "multvae": [{"epoch": e, "loss": 400.0 - 10 * e} for e in range(1, 6)],
+        "bpr": [{"epoch": e, "loss": 0.7 / e} for e in range(1, 6)],
+        "ease": [{"epoch": 1}],  # no loss recorded: no curve
+    }
+    lines = training_curves_figure(histories).axes[0].get_lines()
+    assert [line.get_label() for line in lines] == ["multvae", "bpr"]
+    for line in lines:
+        assert line.get_ydata()[0] == pytest.approx(1.0)
+    assert lines[1].get_ydata()[-1] == pytest.approx(0.2)  # 0.14 / 0.7
+    assert relative_losses([None, 2.0, 1.0]).tolist()[1:] == [1.0, 0.5]
+    assert relative_losses([-3.0, -4.0]).tolist() == [-3.0, -4.0]  # not positive: as recorded

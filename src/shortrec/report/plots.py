@@ -72,21 +72,29 @@ def leaderboard_figure(estimates: Sequence[Estimate], metric: str, title: str) -
     return figure
 
 
+def relative_losses(losses: Sequence[float | None]) -> np.ndarray:
+    """Each loss over the first recorded one (missing: NaN). Models minimise different
+    objectives (a Mult-VAE's loss is in the hundreds, BPR's below one), so on one axis only
+    their shapes compare; a first loss that is not positive leaves them as they are."""
+    values = np.array([np.nan if v is None else v for v in losses], dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    return values / finite[0] if len(finite) and finite[0] > 0 else values
+
+
 def training_curves_figure(histories: dict[str, list[dict]]) -> Figure:
-    """Loss (left) and every validation score the models recorded (right) per epoch."""
+    """Loss relative to each model's first epoch (left) and every validation score the models
+    recorded (right) per epoch."""
     figure = Figure(figsize=(WIDTH + 3, 3.8))
     loss_axes, validation_axes = figure.subplots(1, 2)
     for model, history in histories.items():
         epochs = [h.get("epoch", i + 1) for i, h in enumerate(history)]
         losses = [h.get("loss") for h in history]
         if any(v is not None for v in losses):
-            loss_axes.plot(
-                epochs, [np.nan if v is None else v for v in losses], marker=".", label=model
-            )
+            loss_axes.plot(epochs, relative_losses(losses), marker=".", label=model)
         for key in sorted({k for h in history for k in h if k.startswith("validation")}):
             points = [(e, h[key]) for e, h in zip(epochs, history, strict=True) if key in h]
             validation_axes.plot(*zip(*points, strict=True), marker=".", label=f"{model} {key}")
-    loss_axes.set(title="training loss", xlabel="epoch", ylabel="loss")
+    loss_axes.set(title="training loss", xlabel="epoch", ylabel="loss / first epoch's loss")
     validation_axes.set(title="validation score", xlabel="epoch")
     for axes in (loss_axes, validation_axes):
         axes.grid(alpha=0.3)
