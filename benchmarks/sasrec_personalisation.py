@@ -2,7 +2,7 @@
 their per-video mean across users (what is left once everyone's common list is removed), and of
 the per-video mean alone; plus the share of score variance that is common to all users.
 
-    python benchmarks/sasrec_personalisation.py RUN_DIR
+    python benchmarks/sasrec_personalisation.py RUN_DIR [--common-weights 0.1,0.25,0.5]
 
 A model that ranks everyone the same scores like its per-video mean, and its centred scores
 rank at random (issue 18's diagnosis of SASRec on the KuaiRec protocol).
@@ -23,6 +23,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="a run folder (any model)")
     parser.add_argument("--on", default="tune", choices=("tune", "test"))
+    parser.add_argument(
+        "--common-weights",
+        default="",
+        help="also rank the scores with their per-video mean scaled by each of these weights "
+        "(comma-separated; 1: raw, 0: centred); a weight picked here is picked on the same "
+        "users, so its NDCG@10 is an upper bound",
+    )
     args = parser.parse_args()
     run = Run(args.run)
     model, split = run.model(), run.split()
@@ -54,6 +61,9 @@ def main() -> None:
     print(f"ndcg@10 raw {ndcg(scores):.4f}, centred {ndcg(scores - common):.4f}, "
           f"per-video mean alone {ndcg(np.tile(common, (len(scores), 1))):.4f}")  # fmt: skip
     print(f"share of score variance common to all users {common.var() / scores.var():.4f}")
+    for weight in (float(w) for w in args.common_weights.split(",") if w.strip()):
+        print(f"ndcg@10 with the per-video mean x {weight:g}: "
+              f"{ndcg(scores - (1 - weight) * common):.4f}")  # fmt: skip
 
 
 if __name__ == "__main__":
