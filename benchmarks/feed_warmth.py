@@ -5,10 +5,12 @@
 Loads the run as `shortrec serve` does (`create_app_from_run`, one torch thread), then times
 `Feed.recommend` (CPU time of this thread: the scoring, the unwatched filter, the top-k) for
 users asked once each (no kept answers), first back to back, then with a sleep after each
-ask. A server at 100 req/s sleeps about 10 ms between asks, so its caches and branch
-predictors have gone cold (other processes ran meanwhile) and the same answer costs more
-CPU than at 300 req/s: the reason CPU per request in `serve_load.py` falls with the rate
-even when every ask is scored (`--distinct-asks`).
+ask. Then, back to back for further users, the served model's `score` alone (the model
+time of an answer, without the feed's history merge and top-k). A server at 100 req/s
+sleeps about 10 ms between asks, so its caches and branch predictors have gone cold (other
+processes ran meanwhile) and the same answer costs more CPU than at 300 req/s: the reason
+CPU per request in `serve_load.py` falls with the rate even when every ask is scored
+(`--distinct-asks`).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def main() -> None:
         app = create_app_from_run(args.run, f"sqlite:///{scratch}/events.db")
         feed = app.state.feed
         users = feed.user_ids()
-        needed = 50 + args.asks * len(gaps)
+        needed = 50 + args.asks * (len(gaps) + 1)
         if len(users) < needed:
             raise SystemExit(f"{args.run} has {len(users)} users; {needed} needed")
         users = np.random.default_rng(0).choice(users, needed, replace=False).tolist()
@@ -52,6 +54,13 @@ def main() -> None:
                 if gap:
                     time.sleep(gap)
             print(f"  sleep {gap * 1000:4.0f} ms after each ask: {1000 * spent / args.asks:.2f}")
+        model, spent = feed.served.model, 0.0
+        for user in users[50 + len(gaps) * args.asks :]:
+            histories = feed.histories_of(np.array([user]))
+            started = time.thread_time()
+            model.score(np.array([user]), feed.catalogue_ids, histories)
+            spent += time.thread_time() - started
+        print(f"  the model's score alone, back to back: {1000 * spent / args.asks:.2f}")
         app.state.store.close()
 
 
