@@ -268,9 +268,11 @@ def fabricate(root: Path, model_name: str, views_per_user: int) -> Path:
 
 
 def _cpu_seconds(pid: int) -> float:
-    """CPU seconds of a process and all its children (uvicorn workers)."""
+    """CPU seconds of a process, all its children (uvicorn workers, PostgreSQL backends) and
+    the children it has already reaped (a backend whose connection closed)."""
     process = psutil.Process(pid)
-    total = 0.0
+    times = process.cpu_times()
+    total = times.children_user + times.children_system
     for each in [process, *process.children(recursive=True)]:
         try:
             times = each.cpu_times()
@@ -302,8 +304,10 @@ def measure(url: str, server_pid: int | None, args: argparse.Namespace, label: s
                                   distinct)  # fmt: skip
         repeats = repeat_share(requests, answered)
         cpu_before = _cpu_seconds(server_pid) if server_pid else None
+        store_before = _cpu_seconds(args.store_pid) if args.store_pid else None
         measured = run_phase(url, requests, rate, args.clients, args.timeout)
         cpu_after = _cpu_seconds(server_pid) if server_pid else None
+        store_after = _cpu_seconds(args.store_pid) if args.store_pid else None
         every = np.concatenate([np.asarray(v) for v in measured["latencies"].values()]
                                or [np.empty(0)]) * 1000.0  # fmt: skip
         done = len(every)
@@ -320,6 +324,8 @@ def measure(url: str, server_pid: int | None, args: argparse.Namespace, label: s
             "load_average": os.getloadavg()[0],
             "repeat_share": repeats,
         }  # fmt: skip
+        if store_before is not None:
+            row["store_cpu_per_1000"] = 1000 * (store_after - store_before) / max(done, 1)
         if cpu_before is not None:
             server_cpu = cpu_after - cpu_before
             row["server_cpu_cores"] = server_cpu / measured["elapsed"]
@@ -349,6 +355,9 @@ def main() -> int:
         help="folder for the fabricated world, kept and reused (default: temp)",
     )
     parser.add_argument("--server-pid", type=int, help="with --url: the pid to measure CPU of")
+    parser.add_argument("--store-pid", type=int,
+                        help="also report the CPU of this process and its children per 1,000 "
+                        "requests (`db s/1k`), e.g. the PostgreSQL postmaster")  # fmt: skip
     parser.add_argument("--model", default="sasrec", choices=("sasrec", "popular"),
                         help="model of the fabricated run")  # fmt: skip
     parser.add_argument("--views-per-user", type=int, default=1_742,
@@ -409,7 +418,8 @@ def main() -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
     header = ("server", "rate", "achieved", "errors", "p50 ms", "p99 ms", "rec p99",
-              "event p99", "srv cores", "srv s/1k", "cli s/1k", "load", "repeats")  # fmt: skip
+              "event p99", "srv cores", "srv s/1k", "cli s/1k", "load", "repeats",
+              "db s/1k")  # fmt: skip
     print("\n" + "".join(f"{name:>10}" for name in header))
     for row in results["phases"]:
         cells = (row["server"], row["rate"], row["achieved_per_second"], row["errors"],
@@ -418,7 +428,8 @@ def main() -> int:
                  row.get("events", {}).get("p99_ms", float("nan")),
                  row.get("server_cpu_cores", float("nan")),
                  row.get("server_cpu_per_1000", float("nan")), row["client_cpu_per_1000"],
-                 row["load_average"], row["repeat_share"])  # fmt: skip
+                 row["load_average"], row["repeat_share"],
+                 row.get("store_cpu_per_1000", float("nan")))  # fmt: skip
         print("".join(f"{cell:>10.2f}" if isinstance(cell, float) else f"{cell:>10}"
                       for cell in cells))  # fmt: skip
         for error in row["error_examples"]:
