@@ -51,3 +51,14 @@ def test_distinct_asks_are_scored_while_fresh_users_last():
         shares.append(serve_load.repeat_share(plan, answered))
     assert shares[:2] == [0.0, 0.0]  # 2,000 users and the events' users cover these asks
     assert 0.0 < shares[2] < 0.5  # then the pool runs dry and the rest are repeats
+
+
+def test_cpu_seconds_count_children_already_reaped():
+    import os
+    import subprocess
+    import sys
+
+    before = serve_load._cpu_seconds(os.getpid())
+    burn = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"
+    subprocess.run([sys.executable, "-c", burn], check=True)  # a backend that came and went
+    assert serve_load._cpu_seconds(os.getpid()) - before >= 0.3
