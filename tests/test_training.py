@@ -9,7 +9,7 @@ import torch
 
 from shortrec.data.histories import Histories, IdMap
 from shortrec.training.checkpoint import check_compatible, load_checkpoint, save_checkpoint
-from shortrec.training.device import seeded_global_rng, select_device, torch_threads
+from shortrec.training.device import blas_threads, seeded_global_rng, select_device, torch_threads
 from shortrec.training.early_stopping import EarlyStopping
 from shortrec.training.sequences import Sequences, epoch_batches, fast_index, flat_ranges
 
@@ -124,6 +124,23 @@ def test_device_selection_and_scoped_rng_and_threads():
     with torch_threads(1):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == threads
+
+
+def test_blas_threads_limits_numpys_pool_and_restores_it():
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_pools() -> list[int]:
+        return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+    if not blas_pools():
+        pytest.skip("NumPy here has no BLAS thread pool that threadpoolctl can see")
+    with threadpool_limits(2, "blas"):  # a known starting point, even on a 1-core machine
+        before = blas_pools()
+        with blas_threads(1):
+            assert blas_pools() == [1] * len(before)
+        assert blas_pools() == before
+        with blas_threads(0):  # 0: leave the pool as it is
+            assert blas_pools() == before
 
 
 def test_fast_index_agrees_with_id_map():

@@ -51,7 +51,10 @@ def serve(
         0.2, min=0.01, max=1.0, help="How often each worker reads events stored by the others."
     ),
     torch_threads: int = typer.Option(
-        1, min=1, help="Torch threads per request (requests already run in parallel)."
+        1,
+        min=1,
+        help="CPU threads (torch's and NumPy's BLAS) per request; requests already run in "
+        "parallel.",
     ),
     access_log: bool = typer.Option(False, help="Log every request (costs CPU under load)."),
     # -- limits of the HTTP edge and of event times (ServeSettings; README "Bounded input")

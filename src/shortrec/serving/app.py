@@ -19,6 +19,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from threadpoolctl import threadpool_limits
 
 from shortrec.serving.deps import ServingState
 from shortrec.serving.errors import GuardMiddleware, install_error_handlers
@@ -128,6 +129,8 @@ def create_app_from_spec(spec: ServeSpec) -> FastAPI:
     app = create_app_from_run(spec.run_dir, spec.db, spec.settings, spec.swaps_after)
     if "torch" in sys.modules:  # only when the model uses torch; this process is the server
         sys.modules["torch"].set_num_threads(spec.torch_threads)
+    # NumPy's BLAS pool too: its idle threads spin between requests (`blas_threads`).
+    threadpool_limits(spec.torch_threads, "blas")
     # The feed, the model and the libraries live as long as the process: keep them out of
     # the garbage collector's scans, which requests would otherwise pay for.
     gc.collect()
