@@ -562,3 +562,25 @@ def test_item_init_starts_the_item_tables_from_als_factors(item_init, signal):
     assert np.corrcoef(rows.ravel(), als.ravel())[0, 1] > 0.5  # trained on from the ALS start
     with pytest.raises(ValueError, match="item_init_freeze needs item_init als"):
         SASRec(item_init_freeze=3, device="cpu").fit(data)
+
+
+def test_auto_window_is_the_newest_for_next_view_validation_else_random():
+    views = cyclic_views(n_users=40)
+    split = leave_last_out_split(views)  # validation: each user's one next view
+    next_view = training(split.train, split.validation)
+    auto = small_model(epochs=2, train_window="auto").fit(next_view)
+    last = small_model(epochs=2, train_window="last").fit(next_view)
+    assert auto.fit_report_["train_window"] == "last (auto)"
+    assert last.fit_report_["train_window"] == "last"
+    users, videos = np.array([5000, 5003]), np.arange(100, 100 + N_ITEMS)
+    history = Histories.from_frame(split.train)
+    np.testing.assert_array_equal(
+        auto.score(users, videos, history), last.score(users, videos, history)
+    )
+    later = views.filter(pl.col("timestamp") >= 12)  # a later period: 4 views per user
+    period = training(views.filter(pl.col("timestamp") < 12), later)
+    assert (
+        small_model(epochs=1, train_window="auto").fit(period).fit_report_["train_window"]
+        == "random (auto)"
+    )
+    assert SASRec().train_window == "auto"
