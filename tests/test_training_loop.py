@@ -90,6 +90,30 @@ def test_patience_fraction_waits_longer_after_a_late_best():
     assert Noisy(late).fit(epochs=40, patience=3).epochs == 23
 
 
+class ScriptedLoss(Noisy):
+    """`Noisy` whose training loss follows a script too."""
+
+    def __init__(self, curve: list[float], losses: list[float]):
+        super().__init__(curve)
+        self.losses = losses
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        super().train_epoch(epoch)
+        return {"loss": self.losses[epoch - 1]}
+
+
+def test_loss_rule_does_not_stop_while_the_loss_still_falls():
+    dip = [0.1, 0.11, 0.09, 0.09, 0.09, 0.09] + [0.05 * e for e in range(7, 41)]
+    falling = [1.0 * 0.95**e for e in range(40)]  # -5% per epoch: still learning
+    plain = ScriptedLoss(dip, falling).fit(epochs=40, patience=3)
+    assert (plain.best_epoch, plain.epochs) == (2, 5)  # stopped inside the dip
+    patient = ScriptedLoss(dip, falling).fit(epochs=40, patience=3, min_loss_decrease=0.01)
+    assert (patient.best_epoch, patient.epochs) == (40, 40)
+    flat = [0.7 - 0.001 * e for e in range(40)]  # -0.15% per epoch: converged
+    stopped = ScriptedLoss(dip, flat).fit(epochs=40, patience=3, min_loss_decrease=0.01)
+    assert (stopped.best_epoch, stopped.epochs) == (2, 5)
+
+
 def test_a_resumed_fit_applies_its_own_stopping_rules(tmp_path):
     curve = [0.1, 0.5] + [0.4] * 18
     key = Resume({"lr": 0.01})

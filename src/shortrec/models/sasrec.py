@@ -138,6 +138,7 @@ _PAPER_COMMON: dict[str, Any] = {
     "patience": 3,
     "min_improvement": 0.0,
     "patience_fraction": 0.0,
+    "min_loss_decrease": 0.0,
     "max_eval_users": 10_000,
     "norm": "original",
     "attention_sink": False,
@@ -262,6 +263,13 @@ class SASRec(Recommender):
         "Also wait this fraction of the best epoch's number in epochs without improvement "
         "before stopping (0.25: a best at epoch 40 waits 10 epochs), so a model that learns "
         "slowly is not stopped by one noisy validation.",
+        minimum=0.0,
+    )
+    min_loss_decrease: float = hyperparameter(
+        0.01,
+        "Do not stop while the training loss still falls by this fraction per epoch since "
+        "the best validation (0: stop on validation alone), so a validation score that "
+        "stalls while the model is still learning does not end training.",
         minimum=0.0,
     )
     max_eval_users: int = hyperparameter(
@@ -526,7 +534,7 @@ class SASRec(Recommender):
             epochs=self.epochs, patience=self.patience, context=context,
             validate_every=self.eval_every, generators=[generator], resume=resume, job=job,
             keep_checkpoint=True, min_relative_improvement=self.min_improvement,
-            patience_fraction=self.patience_fraction,
+            patience_fraction=self.patience_fraction, min_loss_decrease=self.min_loss_decrease,
         )  # fmt: skip
         train_seconds = result.train_seconds
         net.eval()

@@ -111,6 +111,7 @@ def fit_epochs(
     keep_checkpoint: bool = False,
     min_relative_improvement: float = 0.0,
     patience_fraction: float = 0.0,
+    min_loss_decrease: float = 0.0,
 ) -> EpochResult:
     """Train `network` for up to `epochs` epochs (numbered from 1) and leave the best
     validated weights in it.
@@ -122,7 +123,8 @@ def fit_epochs(
     checkpoints, per rank. `resume` makes the fit resumable from `context.checkpoint_dir`;
     the checkpoint is deleted once the fit completes (the run saves the model itself) unless
     `keep_checkpoint`, so finished runs and tuning trials do not keep optimiser state.
-    `min_relative_improvement` and `patience_fraction` are `EarlyStopping`'s adaptive rules;
+    `min_relative_improvement`, `patience_fraction` and `min_loss_decrease` (read from
+    each record's "loss") are `EarlyStopping`'s adaptive rules;
     a resumed fit applies this call's `patience` and rules to the checkpoint's record.
     """
     from tqdm.auto import tqdm
@@ -135,7 +137,8 @@ def fit_epochs(
             f"got {epochs}, {patience}, {validate_every}"
         )
     rules = {"patience": patience, "min_relative_improvement": min_relative_improvement,
-             "patience_fraction": patience_fraction}  # fmt: skip
+             "patience_fraction": patience_fraction,
+             "min_loss_decrease": min_loss_decrease}  # fmt: skip
     stopper = EarlyStopping(**rules)
     best_state: dict | None = None
     history: list[dict[str, Any]] = []
@@ -166,7 +169,7 @@ def fit_epochs(
         if validate is not None and (epoch % validate_every == 0 or epoch == epochs):
             score = float(validate(epoch))
             record[VALIDATION_METRIC] = score
-            if stopper.update(score, epoch):
+            if stopper.update(score, epoch, float(record.get("loss", math.nan))):
                 best_state = copy.deepcopy(network.state_dict())
             if context.on_epoch_end is not None and job.is_main:
                 context.on_epoch_end(epoch, score)
