@@ -95,9 +95,13 @@ def test_padding_does_not_change_a_sequence_output(attention_sink):
     assert torch.allclose(h_alone[0], h_padded[0], atol=1e-5)
 
 
-def test_scores_are_the_same_alone_or_batched_with_longer_users():
+@pytest.mark.parametrize(
+    "inputs", [{}, {"feedback_input": True}, {"history_summary": "all"}], ids=str
+)
+def test_scores_are_the_same_alone_or_batched_with_longer_users(inputs):
+    # Alone: the NumPy one-user path; batched: the torch net.
     views = cyclic_views(n_users=40)
-    model = small_model(epochs=2).fit(training(views))
+    model = small_model(epochs=2, **inputs).fit(training(views))
     # User 5000 gets a short history, user 5001 a long one.
     history = Histories.from_frame(
         views.filter(
@@ -108,6 +112,8 @@ def test_scores_are_the_same_alone_or_batched_with_longer_users():
     alone = model.score(np.array([5000]), videos, history)
     batched = model.score(np.array([5001, 5000]), videos, history)
     np.testing.assert_allclose(alone[0], batched[1], atol=1e-5)
+    long_alone = model.score(np.array([5001]), videos, history)  # older views than maxlen
+    np.testing.assert_allclose(long_alone[0], batched[0], atol=1e-5)
 
 
 @pytest.mark.parametrize("loss", ["bce", "softmax", "sampled-softmax"])

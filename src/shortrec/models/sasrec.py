@@ -830,21 +830,25 @@ class SASRec(Recommender):
                     block[:, ~known] = floor
         return out
 
-    def _last_hidden(self, net, sequences: Sequences, rows: np.ndarray, device) -> torch.Tensor:
-        """Hidden state after the newest `maxlen` views of the given sequence rows."""
+    def _window_inputs(self, sequences: Sequences, rows: np.ndarray) -> tuple:
+        """What the net reads for the given sequence rows, as NumPy arrays: (items, lengths)
+        of the newest `maxlen` views, their feedback codes (None unless the net reads them),
+        and the older views' (flat items, bag offsets) (None without a history summary)."""
         items, lengths, feedback = sequences.tail_with_feedback(rows, self.maxlen)
-        feedback = torch.from_numpy(feedback).to(device) if self.feedback_input else None
         older = None
         if self.history_summary != "none":
             window_first = sequences.lengths[rows] - lengths
-            older = tuple(torch.from_numpy(a).to(device)
-                          for a in sequences.older_views(rows, window_first,
-                                                    self.history_summary == "liked"))  # fmt: skip
+            older = sequences.older_views(rows, window_first, self.history_summary == "liked")
+        return items, lengths, feedback if self.feedback_input else None, older
+
+    def _last_hidden(self, net, sequences: Sequences, rows: np.ndarray, device) -> torch.Tensor:
+        """Hidden state after the newest `maxlen` views of the given sequence rows."""
+        items, lengths, feedback, older = self._window_inputs(sequences, rows)
         return net.last_hidden(
             torch.from_numpy(items).to(device),
             torch.from_numpy(lengths).to(device),
-            feedback,
-            older,
+            None if feedback is None else torch.from_numpy(feedback).to(device),
+            None if older is None else tuple(torch.from_numpy(a).to(device) for a in older),
         )
 
     def _one_user_logits(
@@ -856,13 +860,11 @@ class SASRec(Recommender):
             return np.zeros((1, len(weights)), dtype=np.float32)
         if self._encoder is None:
             self._encoder = OneSequenceEncoder(self.net_)
-        items, _, feedback = batch.tail_with_feedback(np.zeros(1, np.int64), self.maxlen)
-        older = None
-        if self.history_summary != "none":
-            older, _ = batch.older_views(np.zeros(1, np.int64), batch.lengths[:1] - length,
-                                         self.history_summary == "liked")  # fmt: skip
+        items, _, feedback, older = self._window_inputs(batch, np.zeros(1, np.int64))
         hidden = self._encoder.last_hidden(
-            items[0], None if feedback is None else feedback[0], older
+            items[0],
+            None if feedback is None else feedback[0],
+            None if older is None else older[0],  # one user: the whole bag is theirs
         )
         logits = weights.numpy() @ hidden
         if bias is not None:
